@@ -1,0 +1,124 @@
+"""HTTP in front of algo.py: read the query, call the function, answer JSON. Nothing else.
+
+Parsing and errors live here once for every route: an algorithm is served by one line in
+ALGORITHMS, and every 4xx/5xx leaves through http_error() as {"message": "..."}.
+"""
+
+import argparse
+import inspect
+import json
+import re
+from collections.abc import Callable
+
+from flask import Flask, Response, request
+from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound
+
+import algo
+
+# URL name -> function whose parameters are all numbers, each read from the query string under
+# its own name: GET /pisqrt?a=25 calls algo.pi_sqrt(a=25.0).
+ALGORITHMS: dict[str, Callable[..., float]] = {"pisqrt": algo.pi_sqrt}
+
+# Every route answers unversioned and under /v1, so clients can pin the contract they wrote for.
+PREFIXES = ("", "/v1")
+
+# A plain decimal number as people type it (25, -1.5, .5, 2e10). float() alone would also take
+# "nan", "inf", "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
+NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
+NOT_FINITE = {"nan", "inf", "infinity"}
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Build the app; config overrides Flask settings (tests pass {"TESTING": True})."""
+    app = Flask(__name__)
+    app.config.from_mapping(config or {})
+    for name, func in ALGORITHMS.items():
+        view = algorithm_view(func)
+        for prefix in PREFIXES:
+            app.add_url_rule(f"{prefix}/{name}", name, view, methods=["GET"])
+    app.register_error_handler(HTTPException, http_error)
+    return app
+
+
+def algorithm_view(func: Callable[..., float]) -> Callable[[], Response]:
+    """A view that reads func's parameters from the query string and answers its result."""
+    names = list(inspect.signature(func).parameters)
+
+    def view() -> Response:
+        args = [parse_number(name, single_value(name)) for name in names]
+        try:
+            result = func(*args)
+        except (ValueError, ArithmeticError) as error:  # the algorithm's own domain errors
+            raise BadRequest(str(error)) from error
+        return json_response({"result": result})
+
+    return view
+
+
+def single_value(name: str) -> str:
+    """The one value of query parameter `name`; missing or repeated is the client's error."""
+    values = request.args.getlist(name)
+    if not values:
+        raise BadRequest(f"query parameter {name!r} is missing; send e.g. ?{name}=25")
+    if len(values) > 1:
+        raise BadRequest(f"query parameter {name!r} is given {len(values)} times; give it once")
+    return values[0]
+
+
+def parse_number(name: str, text: str) -> float:
+    """Parse the text of parameter `name` as a finite float, or raise BadRequest saying why."""
+    if text == "":
+        raise BadRequest(f"query parameter {name!r} is empty; it must be a number such as 25")
+    if not NUMBER.fullmatch(text):
+        kind = "a finite number" if text.lower().lstrip("+-") in NOT_FINITE else "a number"
+        raise BadRequest(f"query parameter {name!r} must be {kind}, got {shorten(text)!r}")
+    value = float(text)
+    if value in (float("inf"), float("-inf")):  # digits such as 1e999 that no float can hold
+        raise BadRequest(f"query parameter {name!r} overflows a 64-bit float: {shorten(text)!r}")
+    return value
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """Echo at most `limit` characters of client input back in a message."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def json_response(payload: dict, status: int = 200) -> Response:
+    """payload as JSON, with json.dumps' default spacing: {"result": 8.86226925452758}."""
+    # allow_nan=False: NaN and Infinity are not JSON; emitting them would break clients silently.
+    body = json.dumps(payload, allow_nan=False) + "\n"
+    return Response(body, status, mimetype="application/json")
+
+
+def http_error(error: HTTPException) -> Response:
+    """Every HTTP error as JSON {"message": ...}, keeping its status and headers (e.g. Allow)."""
+    response = error.get_response()
+    response.set_data(json.dumps({"message": error_message(error)}) + "\n")
+    response.content_type = "application/json"
+    return response
+
+
+def error_message(error: HTTPException) -> str:
+    """A one-line message naming what was wrong with the request."""
+    if isinstance(error, NotFound):
+        return f"no such path: {shorten(request.path)}"
+    if isinstance(error, MethodNotAllowed):
+        allowed = ", ".join(error.valid_methods or ())
+        return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+    return error.description or error.name
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run on Flask's development server: for a laptop, never for production (see README)."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: %(default)s)"
+    )
+    parser.add_argument("--port", type=int, default=5000, help="port (default: %(default)s)")
+    parser.add_argument("--debug", action="store_true", help="reloader and debugger; never public")
+    args = parser.parse_args(argv)
+    create_app().run(host=args.host, port=args.port, debug=args.debug)
+
+
+if __name__ == "__main__":
+    main()
