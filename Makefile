@@ -1,0 +1,41 @@
+# modelserver: `make run` serves the stack on http://127.0.0.1:$(PORT); `make test` runs every test.
+
+PORT ?= 5555
+# The virtualenv is built on the system's Python (Debian's /usr/bin/python3), the interpreter
+# production uses: uWSGI is compiled against, and embeds, the Python of the venv it is built in.
+PYTHON ?= /usr/bin/python3
+VENV := .venv
+# What a clean Debian machine lacks: nginx, the venv module, and a compiler with Python's headers
+# to build uWSGI (PyPI ships it as source).
+SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
+
+.PHONY: run test lint system-packages clean
+
+run: system-packages $(VENV)/.service
+	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
+
+test: system-packages $(VENV)/.tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+system-packages:
+	@deploy/ensure-packages.sh $(SYSTEM_PACKAGES)
+
+# Stamp files: pip runs again only when a requirements file changes. --no-cache-dir: a uWSGI
+# wheel cached from another Python 3.11 (a pyenv one, say) has the same tag but links that
+# Python's libpython; build it here, against this venv's interpreter.
+$(VENV)/.service: requirements.txt
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --no-cache-dir -r requirements.txt
+	touch $@
+
+$(VENV)/.tests: $(VENV)/.service tests/requirements.txt
+	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
+	touch $@
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis

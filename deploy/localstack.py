@@ -1,0 +1,319 @@
+"""Run the whole stack on one machine without root or systemd: nginx -> unix socket -> uWSGI.
+
+uWSGI runs with the project's uwsgi.ini and nginx with the project's site file, changed in two
+values only: the listen address (loopback, any port) and the socket path (a temp dir). Everything
+the run writes lives in that temp dir, removed on stop. `make run` and the tests use this module.
+
+    python deploy/localstack.py --port 5555     # Ctrl-C stops both and removes the temp dir
+"""
+
+import argparse
+import http.client
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+SITE_FILE = PROJECT / "deploy" / "nginx" / "modelserver"
+SITE_LISTEN = "listen 5555;"
+SITE_SOCKET = "unix:/run/modelserver/modelserver.sock"
+READY_PATH = "/pisqrt?a=1"
+NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
+
+NGINX_CONF = """\
+# Generated for a local run; production uses the distribution's nginx.conf and includes the site
+# file from sites-enabled. Every path is in this run's temp dir, so no root is needed.
+daemon off;
+{user}
+worker_processes auto;
+pid {dir}/nginx.pid;
+error_log {dir}/nginx-error.log warn;
+
+events {{
+    # Each proxied request holds two connections (client and uWSGI): room for 2,048 clients.
+    worker_connections 4096;
+}}
+
+http {{
+    include {dir}/mime.types;
+    default_type application/octet-stream;
+    sendfile on;
+    access_log {dir}/nginx-access.log;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+
+    include {dir}/modelserver-site.conf;
+}}
+"""
+
+
+def find_nginx() -> str | None:
+    """The nginx binary; /usr/sbin is not on an ordinary user's PATH on Debian."""
+    return shutil.which("nginx") or next(
+        (p for p in NGINX_CANDIDATES if os.access(p, os.X_OK)), None
+    )
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def replace_once(text: str, old: str, new: str) -> str:
+    """Replace the one occurrence of old; fail loudly if an edit of the file moved it."""
+    count = text.count(old)
+    if count != 1:
+        raise ValueError(f"expected {old!r} once in {SITE_FILE}, found it {count} times")
+    return text.replace(old, new)
+
+
+def render_site(site: str, port: int, socket_path: str, changes: dict[str, str]) -> str:
+    """The project's site file, listening on loopback:port and passing to socket_path.
+
+    changes: further exact replacements, for tests that need e.g. a shorter timeout.
+    """
+    changes = {
+        SITE_LISTEN: f"listen 127.0.0.1:{port};",
+        SITE_SOCKET: f"unix:{socket_path}",
+        **changes,
+    }
+    for old, new in changes.items():
+        site = replace_once(site, old, new)
+    return site
+
+
+def render_nginx_conf(run_dir: str) -> str:
+    """The main nginx.conf of a local run; as root, workers run as root to reach the 660 socket."""
+    user = "user root root;" if os.geteuid() == 0 else ""
+    return NGINX_CONF.format(dir=run_dir, user=user)
+
+
+def process_tree(pid: int) -> list[int]:
+    """pid and all its descendants that are alive now (Linux /proc)."""
+    pids, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        pids.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo += [int(child) for child in (task / "children").read_text().split()]
+            except OSError:  # the process ended while we looked
+                pass
+    return pids
+
+
+def alive(pid: int) -> bool:
+    """True while pid exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+class Stack:
+    """nginx on 127.0.0.1:port in front of uWSGI, in a temp dir; a context manager."""
+
+    def __init__(
+        self,
+        port: int | None = None,
+        uwsgi_args: tuple[str, ...] = (),
+        site_changes: dict[str, str] | None = None,
+        log_to_terminal: bool = False,
+        ready_path: str = READY_PATH,
+    ):
+        self.port = port or free_port()
+        self.uwsgi_args = uwsgi_args
+        self.site_changes = site_changes or {}
+        self.log_to_terminal = log_to_terminal
+        self.ready_path = ready_path
+        self.dir = tempfile.mkdtemp(prefix="modelserver-")
+        self.socket_path = os.path.join(self.dir, "uwsgi.sock")
+        self.uwsgi: subprocess.Popen | None = None
+        self.nginx: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> "Stack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self, timeout: float = 30) -> None:
+        nginx = find_nginx()
+        if nginx is None:
+            raise RuntimeError("nginx is not installed: sudo apt-get install nginx")
+        self.write_nginx_config()
+        self.check_nginx_config(nginx)
+        self.uwsgi = self.spawn(
+            [self.uwsgi_binary(), "--ini", str(PROJECT / "uwsgi.ini"), *self.uwsgi_args],
+            "uwsgi.log",
+            env={**os.environ, "MODELSERVER_SOCKET": self.socket_path},
+        )
+        self.nginx = self.spawn([nginx, *self.nginx_flags()], "nginx.log")
+        self.wait_ready(timeout)
+
+    def uwsgi_binary(self) -> str:
+        """uWSGI from the virtualenv running this script."""
+        return str(Path(sys.executable).parent / "uwsgi")
+
+    def nginx_flags(self) -> list[str]:
+        # -e: the error log before the config is read, so no /var/log write is attempted.
+        return ["-p", self.dir, "-c", f"{self.dir}/nginx.conf", "-e", f"{self.dir}/nginx-error.log"]
+
+    def write_nginx_config(self) -> None:
+        for name in ("mime.types", "uwsgi_params"):  # the site file includes them relatively
+            shutil.copy(f"/etc/nginx/{name}", self.dir)
+        site = render_site(SITE_FILE.read_text(), self.port, self.socket_path, self.site_changes)
+        Path(self.dir, "modelserver-site.conf").write_text(site)
+        Path(self.dir, "nginx.conf").write_text(render_nginx_conf(self.dir))
+
+    def check_nginx_config(self, nginx: str) -> None:
+        """nginx -t: a broken config fails here with nginx's own words."""
+        result = subprocess.run(
+            [nginx, "-t", "-q", *self.nginx_flags()], capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"nginx -t failed:\n{result.stderr}")
+
+    def spawn(self, argv: list[str], log_name: str, env: dict | None = None) -> subprocess.Popen:
+        output = None if self.log_to_terminal else open(os.path.join(self.dir, log_name), "ab")
+        try:
+            return subprocess.Popen(
+                argv, stdout=output, stderr=subprocess.STDOUT, env=env, stdin=subprocess.DEVNULL
+            )
+        finally:
+            if output is not None:
+                output.close()
+
+    def wait_ready(self, timeout: float) -> None:
+        """Poll through nginx until the app answers 200; fail early if a process died."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for name, proc in (("uWSGI", self.uwsgi), ("nginx", self.nginx)):
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.logs()}")
+            try:
+                if self.request("GET", self.ready_path)[0] == 200:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no answer from {self.url} in {timeout} s:\n{self.logs()}")
+            time.sleep(0.05)
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None = None,
+        headers: dict | None = None,
+        timeout: float = 10,
+    ) -> tuple[int, dict, bytes]:
+        """One HTTP request through nginx: status, headers (lower-case names), body."""
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            conn.request(method, path, body=body, headers=headers or {})
+            response = conn.getresponse()
+            return (
+                response.status,
+                {k.lower(): v for k, v in response.getheaders()},
+                response.read(),
+            )
+        finally:
+            conn.close()
+
+    def pids(self) -> list[int]:
+        """Every process of the stack: both masters and their workers."""
+        return [
+            pid
+            for proc in (self.uwsgi, self.nginx)
+            if proc and proc.poll() is None
+            for pid in process_tree(proc.pid)
+        ]
+
+    def logs(self) -> str:
+        """The tail of each log in the run dir, for error messages."""
+        tails = []
+        for log in sorted(Path(self.dir).glob("*.log")):
+            tails.append(
+                f"--- {log.name}\n" + "\n".join(log.read_text(errors="replace").splitlines()[-30:])
+            )
+        return "\n".join(tails)
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop nginx, then uWSGI (each by its PID), wait for every process, remove the temp dir.
+
+        Raises if a process or the socket outlives the stop: a leak is a bug.
+        """
+        pids = self.pids()
+        # A uWSGI killed earlier could not remove its socket; one stopped here must.
+        uwsgi_running = self.uwsgi is not None and self.uwsgi.poll() is None
+        # nginx first, so no new request reaches a uWSGI that is going away. SIGQUIT lets it
+        # finish the requests in flight; SIGINT makes uWSGI stop (not reload) at once.
+        for proc, sig in ((self.nginx, signal.SIGQUIT), (self.uwsgi, signal.SIGINT)):
+            if proc is not None and proc.poll() is None:
+                proc.send_signal(sig)
+                try:
+                    proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        deadline = time.monotonic() + timeout
+        while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        leaked = [pid for pid in pids if alive(pid)]
+        socket_left = uwsgi_running and os.path.exists(self.socket_path)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        if leaked or socket_left:
+            for pid in leaked:
+                os.kill(pid, signal.SIGKILL)
+            raise RuntimeError(f"stop left processes {leaked} or the socket ({socket_left})")
+
+
+def interrupt(signum, frame) -> None:
+    """SIGTERM stops the stack the same way as Ctrl-C."""
+    raise KeyboardInterrupt
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Run nginx + uWSGI + the app locally.")
+    parser.add_argument("--port", type=int, default=5555, help="nginx port (default: %(default)s)")
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        with Stack(port=args.port, log_to_terminal=True) as stack:
+            print(
+                f"modelserver is up: {stack.url}/pisqrt?a=25  (uWSGI pid {stack.uwsgi.pid}, "
+                f"nginx pid {stack.nginx.pid}; Ctrl-C stops)",
+                flush=True,
+            )
+            while stack.uwsgi.poll() is None and stack.nginx.poll() is None:
+                time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("modelserver stopped", flush=True)
+        return 0
+    print("a process of the stack exited by itself; the rest is stopped", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,90 @@
+"""Configs are code: nginx -t on the site file, and uWSGI's effective options as it runs them."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deploy.localstack import SITE_FILE, Stack, find_nginx, render_site
+
+TESTS = str(Path(__file__).parent)
+
+
+def test_local_run_changes_only_listen_and_socket():
+    original = SITE_FILE.read_text().splitlines()
+    rendered = render_site(SITE_FILE.read_text(), 8080, "/srv/x.sock", {}).splitlines()
+    changed = [(old, new) for old, new in zip(original, rendered, strict=True) if old != new]
+    assert changed == [
+        ("    server unix:/run/modelserver/modelserver.sock;", "    server unix:/srv/x.sock;"),
+        ("    listen 5555;", "    listen 127.0.0.1:8080;"),
+    ]
+
+
+def test_nginx_accepts_the_local_config():
+    stack = Stack()
+    try:
+        stack.write_nginx_config()
+        result = subprocess.run(
+            [find_nginx(), "-t", *stack.nginx_flags()], capture_output=True, text=True
+        )
+    finally:
+        shutil.rmtree(stack.dir)
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+    assert "[warn]" not in result.stderr and "[emerg]" not in result.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="nginx -t with Debian's nginx.conf needs root")
+def test_nginx_accepts_the_site_next_to_debians_default_site(tmp_path):
+    # Debian's own nginx.conf, its default site and ours, as sites-enabled would hold them.
+    conf = Path("/etc/nginx/nginx.conf").read_text()
+    site = tmp_path / "modelserver"
+    shutil.copy(SITE_FILE, site)
+    shutil.copy("/etc/nginx/uwsgi_params", tmp_path)  # relative includes resolve next to -c
+    conf = conf.replace(
+        "include /etc/nginx/sites-enabled/*;",
+        f"include /etc/nginx/sites-available/default; include {site};",
+    )
+    (tmp_path / "nginx.conf").write_text(conf)
+    result = subprocess.run(
+        [find_nginx(), "-t", "-c", str(tmp_path / "nginx.conf")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    assert "test is successful" in result.stderr
+
+
+def test_uwsgi_effective_options():
+    # A test app that reports uwsgi.opt, run under the project's uwsgi.ini.
+    with Stack(uwsgi_args=("--pythonpath", TESTS, "--module", "testapps:options")) as stack:
+        status, _, body = stack.request("GET", "/")
+        log = Path(stack.dir, "uwsgi.log").read_text()
+        socket_path = stack.socket_path
+    assert status == 200, body
+    options = json.loads(body)
+    expected = {
+        "strict": "true",
+        "master": "true",
+        "need-app": "true",
+        "single-interpreter": "true",
+        "vacuum": "true",
+        "die-on-term": "true",
+        "no-orphans": "true",
+        "processes": "2",
+        "chmod-socket": "660",
+        "socket": socket_path,
+        "listen": "1024",
+        "buffer-size": "65535",
+        "harakiri": "30",
+        "disable-logging": "true",
+        "log-4xx": "true",
+        "log-5xx": "true",
+    }
+    assert {name: options.get(name) for name in expected} == expected
+    # What the kernel granted, and the mode uWSGI ran in, from its own startup log.
+    assert "your server socket listen backlog is limited to 1024 connections" in log
+    assert "*** Operational MODE: preforking ***" in log
+    assert len(re.findall(r"spawned uWSGI worker \d", log)) == 2

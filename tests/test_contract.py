@@ -1,0 +1,35 @@
+"""Every row of the contract, through Flask's test client and through real nginx -> uWSGI."""
+
+import json
+
+import pytest
+
+from conftest import assert_json_error
+from contract import contract_cases
+
+
+def check(status: int, headers: dict, body: bytes, method: str, expected_status: int, expected):
+    """Assert one response against its contract row (status first, then body)."""
+    if expected_status == 200:
+        assert status == 200, body
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body) == expected
+        assert body == (json.dumps(expected) + "\n").encode()  # full precision, one line
+    else:
+        assert_json_error(status, headers, body, expected_status, *expected)
+    if expected_status == 405:
+        assert "GET" in headers["allow"].split(", ")
+
+
+@pytest.mark.parametrize("method,path,expected_status,expected", contract_cases())
+def test_contract_flask(client, method, path, expected_status, expected):
+    response = client.open(path, method=method)
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    check(response.status_code, headers, response.data, method, expected_status, expected)
+
+
+@pytest.mark.parametrize("method,path,expected_status,expected", contract_cases())
+def test_contract_stack(stack, method, path, expected_status, expected):
+    status, headers, body = stack.request(method, path)
+    assert headers["server"] == "nginx"  # through nginx, no version, not Werkzeug
+    check(status, headers, body, method, expected_status, expected)

@@ -1,0 +1,97 @@
+"""The real stack, nginx -> unix socket -> uWSGI -> Flask: what only it can show."""
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import assert_json_error
+from deploy.localstack import Stack, alive
+
+TESTS = str(Path(__file__).parent)
+
+
+def test_socket_is_660_and_three_uwsgi_processes(stack):
+    assert os.stat(stack.socket_path).st_mode & 0o777 == 0o660
+    uwsgi_pids = [
+        pid for pid in stack.pids() if "uWSGI" in Path(f"/proc/{pid}/cmdline").read_text()
+    ]
+    assert len(uwsgi_pids) == 3  # the master and 2 workers
+
+
+def test_long_query_string_and_header_fit_in_uwsgi_buffer(stack):
+    # 7 KB of query and a 7 KB header: above uWSGI's default 4 KB buffer, below nginx's limits.
+    status, _, body = stack.request(
+        "GET", "/pisqrt?a=" + "0" * 7000 + "25", headers={"X-Long": "x" * 7000}
+    )
+    assert status == 200, body
+    assert json.loads(body) == {"result": 8.86226925452758}
+
+
+def test_request_line_over_8k_is_414_json(stack):
+    assert_json_error(*stack.request("GET", "/pisqrt?a=" + "1" * 9000), 414, "request line")
+
+
+def test_header_over_8k_is_431_json(stack):
+    assert_json_error(
+        *stack.request("GET", "/pisqrt?a=1", headers={"X-Big": "x" * 9000}),
+        431,
+        "headers too large",
+    )
+
+
+def test_body_over_1mb_is_413_json(stack):
+    body = b"x" * (1024 * 1024 + 1)
+    assert_json_error(*stack.request("GET", "/pisqrt?a=1", body=body), 413, "at most 1 MB")
+
+
+def test_error_page_location_is_not_public(stack):
+    assert_json_error(*stack.request("GET", "/_modelserver_error.json"), 404, "no such path")
+
+
+# Any bytes in a query string, percent-encoded: never a 5xx, always JSON.
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=200) | st.text(max_size=200))
+def test_no_query_string_yields_a_5xx(stack, raw):
+    data = raw if isinstance(raw, bytes) else raw.encode()
+    status, headers, body = stack.request("GET", "/pisqrt?a=" + quote(data, safe="=&"))
+    assert status in (200, 400), body
+    assert headers["content-type"] == "application/json"
+    payload = json.loads(body)
+    assert "result" in payload if status == 200 else "message" in payload
+
+
+def test_uwsgi_down_is_502_json():
+    with Stack() as stack:
+        os.kill(stack.uwsgi.pid, signal.SIGKILL)
+        stack.uwsgi.wait(5)
+        assert_json_error(*stack.request("GET", "/pisqrt?a=1"), 502, "not running")
+
+
+def test_upstream_timeout_is_504_json():
+    # A test app that sleeps, and nginx told to wait 1 s instead of 35 s.
+    uwsgi_args = ("--pythonpath", TESTS, "--module", "testapps:slow")
+    with Stack(
+        uwsgi_args=uwsgi_args, site_changes={"uwsgi_read_timeout 35s;": "uwsgi_read_timeout 1s;"}
+    ) as stack:
+        assert_json_error(*stack.request("GET", "/?sleep=3"), 504, "did not answer")
+
+
+def test_stop_leaves_no_process_socket_or_directory():
+    with Stack() as stack:
+        pids = stack.pids()
+        assert len(pids) >= 4  # uWSGI master + 2 workers, nginx master + workers
+    # stop() itself raises on a leak; check once more from the outside.
+    deadline = time.monotonic() + 5
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [pid for pid in pids if alive(pid)] == []
+    assert not os.path.exists(stack.socket_path)
+    assert not os.path.exists(stack.dir)
