@@ -82,6 +82,8 @@ def test_uwsgi_effective_options():
         "disable-logging": "true",
         "log-4xx": "true",
         "log-5xx": "true",
+        "hook-master-start": "unix_signal:15 gracefully_kill_them_all",
+        "worker-reload-mercy": "35",
     }
     assert {name: options.get(name) for name in expected} == expected
     # What the kernel granted, and the mode uWSGI ran in, from its own startup log.

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -84,7 +85,14 @@ def test_upstream_timeout_is_504_json():
         assert_json_error(*stack.request("GET", "/?sleep=3"), 504, "did not answer")
 
 
-def test_stop_leaves_no_process_socket_or_directory():
+def test_uwsgi_removes_its_socket_on_stop():
+    with Stack() as other:
+        other.uwsgi.send_signal(signal.SIGINT)
+        assert other.uwsgi.wait(10) == 0
+        assert not os.path.exists(other.socket_path)  # vacuum, before the run dir goes
+
+
+def test_stop_leaves_no_process_or_directory():
     with Stack() as stack:
         pids = stack.pids()
         assert len(pids) >= 4  # uWSGI master + 2 workers, nginx master + workers
@@ -93,5 +101,19 @@ def test_stop_leaves_no_process_socket_or_directory():
     while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert [pid for pid in pids if alive(pid)] == []
-    assert not os.path.exists(stack.socket_path)
     assert not os.path.exists(stack.dir)
+
+
+def test_sigterm_lets_requests_in_flight_finish():
+    # systemd stops with SIGTERM: a request already running must get its answer, not a 502.
+    with Stack(uwsgi_args=("--pythonpath", TESTS, "--module", "testapps:slow")) as stack:
+        answers = []
+        request = threading.Thread(target=lambda: answers.append(stack.request("GET", "/?sleep=2")))
+        request.start()
+        time.sleep(0.5)
+        stack.uwsgi.send_signal(signal.SIGTERM)
+        request.join(10)
+        assert stack.uwsgi.wait(10) == 0
+    status, _, body = answers[0]
+    assert status == 200, body
+    assert json.loads(body) == {"slept": 2.0}
