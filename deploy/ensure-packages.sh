@@ -18,5 +18,8 @@ else
     exit 1
 fi
 echo "installing:$missing"
+# $as_root is empty or "sudo", and $missing a list of names: both are split on purpose.
+# shellcheck disable=SC2086
 $as_root apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq --no-install-recommends $missing
+# shellcheck disable=SC2086
+$as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing

@@ -36,3 +36,23 @@ def assert_json_error(
     for word in words:
         assert word in payload["message"], (word, payload["message"])
     return payload["message"]
+
+
+FIGURES: list[tuple[str, str]] = []
+
+
+@pytest.fixture
+def figure():
+    """record(name, value): a measured figure, printed in a summary at the end of the run."""
+
+    def record(name: str, value) -> None:
+        FIGURES.append((name, str(value)))
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.section("measured figures")
+        for name, value in FIGURES:
+            terminalreporter.write_line(f"{name}: {value}")

@@ -1,0 +1,289 @@
+"""The production install under a real systemd: deploy/install.sh, then what systemctl users do.
+
+One systemd box for the module, and the tests run in file order as an operator would: install,
+check, crash, reload, upgrade, stop, reboot, reinstall, uninstall. The box has no network, so
+pip installs from a wheelhouse built here first (PIP_NO_INDEX / PIP_FIND_LINKS).
+"""
+
+import hashlib
+import json
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from deploy.localstack import PROJECT
+from systemd_box import SystemdBox, cannot_boot_reason
+
+REASON = cannot_boot_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no systemd box here: {REASON}")
+
+UNIT_FILE = PROJECT / "deploy" / "systemd" / "modelserver.service"
+SRC = "/srv/modelserver-src"  # where the box sees the checkout
+URL = "http://127.0.0.1:5555/pisqrt?a=25"
+RESULT = '{"result": 8.86226925452758}'
+INSTALL = ["env", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=/srv/wheels", f"{SRC}/deploy/install.sh"]
+# Everything the installer writes, with owners, modes and content hashes.
+SNAPSHOT = (
+    "find /opt/modelserver /etc/systemd/system /etc/nginx /etc/passwd /etc/group "
+    "-xdev \\( -type f -o -type l \\) -printf '%p %U %G %m %l ' -exec md5sum {} \\; | sort"
+)
+
+
+def wheelhouse() -> Path:
+    """Wheels of requirements.txt for the box, built once per version of the file."""
+    requirements = PROJECT / "requirements.txt"
+    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+    wheels = PROJECT / ".cache" / f"wheels-{digest}"
+    if not wheels.exists():
+        building = wheels.with_suffix(".partial")
+        shutil.rmtree(building, ignore_errors=True)
+        # Built by the venv's Python, Debian's python3, which is also the box's.
+        subprocess.run(
+            [
+                str(PROJECT / ".venv" / "bin" / "pip"),
+                "wheel",
+                "--quiet",
+                "--use-pep517",
+                "--no-cache-dir",
+                "-r",
+                str(requirements),
+                "-w",
+                str(building),
+            ],
+            check=True,
+            timeout=600,
+        )
+        building.rename(wheels)
+    return wheels
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The checkout without venv, caches and git: what a user would copy to a server."""
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", ".cache", "__pycache__", ".*_cache", ".hypothesis"
+    )
+    return Path(shutil.copytree(PROJECT, dest, ignore=ignore))
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    # The copy is the box's source checkout; tests change it to play a new release.
+    src = copy_checkout(tmp_path_factory.mktemp("box") / "src")
+    with SystemdBox(binds={str(src): SRC, str(wheelhouse()): "/srv/wheels"}) as box:
+        box.src = src
+        installed = box.run(INSTALL, check=False, timeout=600)
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        yield box
+
+
+def sh(box, command: str, timeout: float = 60) -> str:
+    """Run a shell command in the box; its stdout, stripped."""
+    return box.run(command, timeout=timeout).stdout.strip()
+
+
+def get(box) -> tuple[int, str]:
+    """GET /pisqrt?a=25 through the installed nginx site, from inside the box."""
+    result = box.run(["curl", "-sS", "-o", "/dev/stdout", "-w", "\n%{http_code}", URL], check=False)
+    body, _, status = result.stdout.rpartition("\n")
+    return int(status or 0), body.strip()
+
+
+def main_pid(box) -> int:
+    return int(sh(box, "systemctl show -p MainPID --value modelserver"))
+
+
+def wait_for_answer(box, timeout: float) -> float:
+    """Seconds until the service answers 200 through nginx; fails after timeout."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if get(box)[0] == 200:
+            return time.monotonic() - start
+        time.sleep(0.05)
+    pytest.fail(f"no answer within {timeout} s")
+
+
+def start_load(box, seconds: float, threads: int = 8) -> subprocess.Popen:
+    """tests/loadclient.py inside the box, in the background; finish with load_result()."""
+    argv = [
+        "nsenter",
+        "-t",
+        str(box.pid1),
+        "-a",
+        "python3",
+        f"{SRC}/tests/loadclient.py",
+        URL,
+        str(seconds),
+        str(threads),
+    ]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def load_result(load: subprocess.Popen) -> dict[str, int]:
+    out, err = load.communicate(timeout=120)
+    assert load.returncode == 0, err
+    return json.loads(out)
+
+
+# --- static checks, no box needed ---------------------------------------------------------
+
+
+def test_unit_security_exposure_at_most_2():
+    result = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", str(UNIT_FILE)],
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    exposure = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", result.stdout)[1])
+    assert exposure <= 2.0, result.stdout
+
+
+# --- the installed service ------------------------------------------------------------------
+
+
+def test_unit_verifies_without_warnings(box):
+    result = box.run(
+        ["systemd-analyze", "verify", "/etc/systemd/system/modelserver.service"], check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+
+
+def test_installed_service_answers_as_modelserver_through_nginx(box):
+    assert sh(box, "systemctl is-active modelserver") == "active"
+    assert get(box) == (200, RESULT)
+    users = sh(box, f"ps -o user= -p {main_pid(box)} --ppid {main_pid(box)}").split()
+    assert users == ["modelserver"] * 3  # the master and 2 workers
+    assert sh(box, "stat -c '%a %U %G' /run/modelserver/modelserver.sock") == (
+        "660 modelserver www-data"
+    )
+
+
+def test_other_users_cannot_use_the_socket(box):
+    # Only the service and nginx's group: any other local user is refused.
+    probe = (
+        "import socket; s = socket.socket(socket.AF_UNIX); "
+        "s.connect('/run/modelserver/modelserver.sock')"
+    )
+    result = box.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "python3", "-c", probe],
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "PermissionError" in result.stderr
+
+
+def test_kill_9_of_the_master_restarts_it_within_2_s(box, figure):
+    old_pid = main_pid(box)
+    restarts = int(sh(box, "systemctl show -p NRestarts --value modelserver"))
+    sh(box, f"kill -9 {old_pid}")
+    seconds = wait_for_answer(box, timeout=10)
+    figure("answering again after kill -9 of the uWSGI master (s)", f"{seconds:.2f}")
+    assert seconds < 2
+    assert main_pid(box) != old_pid
+    assert int(sh(box, "systemctl show -p NRestarts --value modelserver")) == restarts + 1
+
+
+def test_reload_under_load_fails_no_request(box, figure):
+    pid = main_pid(box)
+    load = start_load(box, seconds=6)
+    time.sleep(2)
+    sh(box, "systemctl reload modelserver")
+    outcomes = load_result(load)
+    figure("systemctl reload under load (outcomes)", outcomes)
+    assert outcomes.keys() == {f"200 {RESULT}"}
+    assert sum(outcomes.values()) > 100
+    assert main_pid(box) == pid  # reloaded in place, not restarted
+    assert "reload" in sh(box, "journalctl -u modelserver -o cat | tail -n 40")
+
+
+def test_upgrade_in_place_reloads_into_new_code_without_failures(box, figure):
+    algo = box.src / "algo.py"
+    original = algo.read_text()
+    # A new release whose answers differ visibly: one more than before.
+    algo.write_text(original.replace("    return result\n", "    return result + 1\n"))
+    try:
+        load = start_load(box, seconds=8)
+        time.sleep(2)
+        upgraded = box.run(INSTALL, check=False, timeout=300)
+        outcomes = load_result(load)
+        figure("install.sh upgrade under load (outcomes)", outcomes)
+        assert upgraded.returncode == 0, upgraded.stdout + upgraded.stderr
+        assert "reloaded modelserver gracefully" in upgraded.stdout
+        assert get(box) == (200, '{"result": 9.86226925452758}')
+        new = f"200 {RESULT.replace('8.86', '9.86')}"
+        assert outcomes.keys() == {f"200 {RESULT}", new}  # old, then new code; nothing else
+    finally:
+        algo.write_text(original)
+        box.run(INSTALL, timeout=300)
+    assert get(box) == (200, RESULT)
+
+
+def test_failing_nginx_config_is_refused_and_the_old_one_keeps_serving(box):
+    site = box.src / "deploy" / "nginx" / "modelserver"
+    original = site.read_text()
+    installed_before = sh(box, "md5sum /etc/nginx/sites-available/modelserver")
+    site.write_text(original.replace("server_tokens off;", "server_tokens off; no_such_directive;"))
+    try:
+        result = box.run(INSTALL, check=False, timeout=300)
+    finally:
+        site.write_text(original)
+    assert result.returncode == 1
+    assert "nginx -t failed" in result.stdout
+    assert sh(box, "md5sum /etc/nginx/sites-available/modelserver") == installed_before
+    assert get(box) == (200, RESULT)
+
+
+def test_stop_is_clean_and_quick(box, figure):
+    start = time.monotonic()
+    sh(box, "systemctl stop modelserver")
+    seconds = time.monotonic() - start
+    figure("systemctl stop (s)", f"{seconds:.2f}")
+    assert box.run(["systemctl", "is-active", "modelserver"], check=False).stdout == "inactive\n"
+    assert box.run(["test", "-e", "/run/modelserver"], check=False).returncode == 1
+    assert box.run(["pgrep", "-u", "modelserver"], check=False).stdout == ""
+    assert seconds < 45  # TimeoutStopSec
+    sh(box, "systemctl start modelserver")
+    assert get(box) == (200, RESULT)
+
+
+def test_enabled_service_comes_back_after_reboot(box):
+    box.poweroff()
+    box.boot()
+    assert sh(box, "systemctl is-enabled modelserver") == "enabled"
+    wait_for_answer(box, timeout=10)
+    assert sh(box, "systemctl is-active modelserver") == "active"
+
+
+def test_second_install_changes_nothing(box):
+    before, pid = sh(box, SNAPSHOT), main_pid(box)
+    result = box.run(INSTALL, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == RESULT  # no "modelserver: ..." line: nothing was done
+    assert sh(box, SNAPSHOT) == before
+    assert main_pid(box) == pid
+
+
+def test_uninstall_leaves_no_trace_and_nginx_serving(box):
+    result = box.run([f"{SRC}/deploy/install.sh", "--uninstall"], check=False, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    for path in (
+        "/opt/modelserver",
+        "/etc/systemd/system/modelserver.service",
+        "/etc/nginx/sites-available/modelserver",
+        "/etc/nginx/sites-enabled/modelserver",
+        "/run/modelserver",
+    ):
+        assert box.run(["test", "-e", path], check=False).returncode == 1, path
+    assert box.run(["id", "modelserver"], check=False).returncode == 1
+    assert box.run(["getent", "group", "modelserver"], check=False).returncode == 2
+    assert box.run(["pgrep", "-f", "uWSGI"], check=False).stdout == ""
+    assert sh(box, "systemctl is-active nginx") == "active"
+    default_site = box.run(
+        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "http://127.0.0.1:80/"], check=False
+    )
+    assert default_site.stdout == "200"
