@@ -7,17 +7,30 @@ ALGORITHMS, and every 4xx/5xx leaves through http_error() as {"message": "..."}.
 import argparse
 import inspect
 import json
+import math
 import re
 from collections.abc import Callable
 
 from flask import Flask, Response, request
-from werkzeug.exceptions import BadRequest, HTTPException, MethodNotAllowed, NotFound
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+    UnsupportedMediaType,
+)
 
 import algo
 
 # URL name -> function whose parameters are all numbers, each read from the query string under
 # its own name: GET /pisqrt?a=25 calls algo.pi_sqrt(a=25.0).
 ALGORITHMS: dict[str, Callable[..., float]] = {"pisqrt": algo.pi_sqrt}
+
+# Request bodies: at most 1 MB (as nginx), and a batch at most 10,000 values (about 200 KB of JSON).
+MAX_BODY_BYTES = 1024 * 1024
+MAX_BATCH = 10_000
+BODY_TOO_LARGE = RequestEntityTooLarge.description  # Werkzeug's words for MAX_CONTENT_LENGTH
 
 # Every route answers unversioned and under /v1, so clients can pin the contract they wrote for.
 PREFIXES = ("", "/v1")
@@ -31,28 +44,97 @@ NOT_FINITE = {"nan", "inf", "infinity"}
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config overrides Flask settings (tests pass {"TESTING": True})."""
     app = Flask(__name__)
+    # The same body cap as nginx's client_max_body_size, for whatever reaches Flask another way.
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config.from_mapping(config or {})
     for name, func in ALGORITHMS.items():
         view = algorithm_view(func)
         for prefix in PREFIXES:
-            app.add_url_rule(f"{prefix}/{name}", name, view, methods=["GET"])
+            app.add_url_rule(f"{prefix}/{name}", name, view, methods=["GET", "POST"])
     app.register_error_handler(HTTPException, http_error)
     return app
 
 
 def algorithm_view(func: Callable[..., float]) -> Callable[[], Response]:
-    """A view that reads func's parameters from the query string and answers its result."""
+    """A view calling func: GET with its arguments in the query string, POST in a JSON body.
+
+    A POST whose arguments are lists is a batch: func runs once per position, results in order.
+    """
     names = list(inspect.signature(func).parameters)
 
     def view() -> Response:
-        args = [parse_number(name, single_value(name)) for name in names]
-        try:
-            result = func(*args)
-        except (ValueError, ArithmeticError) as error:  # the algorithm's own domain errors
-            raise BadRequest(str(error)) from error
+        if request.method == "GET":
+            result = call(func, [parse_number(name, single_value(name)) for name in names])
+        else:
+            result = call_body(func, names, json_body())
         return json_response({"result": result})
 
     return view
+
+
+def call(func: Callable[..., float], args: list[float], where: str = "") -> float:
+    """func(*args), its domain errors (ValueError, ArithmeticError) turned into a 400."""
+    try:
+        return func(*args)
+    except (ValueError, ArithmeticError) as error:
+        raise BadRequest(f"{where}{error}") from error
+
+
+def call_body(func: Callable[..., float], names: list[str], body: dict) -> float | list[float]:
+    """func on a JSON body's arguments: numbers for one call, equal-length lists for a batch."""
+    values = [body_value(body, name) for name in names]
+    if not any(isinstance(value, list) for value in values):
+        return call(func, values)
+    if not all(isinstance(value, list) for value in values) or len(set(map(len, values))) > 1:
+        raise BadRequest(f"give {', '.join(names)} all as numbers or all as lists of one length")
+    if len(values[0]) > MAX_BATCH:
+        raise RequestEntityTooLarge(
+            f"a batch holds at most {MAX_BATCH} values; this one has {len(values[0])}"
+        )
+    rows = enumerate(zip(*values, strict=True))
+    return [call(func, list(args), f"item {i}: ") for i, args in rows]
+
+
+def json_body() -> dict:
+    """The request body as a JSON object; NaN and Infinity, which are not JSON, are refused."""
+    if not request.is_json:
+        raise UnsupportedMediaType(
+            f"send the body as Content-Type: application/json, not {request.mimetype or 'none'!r}"
+        )
+    try:
+        body = json.loads(request.get_data(), parse_constant=refuse_constant)
+    except (ValueError, RecursionError) as error:  # bad text or encoding; absurd nesting
+        raise BadRequest(f"the body is not valid JSON: {error}") from error
+    if not isinstance(body, dict):
+        raise BadRequest('the body must be a JSON object such as {"a": 25}')
+    return body
+
+
+def refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number in JSON")
+
+
+def body_value(body: dict, name: str) -> float | list[float]:
+    """Field `name` of the body: a finite number, or a list of them."""
+    if name not in body:
+        raise BadRequest(f'field {name!r} is missing from the body; send e.g. {{"{name}": 25}}')
+    value = body[name]
+    if isinstance(value, list):
+        return [json_number(f"{name}[{i}]", item) for i, item in enumerate(value)]
+    return json_number(name, value)
+
+
+def json_number(where: str, value) -> float:
+    """value as a finite float, or a 400 naming where it was."""
+    if type(value) not in (int, float):  # bool is an int subclass, and not a number here
+        raise BadRequest(f"{where} must be a number, got {shorten(json.dumps(value))}")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer with hundreds of digits
+        raise BadRequest(f"{where} overflows a 64-bit float") from None
+    if not math.isfinite(number):  # 1e999 parses to inf
+        raise BadRequest(f"{where} overflows a 64-bit float")
+    return number
 
 
 def single_value(name: str) -> str:
@@ -102,8 +184,10 @@ def error_message(error: HTTPException) -> str:
     """A one-line message naming what was wrong with the request."""
     if isinstance(error, NotFound):
         return f"no such path: {shorten(request.path)}"
+    if isinstance(error, RequestEntityTooLarge) and error.description == BODY_TOO_LARGE:
+        return f"request body too large: at most {MAX_BODY_BYTES // (1024 * 1024)} MB"
     if isinstance(error, MethodNotAllowed):
-        allowed = ", ".join(error.valid_methods or ())
+        allowed = ", ".join(sorted(error.valid_methods or ()))
         return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
     return error.description or error.name
 

@@ -1,46 +1,74 @@
 """The API contract as one table, run through Flask's test client and through the real stack."""
 
+import json
 import math
 
 import pytest
 
 RESULT_25 = 8.86226925452758  # sqrt(25·π), the README's example
+RESULT_1 = math.sqrt(math.pi)
 
-# (method, path, status, expected): expected is the exact JSON body of a 200, or the words
-# that the message of an error must contain (the parameter and the problem).
+# (method, path, body, status, expected). body: JSON text sent as application/json, or None.
+# expected: the exact JSON body of a 200, or the words the message of an error must contain
+# (the parameter and the problem).
 CONTRACT = [
-    ("GET", "/pisqrt?a=25", 200, {"result": RESULT_25}),
-    ("GET", "/v1/pisqrt?a=25", 200, {"result": RESULT_25}),
-    ("GET", "/pisqrt?a=0", 200, {"result": 0.0}),
-    ("GET", "/pisqrt?a=2.5e1", 200, {"result": RESULT_25}),
-    ("GET", "/pisqrt?a=%2B25", 200, {"result": RESULT_25}),  # "+25", percent-encoded
-    ("GET", "/pisqrt?a=1e-300", 200, {"result": math.sqrt(1e-300 * math.pi)}),
-    ("GET", "/pisqrt?a=25&unused=x", 200, {"result": RESULT_25}),
-    ("GET", "/pisqrt", 400, ("'a'", "missing")),
-    ("GET", "/pisqrt?b=1", 400, ("'a'", "missing")),
-    ("GET", "/pisqrt?a=", 400, ("'a'", "empty")),
-    ("GET", "/pisqrt?a", 400, ("'a'", "empty")),
-    ("GET", "/pisqrt?a=abc", 400, ("'a'", "must be a number", "'abc'")),
-    ("GET", "/pisqrt?a=0x1g", 400, ("'a'", "must be a number", "'0x1g'")),
-    ("GET", "/pisqrt?a=1_000", 400, ("'a'", "must be a number")),
-    ("GET", "/pisqrt?a=%2025", 400, ("'a'", "must be a number")),  # " 25"
-    ("GET", "/pisqrt?a=nan", 400, ("'a'", "finite", "'nan'")),
-    ("GET", "/pisqrt?a=inf", 400, ("'a'", "finite", "'inf'")),
-    ("GET", "/pisqrt?a=-inf", 400, ("'a'", "finite", "'-inf'")),
-    ("GET", "/pisqrt?a=Infinity", 400, ("'a'", "finite")),
-    ("GET", "/pisqrt?a=-1", 400, ("a must be >= 0", "-1.0")),
-    ("GET", "/pisqrt?a=1&a=2", 400, ("'a'", "2 times")),
-    ("GET", "/pisqrt?a=1e308", 400, ("a*pi overflows",)),
-    ("GET", "/pisqrt?a=1e999", 400, ("'a'", "overflows")),
-    ("GET", "/pisqrt?a=" + "9" * 5000, 400, ("'a'", "overflows", "...")),
-    ("GET", "/v1/pisqrt?a=-1", 400, ("a must be >= 0",)),
-    ("GET", "/nowhere", 404, ("no such path", "/nowhere")),
-    ("GET", "/pisqrt/25", 404, ("no such path",)),
-    ("POST", "/pisqrt?a=25", 405, ("POST", "not allowed", "GET")),
-    ("DELETE", "/v1/pisqrt?a=25", 405, ("DELETE", "not allowed", "GET")),
+    ("GET", "/pisqrt?a=25", None, 200, {"result": RESULT_25}),
+    ("GET", "/v1/pisqrt?a=25", None, 200, {"result": RESULT_25}),
+    ("GET", "/pisqrt?a=0", None, 200, {"result": 0.0}),
+    ("GET", "/pisqrt?a=2.5e1", None, 200, {"result": RESULT_25}),
+    ("GET", "/pisqrt?a=%2B25", None, 200, {"result": RESULT_25}),  # "+25", percent-encoded
+    ("GET", "/pisqrt?a=1e-300", None, 200, {"result": math.sqrt(1e-300 * math.pi)}),
+    ("GET", "/pisqrt?a=25&unused=x", None, 200, {"result": RESULT_25}),
+    ("GET", "/pisqrt", None, 400, ("'a'", "missing")),
+    ("GET", "/pisqrt?b=1", None, 400, ("'a'", "missing")),
+    ("GET", "/pisqrt?a=", None, 400, ("'a'", "empty")),
+    ("GET", "/pisqrt?a", None, 400, ("'a'", "empty")),
+    ("GET", "/pisqrt?a=abc", None, 400, ("'a'", "must be a number", "'abc'")),
+    ("GET", "/pisqrt?a=0x1g", None, 400, ("'a'", "must be a number", "'0x1g'")),
+    ("GET", "/pisqrt?a=1_000", None, 400, ("'a'", "must be a number")),
+    ("GET", "/pisqrt?a=%2025", None, 400, ("'a'", "must be a number")),  # " 25"
+    ("GET", "/pisqrt?a=nan", None, 400, ("'a'", "finite", "'nan'")),
+    ("GET", "/pisqrt?a=inf", None, 400, ("'a'", "finite", "'inf'")),
+    ("GET", "/pisqrt?a=-inf", None, 400, ("'a'", "finite", "'-inf'")),
+    ("GET", "/pisqrt?a=Infinity", None, 400, ("'a'", "finite")),
+    ("GET", "/pisqrt?a=-1", None, 400, ("a must be >= 0", "-1.0")),
+    ("GET", "/pisqrt?a=1&a=2", None, 400, ("'a'", "2 times")),
+    ("GET", "/pisqrt?a=1e308", None, 400, ("a*pi overflows",)),
+    ("GET", "/pisqrt?a=1e999", None, 400, ("'a'", "overflows")),
+    ("GET", "/pisqrt?a=" + "9" * 5000, None, 400, ("'a'", "overflows", "...")),
+    ("GET", "/v1/pisqrt?a=-1", None, 400, ("a must be >= 0",)),
+    ("POST", "/pisqrt", '{"a": 25}', 200, {"result": RESULT_25}),
+    ("POST", "/v1/pisqrt", '{"a": 25}', 200, {"result": RESULT_25}),
+    ("POST", "/pisqrt", '{"a": [1, 25, 0]}', 200, {"result": [RESULT_1, RESULT_25, 0.0]}),
+    ("POST", "/pisqrt", '{"a": []}', 200, {"result": []}),
+    ("POST", "/pisqrt", json.dumps({"a": [1] * 10_000}), 200, {"result": [RESULT_1] * 10_000}),
+    ("POST", "/pisqrt", json.dumps({"a": [1] * 10_001}), 413, ("at most 10000", "10001")),
+    ("POST", "/pisqrt", '{"a": [1, 2, -3]}', 400, ("item 2", "a must be >= 0")),
+    ("POST", "/pisqrt", '{"a": [1, "x"]}', 400, ("a[1]", "must be a number", '"x"')),
+    ("POST", "/pisqrt", '{"a": [1, null]}', 400, ("a[1]", "must be a number", "null")),
+    ("POST", "/pisqrt", '{"a": [1, [2]]}', 400, ("a[1]", "must be a number")),
+    ("POST", "/pisqrt", '{"a": true}', 400, ("a must be a number", "true")),
+    ("POST", "/pisqrt", '{"a": "25"}', 400, ("a must be a number",)),
+    ("POST", "/pisqrt", '{"a": NaN}', 400, ("not valid JSON", "NaN")),
+    ("POST", "/pisqrt", '{"a": [Infinity]}', 400, ("not valid JSON", "Infinity")),
+    ("POST", "/pisqrt", '{"a": 1e999}', 400, ("a overflows",)),
+    ("POST", "/pisqrt", '{"a": 1' + "0" * 400 + "}", 400, ("a overflows",)),
+    ("POST", "/pisqrt", '{"a": [1e308]}', 400, ("item 0", "a*pi overflows")),
+    ("POST", "/pisqrt", '{"b": 1}', 400, ("'a' is missing",)),
+    ("POST", "/pisqrt", "[25]", 400, ("JSON object",)),
+    ("POST", "/pisqrt", '{"a": ', 400, ("not valid JSON",)),
+    ("POST", "/pisqrt", "", 400, ("not valid JSON",)),
+    ("POST", "/pisqrt", "[" * 100_000 + "]" * 100_000, 400, ("not valid JSON",)),
+    ("GET", "/nowhere", None, 404, ("no such path", "/nowhere")),
+    ("GET", "/pisqrt/25", None, 404, ("no such path",)),
+    ("PUT", "/pisqrt?a=25", None, 405, ("PUT", "not allowed", "GET", "POST")),
+    ("DELETE", "/v1/pisqrt?a=25", None, 405, ("DELETE", "not allowed", "GET")),
 ]
 
 
 def contract_cases():
-    """CONTRACT as pytest params, each named by its method and path."""
-    return [pytest.param(*case, id=f"{case[0]} {case[1][:40]}") for case in CONTRACT]
+    """CONTRACT as pytest params, each named by its method, path and body."""
+    return [
+        pytest.param(*case, id=f"{case[0]} {case[1][:40]} {(case[2] or '')[:30]}".strip())
+        for case in CONTRACT
+    ]
