@@ -8,8 +8,11 @@ import argparse
 import inspect
 import json
 import math
+import os
 import re
+import signal
 from collections.abc import Callable
+from pathlib import Path
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import (
@@ -18,6 +21,7 @@ from werkzeug.exceptions import (
     MethodNotAllowed,
     NotFound,
     RequestEntityTooLarge,
+    ServiceUnavailable,
     UnsupportedMediaType,
 )
 
@@ -32,6 +36,17 @@ MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 10_000
 BODY_TOO_LARGE = RequestEntityTooLarge.description  # Werkzeug's words for MAX_CONTENT_LENGTH
 
+# Models each worker loads when the app is created: name -> loader. /readyz is 503 until every one
+# has loaded (a missing or corrupt file keeps the worker alive but out of rotation).
+MODELS: dict[str, Callable[[], object]] = {}
+
+# The API's OpenAPI 3 document, served at /openapi.json; tests check the server against it.
+OPENAPI_FILE = Path(__file__).with_name("openapi.json")
+
+# uwsgi.ini's harakiri-graceful-signal: uWSGI sends it to a worker whose request ran past
+# harakiri, a few seconds before it kills the worker.
+DEADLINE_SIGNAL = signal.SIGSYS
+
 # Every route answers unversioned and under /v1, so clients can pin the contract they wrote for.
 PREFIXES = ("", "/v1")
 
@@ -40,19 +55,76 @@ PREFIXES = ("", "/v1")
 NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 NOT_FINITE = {"nan", "inf", "infinity"}
 
+JSON_TYPE = "application/json"
+
 
 def create_app(config: dict | None = None) -> Flask:
-    """Build the app; config overrides Flask settings (tests pass {"TESTING": True})."""
+    """Build the app; config overrides Flask settings (tests pass {"TESTING": True}).
+
+    config["MODELS"] replaces MODELS, the loaders of the models to load.
+    """
     app = Flask(__name__)
     # The same body cap as nginx's client_max_body_size, for whatever reaches Flask another way.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["MODELS"] = MODELS
     app.config.from_mapping(config or {})
+    app.extensions["models"] = load_models(app, app.config["MODELS"])
     for name, func in ALGORITHMS.items():
         view = algorithm_view(func)
         for prefix in PREFIXES:
             app.add_url_rule(f"{prefix}/{name}", name, view, methods=["GET", "POST"])
+    openapi = OPENAPI_FILE.read_bytes()
+    app.add_url_rule("/openapi.json", "openapi", lambda: Response(openapi, mimetype=JSON_TYPE))
+    app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
+    app.add_url_rule("/readyz", "readyz", lambda: readiness(app))
     app.register_error_handler(HTTPException, http_error)
+    stop_requests_at_the_deadline()
     return app
+
+
+def load_models(app: Flask, loaders: dict[str, Callable[[], object]]) -> dict[str, object]:
+    """Each model loaded; one that fails is logged and left out, so /readyz can say why."""
+    models = {}
+    for name, load in loaders.items():
+        try:
+            models[name] = load()
+        except Exception:  # any failure of a model file or its code means "not ready"
+            app.logger.exception("model %r failed to load", name)
+    return models
+
+
+def readiness(app: Flask) -> Response:
+    """200 when every model is loaded in this worker, else 503 naming the missing ones."""
+    missing = sorted(set(app.config["MODELS"]) - set(app.extensions["models"]))
+    if missing:
+        raise ServiceUnavailable(f"not ready: model(s) not loaded: {', '.join(missing)}")
+    return json_response({"status": "ready", "models": sorted(app.extensions["models"])})
+
+
+class DeadlineExceeded(HTTPException):
+    """The request ran past uWSGI's harakiri; answered 504, then the worker is recycled."""
+
+    code = 504
+    description = "the request ran past the server's time limit and was stopped"
+
+
+def stop_requests_at_the_deadline() -> None:
+    """Under uWSGI, turn the harakiri signal into DeadlineExceeded inside the running request."""
+    try:
+        import uwsgi  # noqa: F401  (exists only inside uWSGI, the one server with harakiri)
+    except ImportError:
+        return
+    signal.signal(DEADLINE_SIGNAL, raise_deadline_exceeded)
+
+
+def raise_deadline_exceeded(signum, frame):
+    raise DeadlineExceeded()
+
+
+def recycle_this_worker() -> None:
+    """Ask uWSGI to replace this worker (SIGHUP: finish, exit, respawn): an interrupted request
+    may have left its state half-changed."""
+    os.kill(os.getpid(), signal.SIGHUP)
 
 
 def algorithm_view(func: Callable[..., float]) -> Callable[[], Response]:
@@ -169,14 +241,16 @@ def json_response(payload: dict, status: int = 200) -> Response:
     """payload as JSON, with json.dumps' default spacing: {"result": 8.86226925452758}."""
     # allow_nan=False: NaN and Infinity are not JSON; emitting them would break clients silently.
     body = json.dumps(payload, allow_nan=False) + "\n"
-    return Response(body, status, mimetype="application/json")
+    return Response(body, status, mimetype=JSON_TYPE)
 
 
 def http_error(error: HTTPException) -> Response:
     """Every HTTP error as JSON {"message": ...}, keeping its status and headers (e.g. Allow)."""
     response = error.get_response()
     response.set_data(json.dumps({"message": error_message(error)}) + "\n")
-    response.content_type = "application/json"
+    response.content_type = JSON_TYPE
+    if isinstance(error, DeadlineExceeded):
+        response.call_on_close(recycle_this_worker)
     return response
 
 

@@ -19,7 +19,7 @@ SITE=/etc/nginx/sites-available/modelserver
 SITE_LINK=/etc/nginx/sites-enabled/modelserver
 PORT=${MODELSERVER_PORT:-5555}
 # What the service runs; the rest of the checkout (tests, deploy/) stays out of production.
-APP_FILES="algo.py server.py wsgi.py uwsgi.ini requirements.txt README.md"
+APP_FILES="algo.py server.py wsgi.py uwsgi.ini openapi.json requirements.txt README.md"
 
 code_changed=0 unit_changed=0 site_changed=0
 

@@ -41,14 +41,15 @@ def assert_json_error(
 FIGURES: list[tuple[str, str]] = []
 
 
+def record_figure(name: str, value) -> None:
+    """A measured figure, printed in a summary at the end of the run."""
+    FIGURES.append((name, str(value)))
+
+
 @pytest.fixture
 def figure():
-    """record(name, value): a measured figure, printed in a summary at the end of the run."""
-
-    def record(name: str, value) -> None:
-        FIGURES.append((name, str(value)))
-
-    return record
+    """record_figure, as a fixture for tests."""
+    return record_figure
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,14 +1,20 @@
 """WSGI apps that only tests run under the project's uwsgi.ini (uwsgi ... --module testapps:NAME).
 
 They live here, not in production code: `options` shows uWSGI's effective options as the running
-server sees them; `slow` sleeps on request, to make nginx and uWSGI time out.
+server sees them; `slow` sleeps on request, to make nginx time out; `flask_app` is the production
+app with test-only routes, to see what uWSGI's harakiri does to a stuck request.
 """
 
 import json
+import os
+import signal
 import time
 from urllib.parse import parse_qs
 
 import uwsgi  # exists only inside a uWSGI process
+from flask import request
+
+from server import create_app
 
 
 def respond(start_response, payload: dict) -> list[bytes]:
@@ -33,3 +39,21 @@ def slow(environ, start_response):
     seconds = float(parse_qs(environ.get("QUERY_STRING", "")).get("sleep", ["0"])[0])
     time.sleep(seconds)
     return respond(start_response, {"slept": seconds})
+
+
+def slow_route() -> dict:
+    """Sleep ?seconds=N; with ?block=1, with the harakiri signal blocked, like code stuck in C."""
+    if request.args.get("block"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGSYS])
+    time.sleep(float(request.args.get("seconds", "0")))
+    return {"pid": os.getpid()}
+
+
+def pid_route() -> dict:
+    return {"pid": os.getpid()}
+
+
+# The production app plus two routes that only tests have: a slow one, and one naming the worker.
+flask_app = create_app()
+flask_app.add_url_rule("/slow", "slow", slow_route)
+flask_app.add_url_rule("/pid", "pid", pid_route)
