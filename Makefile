@@ -6,15 +6,16 @@ PORT ?= 5555
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 # What a clean Debian machine lacks: nginx, the venv module, and a compiler with Python's headers
-# to build uWSGI (PyPI ships it as source).
+# to build uWSGI (PyPI ships it as source); the tests also drive load with wrk.
 SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
+TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk
 
-.PHONY: run test lint system-packages clean
+.PHONY: run test lint system-packages test-packages clean
 
 run: system-packages $(VENV)/.service
 	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
 
-test: system-packages $(VENV)/.tests
+test: test-packages $(VENV)/.tests
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
@@ -24,6 +25,9 @@ lint: $(VENV)/.tests
 
 system-packages:
 	@deploy/ensure-packages.sh $(SYSTEM_PACKAGES)
+
+test-packages:
+	@deploy/ensure-packages.sh $(TEST_PACKAGES)
 
 # Stamp files: pip runs again only when a requirements file changes. --no-cache-dir: a uWSGI
 # wheel cached from another Python 3.11 (a pyenv one, say) has the same tag but links that

@@ -70,11 +70,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def replace_once(text: str, old: str, new: str) -> str:
-    """Replace the one occurrence of old; fail loudly if an edit of the file moved it."""
+def replace(text: str, old: str, new: str, times: int = 1) -> str:
+    """Replace old, which must occur `times` times: fail loudly if an edit of the file moved it."""
     count = text.count(old)
-    if count != 1:
-        raise ValueError(f"expected {old!r} once in {SITE_FILE}, found it {count} times")
+    if count != times:
+        raise ValueError(f"expected {old!r} {times} times in {SITE_FILE}, found it {count} times")
     return text.replace(old, new)
 
 
@@ -83,13 +83,9 @@ def render_site(site: str, port: int, socket_path: str, changes: dict[str, str])
 
     changes: further exact replacements, for tests that need e.g. a shorter timeout.
     """
-    changes = {
-        SITE_LISTEN: f"listen 127.0.0.1:{port};",
-        SITE_SOCKET: f"unix:{socket_path}",
-        **changes,
-    }
-    for old, new in changes.items():
-        site = replace_once(site, old, new)
+    site = replace(site, SITE_SOCKET, f"unix:{socket_path}", times=2)  # main and retry entry
+    for old, new in {SITE_LISTEN: f"listen 127.0.0.1:{port};", **changes}.items():
+        site = replace(site, old, new)
     return site
 
 

@@ -18,8 +18,10 @@ def test_local_run_changes_only_listen_and_socket():
     original = SITE_FILE.read_text().splitlines()
     rendered = render_site(SITE_FILE.read_text(), 8080, "/srv/x.sock", {}).splitlines()
     changed = [(old, new) for old, new in zip(original, rendered, strict=True) if old != new]
+    socket = "    server unix:/run/modelserver/modelserver.sock max_fails=0"
     assert changed == [
-        ("    server unix:/run/modelserver/modelserver.sock;", "    server unix:/srv/x.sock;"),
+        (f"{socket};", "    server unix:/srv/x.sock max_fails=0;"),
+        (f"{socket} backup;", "    server unix:/srv/x.sock max_fails=0 backup;"),
         ("    listen 5555;", "    listen 127.0.0.1:8080;"),
     ]
 
@@ -76,14 +78,19 @@ def test_uwsgi_effective_options():
         "processes": "2",
         "chmod-socket": "660",
         "socket": socket_path,
+        "master-fifo": socket_path + ".fifo",
         "listen": "1024",
         "buffer-size": "65535",
         "harakiri": "30",
+        "harakiri-graceful-timeout": "5",
+        "harakiri-graceful-signal": "31",
+        "max-requests": "1000000",
+        "reload-on-rss": "512",
         "disable-logging": "true",
         "log-4xx": "true",
         "log-5xx": "true",
         "hook-master-start": "unix_signal:15 gracefully_kill_them_all",
-        "worker-reload-mercy": "35",
+        "worker-reload-mercy": "40",
     }
     assert {name: options.get(name) for name in expected} == expected
     # What the kernel granted, and the mode uWSGI ran in, from its own startup log.
