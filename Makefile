@@ -10,7 +10,7 @@ VENV := .venv
 SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
 TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk
 
-.PHONY: run test lint system-packages test-packages clean
+.PHONY: run test soak lint system-packages test-packages clean
 
 run: system-packages $(VENV)/.service
 	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
@@ -18,6 +18,10 @@ run: system-packages $(VENV)/.service
 test: test-packages $(VENV)/.tests
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The load test for 10 minutes instead of 15 s: 0 errors and no worker growth over a long run.
+soak: test-packages $(VENV)/.tests
+	MODELSERVER_LOAD_SECONDS=600 $(VENV)/bin/python -m pytest -k 64_clients tests/test_reliability.py
 
 lint: $(VENV)/.tests
 	$(VENV)/bin/ruff check .
