@@ -1,6 +1,13 @@
-"""The model: pure functions of numbers, no HTTP and no I/O, to test and time them alone."""
+"""The models: pure functions, no HTTP and no I/O, to test and time them alone.
+
+pi_sqrt is the stand-in; predict_digits runs the handwritten-digit classifier of digits.py.
+"""
 
 import math
+
+import numpy as np
+
+import digits
 
 # The largest a for which a·π is still a finite 64-bit float.
 MAX_A = math.nextafter(math.inf, 0) / math.pi
@@ -16,3 +23,19 @@ def pi_sqrt(a: float) -> float:
     if math.isinf(result):
         raise OverflowError(f"a*pi overflows a 64-bit float; a must be <= {MAX_A!r}, got {a!r}")
     return result
+
+
+def predict_digits(model: digits.Model, images: list[bytes]) -> list[digits.Prediction]:
+    """The digit in each PNG or JPEG file: (label, 10 probabilities), in order.
+
+    A file that cannot be read raises ValueError saying why, and in a batch which one
+    ("image 2: ...").
+    """
+    inputs = []
+    for position, data in enumerate(images):
+        try:
+            inputs.append(digits.preprocess(digits.decode_image(data)))
+        except ValueError as error:
+            where = f"image {position}: " if len(images) > 1 else ""
+            raise ValueError(f"{where}{error}") from error
+    return digits.predict_batch(model, np.stack(inputs)) if inputs else []
