@@ -6,11 +6,12 @@ PORT ?= 5555
 PYTHON ?= /usr/bin/python3
 VENV := .venv
 # What a clean Debian machine lacks: nginx, the venv module, and a compiler with Python's headers
-# to build uWSGI (PyPI ships it as source); the tests also drive load with wrk.
+# to build uWSGI (PyPI ships it as source); the tests also drive load with wrk and the page
+# with Debian's chromium.
 SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
-TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk
+TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium
 
-.PHONY: run test soak lint system-packages test-packages clean
+.PHONY: run test model soak lint system-packages test-packages clean
 
 run: system-packages $(VENV)/.service
 	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
@@ -18,6 +19,10 @@ run: system-packages $(VENV)/.service
 test: test-packages $(VENV)/.tests
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Train the digit classifier again from scikit-learn's bundled digits (fixed seed, same file).
+model: $(VENV)/.tests
+	$(VENV)/bin/python models/train_digits.py
 
 # The load test for 10 minutes instead of 15 s: 0 errors and no worker growth over a long run.
 soak: test-packages $(VENV)/.tests

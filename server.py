@@ -1,4 +1,4 @@
-"""HTTP in front of algo.py: read the query, call the function, answer JSON. Nothing else.
+"""HTTP in front of algo.py: read the request, call the function, answer JSON. Nothing else.
 
 Parsing and errors live here once for every route: an algorithm is served by one line in
 ALGORITHMS, and every 4xx/5xx leaves through http_error() as {"message": "..."}.
@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from flask import Flask, Response, request
+from flask import Flask, Response, current_app, request
 from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
@@ -26,6 +26,7 @@ from werkzeug.exceptions import (
 )
 
 import algo
+import digits
 
 # URL name -> function whose parameters are all numbers, each read from the query string under
 # its own name: GET /pisqrt?a=25 calls algo.pi_sqrt(a=25.0).
@@ -38,7 +39,18 @@ BODY_TOO_LARGE = RequestEntityTooLarge.description  # Werkzeug's words for MAX_C
 
 # Models each worker loads when the app is created: name -> loader. /readyz is 503 until every one
 # has loaded (a missing or corrupt file keeps the worker alive but out of rotation).
-MODELS: dict[str, Callable[[], object]] = {}
+MODELS: dict[str, Callable[[], object]] = {"digits": digits.load_model}
+
+# Image uploads to /predict: bodies up to 10 MB (a phone photo; nginx has the same cap there),
+# and at most 64 images in one multipart batch.
+MAX_IMAGE_BODY_BYTES = 10 * 1024 * 1024
+MAX_IMAGES = 64
+IMAGE_TYPES = ("image/png", "image/jpeg")
+
+# Origins whose pages may call the API from a browser (CORS): a comma-separated list in
+# $MODELSERVER_CORS_ORIGINS, "*" for any. Default: none; the page at / is on the same origin
+# and needs no CORS.
+CORS_ORIGINS = os.environ.get("MODELSERVER_CORS_ORIGINS", "")
 
 # The API's OpenAPI 3 document, served at /openapi.json; tests check the server against it.
 OPENAPI_FILE = Path(__file__).with_name("openapi.json")
@@ -73,10 +85,16 @@ def create_app(config: dict | None = None) -> Flask:
         view = algorithm_view(func)
         for prefix in PREFIXES:
             app.add_url_rule(f"{prefix}/{name}", name, view, methods=["GET", "POST"])
+    for prefix in PREFIXES:
+        app.add_url_rule(f"{prefix}/predict", "predict", predict, methods=["POST"])
+    # The browser page; behind nginx, nginx serves / and /static/ from disk before Flask sees them.
+    app.add_url_rule("/", "page", lambda: app.send_static_file("index.html"))
+    app.config.setdefault("CORS_ORIGINS", CORS_ORIGINS)
+    app.after_request(allow_cross_origin)
     openapi = OPENAPI_FILE.read_bytes()
     app.add_url_rule("/openapi.json", "openapi", lambda: Response(openapi, mimetype=JSON_TYPE))
     app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
-    app.add_url_rule("/readyz", "readyz", lambda: readiness(app))
+    app.add_url_rule("/readyz", "readyz", readiness)
     app.register_error_handler(HTTPException, http_error)
     stop_requests_at_the_deadline()
     return app
@@ -93,12 +111,59 @@ def load_models(app: Flask, loaders: dict[str, Callable[[], object]]) -> dict[st
     return models
 
 
-def readiness(app: Flask) -> Response:
+def readiness() -> Response:
     """200 when every model is loaded in this worker, else 503 naming the missing ones."""
-    missing = sorted(set(app.config["MODELS"]) - set(app.extensions["models"]))
+    loaded = current_app.extensions["models"]
+    missing = sorted(set(current_app.config["MODELS"]) - set(loaded))
     if missing:
         raise ServiceUnavailable(f"not ready: model(s) not loaded: {', '.join(missing)}")
-    return json_response({"status": "ready", "models": sorted(app.extensions["models"])})
+    return json_response({"status": "ready", "models": sorted(loaded)})
+
+
+def predict() -> Response:
+    """POST /predict: the digit in each uploaded image; one answer, or a list for a batch."""
+    model = current_app.extensions["models"].get("digits")
+    if model is None:
+        raise ServiceUnavailable("the digits model is not loaded in this worker; see /readyz")
+    images, batch = uploaded_images()
+    try:
+        predictions = algo.predict_digits(model, images)
+    except ValueError as error:
+        raise BadRequest(str(error)) from error
+    answers = [{"label": label, "probabilities": p} for label, p in predictions]
+    return json_response(answers if batch else answers[0])
+
+
+def uploaded_images() -> tuple[list[bytes], bool]:
+    """The image files of the request, and whether they are a batch (several form fields)."""
+    request.max_content_length = MAX_IMAGE_BODY_BYTES  # before the body is read
+    if request.mimetype in IMAGE_TYPES:
+        return [request.get_data()], False
+    if request.mimetype != "multipart/form-data":
+        raise UnsupportedMediaType(
+            "send a PNG or JPEG image as the body (Content-Type: image/png or image/jpeg), or as "
+            f"multipart/form-data field(s) 'image'; got {request.mimetype or 'no Content-Type'!r}"
+        )
+    files = request.files.getlist("image")
+    if not files:
+        raise BadRequest("the multipart form has no field 'image'")
+    if len(files) > MAX_IMAGES:
+        raise RequestEntityTooLarge(f"at most {MAX_IMAGES} images at once; got {len(files)}")
+    return [file.read() for file in files], len(files) > 1
+
+
+def allow_cross_origin(response: Response) -> Response:
+    """CORS headers for a browser on an allowed origin (CORS_ORIGINS); none for the others."""
+    origin = request.headers.get("Origin")
+    origins = current_app.config["CORS_ORIGINS"].split(",")
+    allowed = [item.strip() for item in origins if item.strip()]
+    if origin and ("*" in allowed or origin in allowed):
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Allow-Methods"] = "GET, POST"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Max-Age"] = "600"
+    response.vary.add("Origin")  # the answer depends on Origin: caches must keep them apart
+    return response
 
 
 class DeadlineExceeded(HTTPException):
@@ -259,7 +324,8 @@ def error_message(error: HTTPException) -> str:
     if isinstance(error, NotFound):
         return f"no such path: {shorten(request.path)}"
     if isinstance(error, RequestEntityTooLarge) and error.description == BODY_TOO_LARGE:
-        return f"request body too large: at most {MAX_BODY_BYTES // (1024 * 1024)} MB"
+        limit = request.max_content_length // (1024 * 1024)
+        return f"request body too large: at most {limit} MB"
     if isinstance(error, MethodNotAllowed):
         allowed = ", ".join(sorted(error.valid_methods or ()))
         return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"

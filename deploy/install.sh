@@ -19,7 +19,8 @@ SITE=/etc/nginx/sites-available/modelserver
 SITE_LINK=/etc/nginx/sites-enabled/modelserver
 PORT=${MODELSERVER_PORT:-5555}
 # What the service runs; the rest of the checkout (tests, deploy/) stays out of production.
-APP_FILES="algo.py server.py wsgi.py uwsgi.ini openapi.json requirements.txt README.md"
+APP_FILES="algo.py digits.py server.py wsgi.py uwsgi.ini openapi.json requirements.txt README.md
+    models/digits.npz"
 
 code_changed=0 unit_changed=0 site_changed=0
 
@@ -53,6 +54,16 @@ install_code() {
     install -d -o root -g root -m 0755 "$PREFIX" "$APP"
     for file in $APP_FILES; do
         put "$SRC/$file" "$APP/$file" && code_changed=1
+    done
+    # The browser page: all of static/; a file that left the checkout leaves the install too.
+    for file in "$SRC"/static/*; do
+        put "$file" "$APP/static/${file##*/}" && code_changed=1
+    done
+    for installed in "$APP"/static/*; do
+        if [ ! -e "$SRC/static/${installed##*/}" ]; then
+            rm -f "$installed"
+            say "removed $installed"
+        fi
     done
     if [ ! -x "$VENV/bin/python" ]; then
         # Debian's python3: the interpreter uWSGI is built against and embeds.

@@ -23,6 +23,7 @@ PROJECT = Path(__file__).resolve().parent.parent
 SITE_FILE = PROJECT / "deploy" / "nginx" / "modelserver"
 SITE_LISTEN = "listen 5555;"
 SITE_SOCKET = "unix:/run/modelserver/modelserver.sock"
+SITE_ROOT = "root /opt/modelserver/app;"  # where the page's static/ directory is installed
 READY_PATH = "/pisqrt?a=1"
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -79,12 +80,14 @@ def replace(text: str, old: str, new: str, times: int = 1) -> str:
 
 
 def render_site(site: str, port: int, socket_path: str, changes: dict[str, str]) -> str:
-    """The project's site file, listening on loopback:port and passing to socket_path.
+    """The project's site file, listening on loopback:port, passing to socket_path, serving the
+    page from this checkout.
 
     changes: further exact replacements, for tests that need e.g. a shorter timeout.
     """
     site = replace(site, SITE_SOCKET, f"unix:{socket_path}", times=2)  # main and retry entry
-    for old, new in {SITE_LISTEN: f"listen 127.0.0.1:{port};", **changes}.items():
+    changes = {SITE_LISTEN: f"listen 127.0.0.1:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
+    for old, new in changes.items():
         site = replace(site, old, new)
     return site
 

@@ -109,6 +109,13 @@ if [ ! -e "$state/prepared" ]; then
     # The box starts with none of the host's enabled units (nginx, postgresql, timers...):
     # a test enables what it needs.
     rm -f "$root"/etc/systemd/system/*.wants/*
+    # ...nor their aliases made by `enable` (dbus-org.freedesktop.Avahi.service and the like),
+    # which count as enabled too. Masks (links to /dev/null) stay.
+    for link in "$root"/etc/systemd/system/*; do
+        if [ -L "$link" ]; then
+            case $(readlink "$link") in /lib/systemd/* | /usr/lib/systemd/*) rm -f "$link" ;; esac
+        fi
+    done
     for unit in "$@"; do
         ln -sf /dev/null "$root/etc/systemd/system/$unit"
     done

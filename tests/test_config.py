@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy.localstack import SITE_FILE, Stack, find_nginx, render_site
+from deploy.localstack import PROJECT, SITE_FILE, Stack, find_nginx, render_site
 
 TESTS = str(Path(__file__).parent)
 
@@ -23,6 +23,7 @@ def test_local_run_changes_only_listen_and_socket():
         (f"{socket};", "    server unix:/srv/x.sock max_fails=0;"),
         (f"{socket} backup;", "    server unix:/srv/x.sock max_fails=0 backup;"),
         ("    listen 5555;", "    listen 127.0.0.1:8080;"),
+        ("        root /opt/modelserver/app;", f"        root {PROJECT};"),
     ]
 
 
@@ -62,7 +63,7 @@ def test_nginx_accepts_the_site_next_to_debians_default_site(tmp_path):
 def test_uwsgi_effective_options():
     # A test app that reports uwsgi.opt, run under the project's uwsgi.ini.
     with Stack(uwsgi_args=("--pythonpath", TESTS, "--module", "testapps:options")) as stack:
-        status, _, body = stack.request("GET", "/")
+        status, _, body = stack.request("GET", "/options")
         log = Path(stack.dir, "uwsgi.log").read_text()
         socket_path = stack.socket_path
     assert status == 200, body

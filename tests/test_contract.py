@@ -45,7 +45,7 @@ def test_health_and_readiness(client):
     assert response.get_json() == {"status": "ok"}
     response = client.get("/readyz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ready", "models": []}
+    assert response.get_json() == {"status": "ready", "models": ["digits"]}
 
 
 def test_not_ready_while_a_model_failed_to_load():

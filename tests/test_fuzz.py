@@ -54,7 +54,10 @@ def check(kind: str, status: int, content_type: str | None, body: bytes) -> None
 @schema.parametrize()
 @settings(max_examples=1000, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
 def test_every_operation_answers_as_documented(case, stack):
-    response = case.call_and_validate(base_url=stack.url)
+    # A schema cannot say "an image of a digit": for /predict, schema-valid bytes (say, a 1x1
+    # PNG) may rightly get a 400, so only that one check is left out there.
+    image_content = [schemathesis.checks.positive_data_acceptance] if "predict" in case.path else []
+    response = case.call_and_validate(base_url=stack.url, excluded_checks=image_content)
     FUZZED["schemathesis"] += 1
     assert response.status_code < 500, response.content
 

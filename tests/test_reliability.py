@@ -90,7 +90,7 @@ def test_health_checks_answer_and_are_not_logged_by_nginx(stack):
     assert json.loads(body) == {"status": "ok"}
     status, _, body = stack.request("GET", "/readyz")
     assert status == 200, body
-    assert json.loads(body) == {"status": "ready", "models": []}
+    assert json.loads(body) == {"status": "ready", "models": ["digits"]}
     stack.request("GET", "/pisqrt?a=2")
     new_lines = log.read_bytes()[logged_before:].decode()
     assert "/pisqrt?a=2 " in new_lines
@@ -219,15 +219,12 @@ def test_graceful_reloads_under_load_fail_nothing(figure):
 
 
 def test_worker_recycling_is_invisible_to_clients(figure):
-    # Recycle every 2,000 requests (production: about a million) under load: no request fails.
-    # (Not fewer: uWSGI throttles a worker that dies within a second of its birth.)
-    argv = ("--max-requests", "2000", "--max-requests-delta", "0", "--min-worker-lifetime", "0")
+    # Recycle every 3,000 requests (production: about a million) under load: no request fails.
+    argv = ("--max-requests", "3000", "--max-requests-delta", "0", "--min-worker-lifetime", "0")
     with Stack(uwsgi_args=argv) as stack:
-        seen = outcomes(load(stack, seconds=6, threads=8))
-        log = Path(stack.dir, "uwsgi.log").read_text()
-    recycled = log.count("Respawned uWSGI worker")
-    figure("max-requests=2000 under load: recycles, outcomes", f"{recycled}, {seen}")
-    assert "respawning too fast" not in log
+        seen = outcomes(load(stack, seconds=8, threads=8))
+        recycled = Path(stack.dir, "uwsgi.log").read_text().count("Respawned uWSGI worker")
+    figure("max-requests=3000 under load: recycles, outcomes", f"{recycled}, {seen}")
     assert recycled >= 2
     assert seen.keys() == {f"200 {RESULT}"}
 

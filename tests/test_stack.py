@@ -64,7 +64,7 @@ def test_upstream_timeout_is_504_json():
     with Stack(
         uwsgi_args=uwsgi_args, site_changes={"uwsgi_read_timeout 40s;": "uwsgi_read_timeout 1s;"}
     ) as stack:
-        assert_json_error(*stack.request("GET", "/?sleep=3"), 504, "did not answer")
+        assert_json_error(*stack.request("GET", "/slow?sleep=3"), 504, "did not answer")
 
 
 def test_uwsgi_removes_its_socket_on_stop():
@@ -90,7 +90,9 @@ def test_sigterm_lets_requests_in_flight_finish():
     # systemd stops with SIGTERM: a request already running must get its answer, not a 502.
     with Stack(uwsgi_args=("--pythonpath", TESTS, "--module", "testapps:slow")) as stack:
         answers = []
-        request = threading.Thread(target=lambda: answers.append(stack.request("GET", "/?sleep=2")))
+        request = threading.Thread(
+            target=lambda: answers.append(stack.request("GET", "/slow?sleep=2"))
+        )
         request.start()
         time.sleep(0.5)
         stack.uwsgi.send_signal(signal.SIGTERM)
