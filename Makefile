@@ -11,7 +11,7 @@ VENV := .venv
 SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
 TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium
 
-.PHONY: run test model soak lint system-packages test-packages clean
+.PHONY: run test model soak bench bench-quick lint system-packages test-packages bench-packages clean
 
 run: system-packages $(VENV)/.service
 	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
@@ -28,6 +28,14 @@ model: $(VENV)/.tests
 soak: test-packages $(VENV)/.tests
 	MODELSERVER_LOAD_SECONDS=600 $(VENV)/bin/python -m pytest -k 64_clients tests/test_reliability.py
 
+# The side-by-side benchmark (bench/README.md): about 8 min (at most 10); bench-quick in under 2.
+# Both write bench/results.md, .json and .png and print the table.
+bench: bench-packages $(VENV)/.bench
+	$(VENV)/bin/python bench/run.py
+
+bench-quick: bench-packages $(VENV)/.bench
+	$(VENV)/bin/python bench/run.py --quick
+
 lint: $(VENV)/.tests
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
@@ -37,6 +45,9 @@ system-packages:
 
 test-packages:
 	@deploy/ensure-packages.sh $(TEST_PACKAGES)
+
+bench-packages:
+	@deploy/ensure-packages.sh $(SYSTEM_PACKAGES) wrk
 
 # Stamp files: pip runs again only when a requirements file changes. --no-cache-dir: a uWSGI
 # wheel cached from another Python 3.11 (a pyenv one, say) has the same tag but links that
@@ -48,6 +59,11 @@ $(VENV)/.service: requirements.txt
 
 $(VENV)/.tests: $(VENV)/.service tests/requirements.txt
 	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
+	touch $@
+
+# The peers (gunicorn, FastAPI, uvicorn) and matplotlib, pinned in their own file.
+$(VENV)/.bench: $(VENV)/.service bench/requirements.txt
+	$(VENV)/bin/pip install --quiet -r bench/requirements.txt
 	touch $@
 
 clean:

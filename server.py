@@ -90,7 +90,9 @@ def create_app(config: dict | None = None) -> Flask:
     # The browser page; behind nginx, nginx serves / and /static/ from disk before Flask sees them.
     app.add_url_rule("/", "page", lambda: app.send_static_file("index.html"))
     app.config.setdefault("CORS_ORIGINS", CORS_ORIGINS)
-    app.after_request(allow_cross_origin)
+    origins = frozenset(item.strip() for item in app.config["CORS_ORIGINS"].split(","))
+    if origins - {""}:  # none by default: then no request pays for CORS
+        app.after_request(lambda response: allow_cross_origin(response, origins - {""}))
     openapi = OPENAPI_FILE.read_bytes()
     app.add_url_rule("/openapi.json", "openapi", lambda: Response(openapi, mimetype=JSON_TYPE))
     app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
@@ -152,17 +154,15 @@ def uploaded_images() -> tuple[list[bytes], bool]:
     return [file.read() for file in files], len(files) > 1
 
 
-def allow_cross_origin(response: Response) -> Response:
-    """CORS headers for a browser on an allowed origin (CORS_ORIGINS); none for the others."""
+def allow_cross_origin(response: Response, allowed: frozenset[str]) -> Response:
+    """CORS headers for a browser on an allowed origin ("*": any); none for the others."""
     origin = request.headers.get("Origin")
-    origins = current_app.config["CORS_ORIGINS"].split(",")
-    allowed = [item.strip() for item in origins if item.strip()]
     if origin and ("*" in allowed or origin in allowed):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Methods"] = "GET, POST"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type"
         response.headers["Access-Control-Max-Age"] = "600"
-    response.vary.add("Origin")  # the answer depends on Origin: caches must keep them apart
+    response.headers.add("Vary", "Origin")  # the answer depends on Origin: caches keep them apart
     return response
 
 

@@ -207,8 +207,9 @@ class Stack:
         """Poll through nginx until the app answers 200; fail early if a process died."""
         deadline = time.monotonic() + timeout
         while True:
-            for name, proc in (("uWSGI", self.uwsgi), ("nginx", self.nginx)):
-                if proc.poll() is not None:
+            for proc in (self.uwsgi, self.nginx):
+                if proc is not None and proc.poll() is not None:
+                    name = Path(proc.args[0]).name
                     raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.logs()}")
             try:
                 if self.request("GET", self.ready_path)[0] == 200:

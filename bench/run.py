@@ -1,0 +1,217 @@
+"""`make bench`: ours against the bare-WSGI and nginx ceilings and the peers, in one run.
+
+Each round starts every stack in turn (A B C … A B C …), loads it with wrk at each concurrency
+after a warm-up, measures batches through ours, and stops it; nothing outlives its turn. The end
+writes results.md, results.json (every round) and results.png, and prints the table.
+
+    .venv/bin/python bench/run.py            # full: <= 10 min
+    .venv/bin/python bench/run.py --quick    # <= 2 min
+"""
+
+import argparse
+import importlib.util
+import json
+import os
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Run as a script, Python puts bench/ first on sys.path; the imports below need the project root.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import report
+from bench.load import THREADS, run_wrk, write_script, wrk_binary
+from bench.stacks import BENCH, BODY, BY_NAME, PATH, RESULT, STACKS, StackSpec
+from deploy.localstack import Stack, interrupt
+
+# Bounded: about 8 min for the full run and under 2 for --quick (bench/README.md has the sums).
+FULL = {"rounds": 5, "duration": 4, "warmup": 1, "stacks": [s.name for s in STACKS]}
+QUICK = {"rounds": 3, "duration": 1, "warmup": 1, "stacks": [s.name for s in STACKS if s.in_quick]}
+MAX_BATCH = 10_000  # the service's documented maximum
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer and shorter measurements")
+    parser.add_argument("--rounds", type=int, help=f"default {FULL['rounds']}, quick 3")
+    parser.add_argument(
+        "--duration", type=int, help=f"seconds per measurement ({FULL['duration']})"
+    )
+    parser.add_argument("--warmup", type=int, help="seconds of warm-up before each (1), 0: none")
+    parser.add_argument("--stacks", type=names, help=f"comma-separated, of: {', '.join(BY_NAME)}")
+    parser.add_argument("--concurrency", type=counts, default=[32, 256], help="e.g. 32,256")
+    parser.add_argument("--batches", type=counts, default=[1, 100, 1000], help="sizes, or ''")
+    parser.add_argument("--out", type=Path, default=BENCH, help="where results.* go")
+    args = parser.parse_args(argv)
+    if min(args.concurrency) < THREADS:
+        parser.error(f"wrk needs at least one connection per thread: concurrency >= {THREADS}")
+    if args.batches and max(args.batches) > MAX_BATCH:
+        parser.error(f"the service takes batches of at most {MAX_BATCH:,} values")
+    for key, value in (QUICK if args.quick else FULL).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    return args
+
+
+def names(text: str) -> list[str]:
+    chosen = [name for name in text.split(",") if name]
+    unknown = [name for name in chosen if name not in BY_NAME]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {unknown}; known: {', '.join(BY_NAME)}")
+    return chosen
+
+
+def counts(text: str) -> list[int]:
+    values = [int(item) for item in text.split(",") if item]
+    if any(value < 1 for value in values):
+        raise argparse.ArgumentTypeError("each must be a whole number >= 1")
+    return values
+
+
+def missing_requirements(specs: list[StackSpec]) -> str | None:
+    """What the run lacks to start, said in one line with the command that installs it."""
+    if wrk_binary() is None:
+        return "wrk is not installed: sudo apt-get install wrk"
+    absent = sorted({p for s in specs for p in s.needs if importlib.util.find_spec(p) is None})
+    if absent:
+        return f"{', '.join(absent)} not installed: .venv/bin/pip install -r bench/requirements.txt"
+    return None
+
+
+def check_answer(stack: Stack, spec: StackSpec) -> None:
+    """Refuse to time a stack that answers something else than the same JSON."""
+    status, headers, body = stack.request("GET", PATH)
+    same = body == BODY if spec.exact_body else json.loads(body) == {"result": RESULT}
+    if status != 200 or not same or headers.get("content-type") != "application/json":
+        raise RuntimeError(f"{spec.name} answers {status} {headers} {body!r}")
+
+
+def measure(stack: Stack, c: int, args, script: Path, path: str = PATH) -> dict:
+    if args.warmup:
+        run_wrk(stack.url + path, c, args.warmup, script, [])
+    return run_wrk(stack.url + path, c, args.duration, script, stack.pids())
+
+
+def batch_body(size: int) -> bytes:
+    # The value of the GET, so that a value costs the same model work in both.
+    return json.dumps({"a": [25] * size}).encode()
+
+
+def batch_status(stack: Stack, size: int) -> str | None:
+    """None if POST /pisqrt answers a batch of `size` right; else why the row is unavailable."""
+    status, _, body = stack.request(
+        "POST", "/pisqrt", batch_body(size), {"Content-Type": "application/json"}
+    )
+    if status != 200:
+        return f"not available (HTTP {status})"
+    if json.loads(body) != {"result": [RESULT] * size}:
+        return f"wrong answer: {body[:80]!r}"
+    return None
+
+
+def measure_batches(stack: Stack, args, scripts: Path, c: int) -> list[dict]:
+    rows = []
+    for size in args.batches:
+        row = {"kind": "batch", "stack": "ours", "concurrency": c, "batch": size}
+        if reason := batch_status(stack, size):
+            rows.append({**row, "unavailable": reason})
+            continue
+        script = write_script(scripts / f"post-{size}.lua", batch_body(size))
+        figures = measure(stack, c, args, script, "/pisqrt")
+        rows.append({**row, **figures, "values_per_s": round(figures["rps"] * size, 1)})
+    return rows
+
+
+def turn(spec: StackSpec, args, scripts: Path) -> list[dict]:
+    """One stack's turn in a round: start it, check it, load it at each concurrency, stop it."""
+    rows = []
+    with spec.start() as stack:
+        check_answer(stack, spec)
+        for c in args.concurrency:
+            figures = measure(stack, c, args, scripts / "get.lua")
+            rows.append({"kind": "get", "stack": spec.name, "concurrency": c, **figures})
+        if spec.name == "ours" and args.batches:
+            rows += measure_batches(stack, args, scripts, args.concurrency[0])
+    return rows
+
+
+def progress(round_no: int, rounds: int, row: dict) -> str:
+    what = row["stack"] if row["kind"] == "get" else f"ours batch of {row['batch']}"
+    if "unavailable" in row:
+        return f"round {round_no}/{rounds} {what}: {row['unavailable']}"
+    return (
+        f"round {round_no}/{rounds} {what} c={row['concurrency']}: {row['rps']:,.0f} req/s, "
+        f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, errors {row['errors']}; "
+        f"other processes {row['other_cpu_pct']:.0f}% CPU"
+    )
+
+
+def run_rounds(specs: list[StackSpec], args) -> list[dict]:
+    measurements = []
+    with tempfile.TemporaryDirectory(prefix="modelserver-bench-") as scripts:
+        write_script(Path(scripts) / "get.lua")
+        for round_no in range(1, args.rounds + 1):
+            for spec in specs:
+                for row in turn(spec, args, Path(scripts)):
+                    measurements.append({"round": round_no, **row})
+                    print(progress(round_no, args.rounds, row), flush=True)
+    return measurements
+
+
+def write_results(args, specs: list[StackSpec], measurements: list[dict], run: dict) -> str:
+    """results.json, results.md and results.png in args.out; returns the Markdown."""
+    results = {
+        "run": run,
+        "settings": {
+            "quick": args.quick,
+            "rounds": args.rounds,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "threads": THREADS,
+            "concurrency": args.concurrency,
+            "batch_concurrency": args.concurrency[0],
+            "request": f"GET {PATH}",
+        },
+        "machine": report.machine(),
+        "stacks": {s.name: {"label": s.label, "how": s.how} for s in specs},
+        "summary": report.summarize(measurements),
+        "measurements": measurements,
+    }
+    args.out.mkdir(parents=True, exist_ok=True)
+    report.write_json(args.out / "results.json", results)
+    text = report.markdown(results)
+    (args.out / "results.md").write_text(text)
+    if not report.chart(args.out / "results.png", results):
+        print("no chart: matplotlib is not installed (bench/requirements.txt)", file=sys.stderr)
+    return text
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    specs = [BY_NAME[name] for name in args.stacks]
+    if problem := missing_requirements(specs):
+        print(problem, file=sys.stderr)
+        return 2
+    # The same worker count everywhere: uwsgi.ini's default, whatever this shell exports.
+    os.environ.pop("MODELSERVER_WORKERS", None)
+    signal.signal(signal.SIGTERM, interrupt)  # stop the way Ctrl-C does: every stack stopped
+    started, load = time.monotonic(), os.getloadavg()[0]
+    try:
+        measurements = run_rounds(specs, args)
+    except KeyboardInterrupt:
+        print("interrupted: every process started was stopped; no results written", flush=True)
+        return 130
+    # The load average tells a reader whether something else shared the cores with the run.
+    run = {
+        "elapsed_s": round(time.monotonic() - started, 1),
+        "load_1min_start": load,
+        "load_1min_end": os.getloadavg()[0],
+    }
+    print(write_results(args, specs, measurements, run))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The stacks the benchmark compares, each started from a temp dir and stopped by its PIDs.
+
+Every stack behind nginx uses the project's site file rendered by render_site(), changed only in
+what it needs to reach its server (the pass directive, and the upstream's keepalive for HTTP
+servers); every server runs the same number of workers, WORKERS, as uwsgi.ini.
+"""
+
+import os
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from deploy.localstack import PROJECT, Stack, find_nginx
+
+BENCH = Path(__file__).resolve().parent
+VENV_BIN = Path(sys.executable).parent
+PATH = "/pisqrt?a=25"
+BODY = b'{"result": 8.86226925452758}\n'
+RESULT = 8.86226925452758
+# uwsgi.ini's default; main() clears $MODELSERVER_WORKERS so that ours runs this many too.
+WORKERS = 2
+
+# The peers' apps import algo from the project and themselves from bench/.
+PEER_ENV = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{PROJECT}"}
+
+# The site's location that passes the app's requests to uWSGI: the stacks without uWSGI replace
+# it, and only it (render_site fails if it is not found exactly once).
+APP_LOCATION = """location / {
+        include uwsgi_params;
+        uwsgi_pass modelserver;
+    }"""
+
+# nginx answers by itself, with the same bytes and Content-Type as the app: the proxy ceiling.
+NGINX_BODY = BODY.decode().replace("\n", "\\n")  # in nginx's string syntax
+NGINX_ANSWERS = {
+    APP_LOCATION: f"""location / {{
+        default_type application/json;
+        return 200 '{NGINX_BODY}';
+    }}""",
+}
+
+# proxy_pass to an HTTP server with keepalive to it, as nginx's docs set it up: HTTP/1.1 and no
+# "Connection: close", or every request opens a new upstream connection. 32 idle connections
+# kept per nginx worker: nginx's docs want the number "small enough to let upstream servers
+# process new incoming connections as well" (their example has 16).
+HTTP_PROXY = {
+    "upstream modelserver {": "upstream modelserver {\n    keepalive 32;",
+    APP_LOCATION: """location / {
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://modelserver;
+    }""",
+}
+
+GUNICORN = [
+    str(VENV_BIN / "gunicorn"),
+    "--workers", str(WORKERS),
+    # sync: the default, which gunicorn's design docs name for CPU-bound apps behind a
+    # buffering proxy such as nginx (it keeps no connection alive: nginx reconnects each time).
+    "--worker-class", "sync",
+    "peer_flask:app",
+]  # fmt: skip
+
+UVICORN = [
+    str(VENV_BIN / "uvicorn"),
+    "peer_fastapi:app",
+    "--workers", str(WORKERS),
+    # uvicorn[standard]'s fast paths, named rather than left to auto-detection.
+    "--loop", "uvloop",
+    "--http", "httptools",
+    # No line per request: uWSGI logs only failures and nginx logs every request in all stacks.
+    "--no-access-log",
+    "--log-level", "warning",
+    # Longer than nginx's upstream keepalive_timeout (60 s): uvicorn's default 5 s would close
+    # idle connections that nginx may be reusing at that very moment (a 502).
+    "--timeout-keep-alive", "75",
+]  # fmt: skip
+
+
+class BenchStack(Stack):
+    """A server on this run's socket (or port) with or without the project's nginx in front.
+
+    server: argv where "{socket}" and "{port}" are this run's; None for the proxy ceiling, where
+    nginx answers alone. The server goes in Stack's `uwsgi` slot, whatever it is, because
+    Stack.stop() stops that slot (SIGINT, wait, SIGKILL) after nginx and checks for leaks.
+    """
+
+    def __init__(
+        self,
+        server: list[str] | None,
+        site_changes: dict[str, str] | None = None,
+        behind_nginx: bool = True,
+    ):
+        super().__init__(site_changes=site_changes, ready_path=PATH)
+        self.server = server
+        self.behind_nginx = behind_nginx
+
+    def start(self, timeout: float = 30) -> None:
+        if self.server:
+            argv = [arg.format(socket=self.socket_path, port=self.port) for arg in self.server]
+            self.uwsgi = self.spawn(argv, "server.log", env=PEER_ENV)
+        if self.behind_nginx:
+            nginx = find_nginx()
+            if nginx is None:
+                raise RuntimeError("nginx is not installed: sudo apt-get install nginx")
+            self.write_nginx_config()
+            self.check_nginx_config(nginx)
+            self.nginx = self.spawn([nginx, *self.nginx_flags()], "nginx.log")
+        self.wait_ready(timeout)
+
+
+@dataclass(frozen=True)
+class StackSpec:
+    name: str  # the key in results.json
+    label: str  # the row in results.md
+    how: str  # how it runs, for results.md
+    start: Callable[[], Stack]
+    needs: tuple[str, ...] = ()  # Python packages beyond the service's (bench/requirements.txt)
+    # True: the body must be BODY byte for byte; False: the same JSON, as the framework writes it.
+    exact_body: bool = True
+    in_quick: bool = True  # False: informative only, left out of --quick to keep it short
+
+
+STACKS = [
+    StackSpec(
+        "ours",
+        "ours: nginx → uWSGI → Flask",
+        "the shipped stack: the project's site, uwsgi.ini and wsgi:app (deploy.localstack.Stack)",
+        lambda: Stack(ready_path=PATH),
+    ),
+    StackSpec(
+        "bare",
+        "bare ceiling: nginx → uWSGI → bare WSGI",
+        "the same site and uwsgi.ini, app bench/bare_wsgi.py: constant bytes, no framework",
+        lambda: Stack(
+            uwsgi_args=("--pythonpath", str(BENCH), "--module", "bare_wsgi:app"), ready_path=PATH
+        ),
+    ),
+    StackSpec(
+        "proxy",
+        "proxy ceiling: nginx alone",
+        "the same site, `return 200` with the same body in place of uwsgi_pass",
+        lambda: BenchStack(None, NGINX_ANSWERS),
+    ),
+    StackSpec(
+        "gunicorn",
+        "gunicorn + Flask behind nginx",
+        f"gunicorn, {WORKERS} sync workers on a unix socket, bench/peer_flask.py; the same site "
+        "with proxy_pass and upstream keepalive",
+        lambda: BenchStack([*GUNICORN, "--bind", "unix:{socket}"], HTTP_PROXY),
+        needs=("gunicorn",),
+        exact_body=False,
+    ),
+    StackSpec(
+        "gunicorn-uwsgi",
+        "gunicorn + Flask behind nginx, uwsgi protocol",
+        f"gunicorn, {WORKERS} sync workers, `--protocol uwsgi` on a unix socket, "
+        "bench/peer_flask.py; the same site unchanged (uwsgi_pass)",
+        lambda: BenchStack([*GUNICORN, "--protocol", "uwsgi", "--bind", "unix:{socket}"]),
+        needs=("gunicorn",),
+        exact_body=False,
+        in_quick=False,
+    ),
+    StackSpec(
+        "fastapi",
+        "FastAPI + uvicorn behind nginx",
+        f"uvicorn[standard] (uvloop, httptools), {WORKERS} workers on a unix socket, "
+        "bench/peer_fastapi.py (`async def`, Pydantic return type); the same site with "
+        "proxy_pass and upstream keepalive",
+        lambda: BenchStack([*UVICORN, "--uds", "{socket}"], HTTP_PROXY),
+        needs=("fastapi", "uvicorn", "uvloop", "httptools"),
+        exact_body=False,
+    ),
+    StackSpec(
+        "uvicorn",
+        "FastAPI + uvicorn alone (no nginx)",
+        f"the same uvicorn and app, {WORKERS} workers, on TCP 127.0.0.1, no nginx: for information",
+        lambda: BenchStack([*UVICORN, "--host", "127.0.0.1", "--port", "{port}"], None, False),
+        needs=("fastapi", "uvicorn", "uvloop", "httptools"),
+        exact_body=False,
+        in_quick=False,
+    ),
+]
+BY_NAME = {spec.name: spec for spec in STACKS}

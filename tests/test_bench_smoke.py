@@ -1,0 +1,101 @@
+"""The benchmark harness (bench/run.py) in a tiny run: it measures, stops all, writes its files.
+
+Nothing here asserts a timing or a ratio: those depend on the machine, and `make bench` reports
+them. The peers run only where bench/requirements.txt is installed; the rest always runs.
+"""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.stacks import BY_NAME
+from deploy.localstack import PROJECT
+
+RUN = str(PROJECT / "bench" / "run.py")
+# Stacks of each kind: uWSGI (ours, bare), nginx alone, and one HTTP peer of each framework.
+CHOSEN = ("ours", "bare", "proxy", "gunicorn", "fastapi")
+INSTALLED = [
+    name
+    for name in CHOSEN
+    if all(importlib.util.find_spec(package) for package in BY_NAME[name].needs)
+]
+BATCH = 10
+
+
+def session_processes(session: int) -> list[str]:
+    """The live processes of a session: a harness started in its own leaves none behind."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # ended while we looked
+            continue
+        state, _ppid, _pgrp, sid = text.rsplit(")", 1)[1].split()[:4]
+        if int(sid) == session and state != "Z":
+            found.append(text.split(")")[0])
+    return found
+
+
+def run_harness(*args: str) -> subprocess.CompletedProcess:
+    proc = subprocess.Popen(
+        [sys.executable, RUN, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stdout, stderr = proc.communicate(timeout=120)
+    assert session_processes(proc.pid) == [], "the harness left processes behind"
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
+    done = run_harness(
+        *("--rounds", "1", "--duration", "1", "--warmup", "0", "--concurrency", "8"),
+        *("--batches", str(BATCH), "--stacks", ",".join(INSTALLED), "--out", str(tmp_path)),
+    )
+    assert done.returncode == 0, done.stderr
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert list(results) == ["run", "settings", "machine", "stacks", "summary", "measurements"]
+    gets = [m for m in results["measurements"] if m["kind"] == "get"]
+    assert [(m["stack"], m["concurrency"]) for m in gets] == [(name, 8) for name in INSTALLED]
+    for m in gets:
+        assert m["requests"] > 0 and m["errors"] == 0, m
+    assert set(results["summary"]["medians"]) == set(INSTALLED)
+
+    [batch] = [m for m in results["measurements"] if m["kind"] == "batch"]
+    if "unavailable" in batch:  # POST /pisqrt not in the service yet: said, not crashed
+        assert batch["unavailable"].startswith("not available (HTTP "), batch
+    else:
+        assert batch["requests"] > 0 and batch["errors"] == 0, batch
+        assert batch["values_per_s"] == round(batch["rps"] * BATCH, 1)
+
+    markdown = (tmp_path / "results.md").read_text()
+    for name in INSTALLED:
+        assert f"| {BY_NAME[name].label} | 8 |" in markdown
+    assert "Targets of issue 5:" in markdown
+    assert markdown in done.stdout  # the table is printed at the end of the run
+
+    chart = tmp_path / "results.png"
+    if importlib.util.find_spec("matplotlib"):
+        assert chart.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    else:
+        assert not chart.exists() and "no chart" in done.stderr
+
+
+def test_without_wrk_says_how_to_install_it(tmp_path):
+    # Only the venv's own bin on PATH: no wrk there.
+    done = subprocess.run(
+        [sys.executable, RUN, "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        env={"PATH": str(Path(sys.executable).parent)},
+        timeout=30,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "wrk is not installed: sudo apt-get install wrk\n"
+    assert list(tmp_path.iterdir()) == []
