@@ -224,10 +224,6 @@ def call_body(func: Callable[..., float], names: list[str], body: dict) -> float
         return call(func, values)
     if not all(isinstance(value, list) for value in values) or len(set(map(len, values))) > 1:
         raise BadRequest(f"give {', '.join(names)} all as numbers or all as lists of one length")
-    if len(values[0]) > MAX_BATCH:
-        raise RequestEntityTooLarge(
-            f"a batch holds at most {MAX_BATCH} values; this one has {len(values[0])}"
-        )
     rows = enumerate(zip(*values, strict=True))
     return [call(func, list(args), f"item {i}: ") for i, args in rows]
 
@@ -257,6 +253,10 @@ def body_value(body: dict, name: str) -> float | list[float]:
         raise BadRequest(f'field {name!r} is missing from the body; send e.g. {{"{name}": 25}}')
     value = body[name]
     if isinstance(value, list):
+        if len(value) > MAX_BATCH:  # refused before any of its items is looked at
+            raise RequestEntityTooLarge(
+                f"a batch holds at most {MAX_BATCH} values; this one has {len(value)}"
+            )
         return [json_number(f"{name}[{i}]", item) for i, item in enumerate(value)]
     return json_number(name, value)
 

@@ -24,7 +24,7 @@ SITE_FILE = PROJECT / "deploy" / "nginx" / "modelserver"
 SITE_LISTEN = "listen 5555;"
 SITE_SOCKET = "unix:/run/modelserver/modelserver.sock"
 SITE_ROOT = "root /opt/modelserver/app;"  # where the page's static/ directory is installed
-READY_PATH = "/pisqrt?a=1"
+READY_PATH = "/readyz"  # 200 once the app and its models are loaded
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
 NGINX_CONF = """\

@@ -1,15 +1,14 @@
 """WSGI apps that only tests run under the project's uwsgi.ini (uwsgi ... --module testapps:NAME).
 
 They live here, not in production code: `options` shows uWSGI's effective options as the running
-server sees them; `slow` sleeps on request, to make nginx time out; `flask_app` is the production
-app with test-only routes, to see what uWSGI's harakiri does to a stuck request.
+server sees them; `flask_app` is the production app with test-only routes: a slow one, to see
+what nginx's timeout and uWSGI's harakiri do to a stuck request, and one naming the worker.
 """
 
 import json
 import os
 import signal
 import time
-from urllib.parse import parse_qs
 
 import uwsgi  # exists only inside a uWSGI process
 from flask import request
@@ -34,19 +33,13 @@ def options(environ, start_response):
     return respond(start_response, {name: text(value) for name, value in uwsgi.opt.items()})
 
 
-def slow(environ, start_response):
-    """Sleep ?sleep=SECONDS before answering."""
-    seconds = float(parse_qs(environ.get("QUERY_STRING", "")).get("sleep", ["0"])[0])
-    time.sleep(seconds)
-    return respond(start_response, {"slept": seconds})
-
-
 def slow_route() -> dict:
     """Sleep ?seconds=N; with ?block=1, with the harakiri signal blocked, like code stuck in C."""
     if request.args.get("block"):
         signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGSYS])
-    time.sleep(float(request.args.get("seconds", "0")))
-    return {"pid": os.getpid()}
+    seconds = float(request.args.get("seconds", "0"))
+    time.sleep(seconds)
+    return {"slept": seconds, "pid": os.getpid()}
 
 
 def pid_route() -> dict:
