@@ -5,6 +5,8 @@ PORT ?= 5555
 # production uses: uWSGI is compiled against, and embeds, the Python of the venv it is built in.
 PYTHON ?= /usr/bin/python3
 VENV := .venv
+# Swagger UI's files, for /docs: fetched from a pinned package (deploy/docs-viewer.sh).
+VIEWER := static/swagger-ui/.package
 # What a clean Debian machine lacks: nginx, the venv module, and a compiler with Python's headers
 # to build uWSGI (PyPI ships it as source); the tests also drive load with wrk and the page
 # with Debian's chromium.
@@ -13,10 +15,10 @@ TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium
 
 .PHONY: run test model soak bench bench-quick lint system-packages test-packages bench-packages clean
 
-run: system-packages $(VENV)/.service
+run: system-packages $(VENV)/.service $(VIEWER)
 	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
 
-test: test-packages $(VENV)/.tests
+test: test-packages $(VENV)/.tests $(VIEWER)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
@@ -66,5 +68,8 @@ $(VENV)/.bench: $(VENV)/.service bench/requirements.txt
 	$(VENV)/bin/pip install --quiet -r bench/requirements.txt
 	touch $@
 
+$(VIEWER): deploy/docs-viewer.sh $(VENV)/.service
+	deploy/docs-viewer.sh $(VENV)/bin/pip $(@D)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(dir $(VIEWER)) .pytest_cache .ruff_cache .hypothesis

@@ -1,11 +1,13 @@
 """The models: pure functions, no HTTP and no I/O, to test and time them alone.
 
-pi_sqrt is the stand-in; predict_digits runs the handwritten-digit classifier of digits.py.
+pi_sqrt is the stand-in; predict_digits runs the handwritten-digit classifier of digits.py on
+images that server.py has decoded.
 """
 
 import math
 
 import numpy as np
+from PIL import Image
 
 import digits
 
@@ -25,17 +27,19 @@ def pi_sqrt(a: float) -> float:
     return result
 
 
-def predict_digits(model: digits.Model, images: list[bytes]) -> list[digits.Prediction]:
-    """The digit in each PNG or JPEG file: (label, 10 probabilities), in order.
+def predict_digits(model: digits.Model, image: list[Image.Image]) -> list[dict]:
+    """The handwritten digit (0-9) in each image, a photo or a drawing, dark on light or light
+    on dark: {"label": the digit, "probabilities": the 10 digits' probabilities}, in order.
 
-    A file that cannot be read raises ValueError saying why, and in a batch which one
+    An image with no digit to read raises ValueError saying why, and in a batch which one
     ("image 2: ...").
     """
     inputs = []
-    for position, data in enumerate(images):
+    for position, picture in enumerate(image):
         try:
-            inputs.append(digits.preprocess(digits.decode_image(data)))
+            inputs.append(digits.preprocess(picture))
         except ValueError as error:
-            where = f"image {position}: " if len(images) > 1 else ""
+            where = f"image {position}: " if len(image) > 1 else ""
             raise ValueError(f"{where}{error}") from error
-    return digits.predict_batch(model, np.stack(inputs)) if inputs else []
+    predictions = digits.predict_batch(model, np.stack(inputs)) if inputs else []
+    return [{"label": label, "probabilities": p} for label, p in predictions]

@@ -84,6 +84,11 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> Model:
     return model
 
 
+def load_digits() -> Model:
+    """The shipped model, models/digits.npz: the loader server.py's registry names."""
+    return load_model()
+
+
 def predict(model: Model, pixels: np.ndarray) -> Prediction:
     """The label and the 10 class probabilities for one 8x8 input (64 values, 0..16)."""
     x = np.asarray(pixels, dtype=np.float64)

@@ -18,9 +18,8 @@ UNIT=/etc/systemd/system/modelserver.service
 SITE=/etc/nginx/sites-available/modelserver
 SITE_LINK=/etc/nginx/sites-enabled/modelserver
 PORT=${MODELSERVER_PORT:-5555}
-# What the service runs; the rest of the checkout (tests, deploy/) stays out of production.
-APP_FILES="algo.py digits.py server.py wsgi.py uwsgi.ini openapi.json requirements.txt README.md
-    models/digits.npz"
+# Swagger UI's files for /docs: fetched by deploy/docs-viewer.sh, not copied from the checkout.
+VIEWER=static/swagger-ui
 
 code_changed=0 unit_changed=0 site_changed=0
 
@@ -50,21 +49,32 @@ create_user() {
     fi
 }
 
+# What the service runs, by a rule rather than a list to edit: every Python module at the top
+# of the checkout (algo.py, server.py, a user's my_model.py), everything under models/ and
+# static/, and uwsgi.ini, requirements.txt, README.md. Tests, bench/ and deploy/ stay out.
+app_files() {
+    (
+        cd "$SRC"
+        find . -maxdepth 1 -type f -name '*.py'
+        find models static -type f ! -path "$VIEWER/*" ! -path '*/__pycache__/*' 2>/dev/null
+        echo uwsgi.ini requirements.txt README.md | tr ' ' '\n'
+    ) | sed 's|^\./||' | sort
+}
+
 install_code() {
     install -d -o root -g root -m 0755 "$PREFIX" "$APP"
-    for file in $APP_FILES; do
+    app_files >"$WORKDIR/files"
+    while read -r file; do
         put "$SRC/$file" "$APP/$file" && code_changed=1
-    done
-    # The browser page: all of static/; a file that left the checkout leaves the install too.
-    for file in "$SRC"/static/*; do
-        put "$file" "$APP/static/${file##*/}" && code_changed=1
-    done
-    for installed in "$APP"/static/*; do
-        if [ ! -e "$SRC/static/${installed##*/}" ]; then
-            rm -f "$installed"
-            say "removed $installed"
-        fi
-    done
+    done <"$WORKDIR/files"
+    # A file that left the checkout leaves the install too (bytecode and the viewer aside).
+    (cd "$APP" && find . -type f ! -path "./$VIEWER/*" ! -path '*/__pycache__/*' | sed 's|^\./||') |
+        sort | comm -23 - "$WORKDIR/files" >"$WORKDIR/gone"
+    while read -r gone; do
+        rm -f "$APP/$gone"
+        say "removed $APP/$gone"
+        code_changed=1
+    done <"$WORKDIR/gone"
     if [ ! -x "$VENV/bin/python" ]; then
         # Debian's python3: the interpreter uWSGI is built against and embeds.
         /usr/bin/python3 -m venv "$VENV"
@@ -78,6 +88,7 @@ install_code() {
         code_changed=1
         say "installed the requirements into $VENV"
     fi
+    "$SRC/deploy/docs-viewer.sh" "$VENV/bin/pip" "$APP/$VIEWER"
     if [ "$code_changed" = 1 ]; then
         # The service cannot write its own bytecode (ProtectSystem=strict): compile it here.
         "$VENV/bin/python" -m compileall -q "$APP"
@@ -133,8 +144,8 @@ start_all() {
 }
 
 check() {
-    # The proof that it works: the same request a user would send.
-    local url="http://127.0.0.1:$PORT/pisqrt?a=25"
+    # The proof that it works: ready means every model is loaded in the new workers.
+    local url="http://127.0.0.1:$PORT/readyz"
     for _ in $(seq 50); do
         if curl -fsS "$url"; then
             return 0

@@ -9,6 +9,7 @@ the run writes lives in that temp dir, removed on stop. `make run` and the tests
 
 import argparse
 import http.client
+import json
 import os
 import shutil
 import signal
@@ -104,11 +105,11 @@ def process_tree(pid: int) -> list[int]:
     while todo:
         current = todo.pop()
         pids.append(current)
-        for task in Path(f"/proc/{current}/task").glob("*"):
-            try:
+        try:
+            for task in Path(f"/proc/{current}/task").glob("*"):
                 todo += [int(child) for child in (task / "children").read_text().split()]
-            except OSError:  # the process ended while we looked
-                pass
+        except OSError:  # the process ended while we looked
+            pass
     return pids
 
 
@@ -287,6 +288,21 @@ class Stack:
             raise RuntimeError(f"processes {leaked} outlived the stop; killed them")
 
 
+def served_endpoints(document: dict) -> list[tuple[str, str]]:
+    """(method, path with an example query) of each function the app serves, from its OpenAPI
+    document: whatever the registry holds, not a list kept here."""
+    endpoints = []
+    for path, item in document["paths"].items():
+        if path.startswith("/v1/") or "requestBody" not in item.get("post", {}):
+            continue
+        if "get" in item:
+            query = "&".join(f"{p['name']}={p['example']}" for p in item["get"]["parameters"])
+            endpoints.append(("GET", f"{path}?{query}"))
+        else:
+            endpoints.append(("POST", path))
+    return endpoints
+
+
 def interrupt(signum, frame) -> None:
     """SIGTERM stops the stack the same way as Ctrl-C."""
     raise KeyboardInterrupt
@@ -299,9 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         with Stack(port=args.port, log_to_terminal=True) as stack:
+            status, _, document = stack.request("GET", "/openapi.json")
+            endpoints = served_endpoints(json.loads(document)) if status == 200 else []
             print(
-                f"modelserver is up: {stack.url}/pisqrt?a=25  (uWSGI pid {stack.uwsgi.pid}, "
+                f"modelserver is up: {stack.url}  (uWSGI pid {stack.uwsgi.pid}, "
                 f"nginx pid {stack.nginx.pid}; Ctrl-C stops)",
+                *(f"  {method:<4} {stack.url}{path}" for method, path in endpoints),
+                f"  docs {stack.url}/docs",
+                sep="\n",
                 flush=True,
             )
             while stack.uwsgi.poll() is None and stack.nginx.poll() is None:

@@ -110,7 +110,7 @@ async function recognise(image, type) {
       headers: { "Content-Type": type },
       body: image,
     });
-    showPrediction(body);
+    showPrediction(body.result);
   } catch (failure) {
     error.textContent = failure.message;
   }

@@ -1,10 +1,13 @@
 """Fixtures: the Flask app and test client, and the real stack (nginx -> uWSGI) on a free port."""
 
 import json
+import shutil
+from pathlib import Path
 
 import pytest
+from playwright.sync_api import sync_playwright
 
-from deploy.localstack import Stack
+from deploy.localstack import PROJECT, Stack
 from server import create_app
 
 
@@ -25,6 +28,40 @@ def stack():
         yield running
 
 
+@pytest.fixture(scope="session")
+def user_stack():
+    """The real stack serving a user's functions (tests/usermodels.py) instead of the demos.
+    One of its models fails to load on purpose: /readyz is 503, so it waits for /healthz."""
+    tests = str(Path(__file__).parent)
+    uwsgi_args = ("--pythonpath", tests, "--module", "testapps:user_app")
+    with Stack(uwsgi_args=uwsgi_args, ready_path="/healthz") as running:
+        yield running
+
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# Headless, and quiet: this machine's network is closed, and Chromium's background services
+# would keep trying to reach it. --no-sandbox: CI runs as root, where the sandbox refuses.
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail("chromium is not installed: sudo apt-get install chromium")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield browser
+        browser.close()
+
+
 def assert_json_error(
     status: int, headers: dict, body: bytes, expected_status: int, *words: str
 ) -> str:
@@ -37,6 +74,21 @@ def assert_json_error(
         assert word in payload["message"], (word, payload["message"])
     return payload["message"]
 
+
+def multipart(*fields: tuple[str, bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type: each (name, bytes) a field; a field
+    named "image" is sent as a file, the others as text."""
+    boundary = "modelserver-test-boundary"
+    parts = []
+    for i, (name, data) in enumerate(fields):
+        filename = f'; filename="f{i}.png"' if name == "image" else ""
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n'
+        parts.append(head.encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+ARTIFACTS = PROJECT / ".artifacts"  # screenshots, for a person to look at
 
 FIGURES: list[tuple[str, str]] = []
 

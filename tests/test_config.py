@@ -5,6 +5,7 @@ import os
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -64,7 +65,14 @@ def test_uwsgi_effective_options():
     # A test app that reports uwsgi.opt, run under the project's uwsgi.ini.
     with Stack(uwsgi_args=("--pythonpath", TESTS, "--module", "testapps:options")) as stack:
         status, _, body = stack.request("GET", "/options")
-        log = Path(stack.dir, "uwsgi.log").read_text()
+        # The master logs each worker's spawn as it forks it; the app may answer before the
+        # second line is written, so wait for it (bounded) rather than race it.
+        log_file = Path(stack.dir, "uwsgi.log")
+        deadline = time.monotonic() + 10
+        while len(re.findall(r"spawned uWSGI worker \d", log_file.read_text())) < 2:
+            assert time.monotonic() < deadline, log_file.read_text()
+            time.sleep(0.05)
+        log = log_file.read_text()
         socket_path = stack.socket_path
     assert status == 200, body
     options = json.loads(body)

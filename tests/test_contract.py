@@ -1,4 +1,4 @@
-"""Every row of the contract, through Flask's test client and through real nginx -> uWSGI."""
+"""pisqrt's contract, every row, through Flask's test client and through real nginx -> uWSGI."""
 
 import json
 
@@ -6,7 +6,6 @@ import pytest
 
 from conftest import assert_json_error
 from contract import contract_cases
-from server import OPENAPI_FILE, create_app
 
 
 def check(status: int, headers: dict, body: bytes, method: str, expected_status: int, expected):
@@ -37,37 +36,3 @@ def test_contract_stack(stack, method, path, body, expected_status, expected):
     status, headers, body = stack.request(method, path, body, JSON if body is not None else {})
     assert headers["server"] == "nginx"  # through nginx, no version, not Werkzeug
     check(status, headers, body, method, expected_status, expected)
-
-
-def test_health_and_readiness(client):
-    response = client.get("/healthz")
-    assert response.status_code == 200
-    assert response.get_json() == {"status": "ok"}
-    response = client.get("/readyz")
-    assert response.status_code == 200
-    assert response.get_json() == {"status": "ready", "models": ["digits"]}
-
-
-def test_not_ready_while_a_model_failed_to_load():
-    def broken_loader():
-        raise OSError("weights.npz: no such file")
-
-    client = create_app({"TESTING": True, "MODELS": {"digits": broken_loader}}).test_client()
-    response = client.get("/readyz")
-    assert_json_error(
-        response.status_code,
-        {"content-type": response.content_type},
-        response.data,
-        503,
-        "not ready",
-        "digits",
-    )
-    assert client.get("/healthz").status_code == 200  # alive, just not ready
-
-
-def test_openapi_document_is_served_as_is(client):
-    response = client.get("/openapi.json")
-    assert response.status_code == 200
-    assert response.content_type == "application/json"
-    assert response.data == OPENAPI_FILE.read_bytes()
-    assert response.get_json()["openapi"].startswith("3.")

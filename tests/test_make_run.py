@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import PROJECT, alive, free_port
+from server import ALGORITHMS, signature_of
 
-UP = re.compile(r"modelserver is up: (\S+)/pisqrt\?a=25 +\(uWSGI pid (\d+), nginx pid (\d+)")
+UP = re.compile(r"modelserver is up: (\S+) +\(uWSGI pid (\d+), nginx pid (\d+)")
+DOCS = re.compile(r"^  docs (\S+)/docs$", re.MULTILINE)
 SOCKET = re.compile(r"bound to UNIX address (\S+) ")
 
 
@@ -68,24 +70,38 @@ class Run:
         return "".join(self.output)
 
     def kill(self) -> None:
-        """Kill what is left of the group by its PID; close the pipe once the reader is done."""
-        if self.proc.poll() is None:
+        """Kill what is left of the group by its PID (the leader may be gone while its children
+        are not); close the pipe once the reader is done."""
+        try:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+        except ProcessLookupError:  # nothing left
+            pass
+        self.proc.wait()
         self.reader.join(5)
         self.proc.stdout.close()
 
 
 def check_run(argv: list[str]) -> None:
-    """Start argv, GET /pisqrt?a=25 through its nginx, Ctrl-C it, and find nothing left."""
+    """Start argv, call each GET URL it prints through its nginx, Ctrl-C it, find nothing left."""
     run = Run(argv)
-    url, uwsgi_pid, nginx_pid = run.wait_for(UP, timeout=300).groups()
-    socket_path = SOCKET.search("".join(run.output)).group(1)
-    with urllib.request.urlopen(f"{url}/pisqrt?a=25", timeout=10) as response:
-        assert response.status == 200
-        assert response.headers["Server"] == "nginx"
-        assert json.loads(response.read()) == {"result": 8.86226925452758}
-    output = run.interrupt(timeout=30)
+    try:
+        url, uwsgi_pid, nginx_pid = run.wait_for(UP, timeout=300).groups()
+        run.wait_for(DOCS, timeout=10)  # the last line of the list of endpoints
+        output = "".join(run.output)
+        socket_path = SOCKET.search(output).group(1)
+        printed = re.findall(r"^  GET  (\S+)$", output, re.MULTILINE)
+        served = [
+            name for name, entry in ALGORITHMS.items() if not signature_of(name, entry).takes_images
+        ]
+        assert len(printed) == len(served), output
+        for endpoint in printed:
+            with urllib.request.urlopen(endpoint, timeout=10) as response:
+                assert response.status == 200
+                assert response.headers["Server"] == "nginx"
+                assert "result" in json.loads(response.read())
+        output = run.interrupt(timeout=30)
+    finally:
+        run.kill()  # also when an assertion failed: no stack outlives the test
     assert "modelserver stopped" in output, output
     assert not alive(int(uwsgi_pid)) and not alive(int(nginx_pid))
     assert not os.path.exists(socket_path)

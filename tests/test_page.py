@@ -1,37 +1,9 @@
 """The page at / in a real browser (Debian's chromium, driven by Playwright) on the real stack."""
 
-import shutil
-from pathlib import Path
-
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from conftest import record_figure
-from deploy.localstack import PROJECT
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-ARTIFACTS = PROJECT / ".artifacts"
-# Headless, and quiet: this machine's network is closed, and Chromium's background services
-# would keep trying to reach it. --no-sandbox: CI runs as root, where the sandbox refuses.
-ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not Path(CHROMIUM).exists():
-        pytest.fail("chromium is not installed: sudo apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+from conftest import ARTIFACTS, record_figure
 
 
 @pytest.fixture

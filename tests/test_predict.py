@@ -9,7 +9,7 @@ import zlib
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import assert_json_error
+from conftest import assert_json_error, multipart
 
 
 def drawing(strokes: list[list[tuple[int, int]]], size=(280, 280), ink=0, paper=255) -> Image.Image:
@@ -42,21 +42,6 @@ def png_claiming(width: int, height: int) -> bytes:
     return (
         b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
     )
-
-
-def multipart(*files: tuple[str, bytes]) -> tuple[bytes, str]:
-    """A multipart/form-data body with the given (field name, file bytes)."""
-    boundary = "modelserver-test-boundary"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"; filename="f{i}.png"\r\n'
-        f"Content-Type: application/octet-stream\r\n\r\n".encode()
-        + data
-        + b"\r\n"
-        for i, (name, data) in enumerate(files)
-    ]
-    return b"".join(
-        parts
-    ) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 ONE_PNG = encode(drawing(ONE), "PNG")
@@ -103,7 +88,7 @@ def check(status: int, headers: dict, body: bytes, expected_status: int, expecte
         return
     assert status == 200, body
     assert headers["content-type"] == "application/json"
-    answer = json.loads(body)
+    answer = json.loads(body)["result"]
     answers = answer if isinstance(expected, list) else [answer]
     assert [item["label"] for item in answers] == (
         expected if isinstance(expected, list) else [expected]

@@ -90,7 +90,7 @@ def test_health_checks_answer_and_are_not_logged_by_nginx(stack):
     assert json.loads(body) == {"status": "ok"}
     status, _, body = stack.request("GET", "/readyz")
     assert status == 200, body
-    assert json.loads(body) == {"status": "ready", "models": ["digits"]}
+    assert json.loads(body)["status"] == "ready"
     stack.request("GET", "/pisqrt?a=2")
     new_lines = log.read_bytes()[logged_before:].decode()
     assert "/pisqrt?a=2 " in new_lines

@@ -34,9 +34,10 @@ SNAPSHOT = (
 
 
 def wheelhouse() -> Path:
-    """Wheels of requirements.txt for the box, built once per version of the file."""
+    """Wheels of requirements.txt and of the docs viewer for the box, built once per version."""
     requirements = PROJECT / "requirements.txt"
-    digest = hashlib.sha256(requirements.read_bytes()).hexdigest()[:12]
+    viewer = PROJECT / "deploy" / "docs-viewer.sh"
+    digest = hashlib.sha256(requirements.read_bytes() + viewer.read_bytes()).hexdigest()[:12]
     wheels = PROJECT / ".cache" / f"wheels-{digest}"
     if not wheels.exists():
         building = wheels.with_suffix(".partial")
@@ -57,6 +58,9 @@ def wheelhouse() -> Path:
             check=True,
             timeout=600,
         )
+        package = re.search(r"^PACKAGE=(\S+)", viewer.read_text(), re.MULTILINE)[1]
+        pip_download = [str(PROJECT / ".venv" / "bin" / "pip"), "download", "--quiet", "--no-deps"]
+        subprocess.run([*pip_download, "-d", str(building), package], check=True, timeout=300)
         building.rename(wheels)
     return wheels
 

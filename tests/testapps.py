@@ -13,6 +13,7 @@ import time
 import uwsgi  # exists only inside a uWSGI process
 from flask import request
 
+import usermodels
 from server import create_app
 
 
@@ -50,3 +51,7 @@ def pid_route() -> dict:
 flask_app = create_app()
 flask_app.add_url_rule("/slow", "slow", slow_route)
 flask_app.add_url_rule("/pid", "pid", pid_route)
+
+
+# A user's functions instead of the project's demos: what the framework's tests serve.
+user_app = create_app({"ALGORITHMS": usermodels.ALGORITHMS})

@@ -1,0 +1,44 @@
+"""/docs in a real browser: Swagger UI, served by nginx under the strict policy, shows every
+function of the registry and calls it. A user's functions, not the demos."""
+
+import re
+
+from playwright.sync_api import expect
+
+import usermodels
+from conftest import ARTIFACTS, record_figure
+
+
+def test_docs_list_every_function_and_call_one(browser, user_stack):
+    status, headers, _ = user_stack.request("GET", "/docs")
+    assert status == 200
+    assert "script-src" not in headers["content-security-policy"]  # default-src 'self' only
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    refused = []  # what the Content-Security-Policy blocked, any script error or failed load
+    page.on("console", lambda m: refused.append(m.text) if "Content Security" in m.text else None)
+    page.on("pageerror", lambda error: refused.append(str(error)))
+    # (the browser's own guess at /favicon.ico, which the site does not have, aside)
+    page.on(
+        "response",
+        lambda r: refused.append(r.url) if r.status >= 400 and "favicon" not in r.url else None,
+    )
+    try:
+        page.goto(f"{user_stack.url}/docs")
+        for name in usermodels.ALGORITHMS:
+            expect(page.locator(f"[data-path='/{name}']").first).to_be_visible(timeout=15_000)
+        operation = page.locator("#operations-default-get_sentiment")
+        operation.locator(".opblock-summary").click()
+        operation.locator("input[placeholder='text']").fill("good day")
+        operation.locator("button.execute").click()
+        answer = operation.locator(".live-responses-table .response-col_description pre").first
+        expect(answer).to_contain_text('"score": 1', timeout=10_000)
+        expect(
+            operation.locator(".live-responses-table td.response-col_status").nth(1)
+        ).to_have_text(re.compile("200"))
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=ARTIFACTS / "docs.png", full_page=False)
+        record_figure("screenshot of /docs", ARTIFACTS / "docs.png")
+    finally:
+        context.close()
+    assert refused == []
