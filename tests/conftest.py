@@ -88,6 +88,14 @@ def multipart(*fields: tuple[str, bytes]) -> tuple[bytes, str]:
     return body, f"multipart/form-data; boundary={boundary}"
 
 
+def copy_checkout(dest: Path) -> Path:
+    """The checkout without venv, caches and git: what a user would copy to a server."""
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", ".cache", "__pycache__", ".*_cache", ".hypothesis"
+    )
+    return Path(shutil.copytree(PROJECT, dest, ignore=ignore))
+
+
 ARTIFACTS = PROJECT / ".artifacts"  # screenshots, for a person to look at
 
 FIGURES: list[tuple[str, str]] = []

@@ -24,10 +24,10 @@ SOCKET = re.compile(r"bound to UNIX address (\S+) ")
 class Run:
     """A command in its own process group, its output collected line by line by a thread."""
 
-    def __init__(self, argv: list[str]):
+    def __init__(self, argv: list[str], cwd: Path = PROJECT):
         self.proc = subprocess.Popen(
             argv,
-            cwd=PROJECT,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             text=True,
             stderr=subprocess.STDOUT,

@@ -170,7 +170,7 @@ def test_vectorised_batch_against_a_per_row_loop(user_stack, figure):
     seconds = {}
     for path in ("/species", "/species-rows"):
         started = time.perf_counter()
-        status, _, answer = user_stack.request("POST", path, rows(MAX_BATCH), JSON)
+        status, _, answer = user_stack.request("POST", path, rows(MAX_BATCH), JSON, timeout=60)
         seconds[path] = time.perf_counter() - started
         assert status == 200, answer
         assert json.loads(answer)["result"] == ["setosa"] * MAX_BATCH
