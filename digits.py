@@ -295,18 +295,27 @@ def _bitmap(digit: np.ndarray) -> np.ndarray:
 def _normalise_strokes(bitmap: np.ndarray) -> np.ndarray:
     """Thicken (or thin) the strokes a pixel at a time until their ink share is in INK_SHARE."""
     low, high = INK_SHARE
-    while _ink_share(bitmap) < low:
-        bitmap = _morph(bitmap, np.logical_or)
+    side = _side(bitmap)
+    # A dilation grows the square around the ink by a pixel on every side, as long as the
+    # canvas's margin leaves room (it does for this many steps).
+    for _ in range((BITMAP_SIZE - DIGIT_SIZE) // 2):
+        if np.count_nonzero(bitmap) / side**2 >= low:
+            break
+        bitmap, side = _morph(bitmap, np.logical_or), side + 2
     while _ink_share(bitmap) > high and (thinner := _morph(bitmap, np.logical_and)).any():
         bitmap = thinner
     return bitmap
 
 
+def _side(bitmap: np.ndarray) -> int:
+    """The longer side of the box around the ink."""
+    rows, columns = np.flatnonzero(bitmap.any(axis=1)), np.flatnonzero(bitmap.any(axis=0))
+    return int(max(rows[-1] - rows[0], columns[-1] - columns[0])) + 1
+
+
 def _ink_share(bitmap: np.ndarray) -> float:
     """How much of the square around the ink (its longer side) the ink covers."""
-    rows, columns = np.flatnonzero(bitmap.any(axis=1)), np.flatnonzero(bitmap.any(axis=0))
-    side = max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1
-    return np.count_nonzero(bitmap) / side**2
+    return np.count_nonzero(bitmap) / _side(bitmap) ** 2
 
 
 def _morph(bitmap: np.ndarray, combine: np.ufunc) -> np.ndarray:
