@@ -196,8 +196,9 @@ def in_process(args, variants: dict) -> list[dict]:
         for row in modelpath.ab_round(variants, model, files, args.duration * AB_SHARE)
     ]
     for name, (data, _) in files.items():
-        rps = modelpath.ceiling(data, args.duration, WORKERS)
-        rows.append({"kind": "ceiling", "image": name, "rps": rps})
+        rows.append(
+            {"kind": "ceiling", "image": name, **modelpath.ceiling(data, args.duration, WORKERS)}
+        )
     return rows
 
 
@@ -208,7 +209,10 @@ def progress(round_no: int, rounds: int, row: dict) -> str:
             f"{row['stage']}: {row['us']:,.1f} us"
         )
     if row["kind"] == "ceiling":
-        return f"round {round_no}/{rounds} ceiling {row['image']}: {row['rps']:,.0f} calls/s"
+        return (
+            f"round {round_no}/{rounds} ceiling {row['image']}: {row['rps']:,.0f} calls/s; "
+            f"other processes {row['other_cpu_pct']:.0f}% CPU"
+        )
     if row["kind"] == "memory":
         return f"round {round_no}/{rounds} {row['stack']} worker PSS {row['pss_kb'] / 1024:.1f} MB"
     what = {
