@@ -235,14 +235,15 @@ def _ink_mask(image: Image.Image) -> np.ndarray:
 
 def _extent(mask: np.ndarray) -> tuple[slice, slice]:
     """The rows and the columns that hold the digit."""
-    return _span(np.count_nonzero(mask, axis=1)), _span(np.count_nonzero(mask, axis=0))
+    return _span(mask, 1), _span(mask, 0)
 
 
-def _span(counts: np.ndarray) -> slice:
+def _span(mask: np.ndarray, axis: int) -> slice:
     """From the first to the last run of non-empty lines holding at least MIN_PART of the ink."""
-    lines = np.flatnonzero(counts)
+    lines = np.flatnonzero(mask.any(axis=axis))
     if lines[-1] - lines[0] + 1 == lines.size:  # one run (the usual case): all of it
         return slice(int(lines[0]), int(lines[-1]) + 1)
+    counts = np.count_nonzero(mask, axis=axis)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], counts > 0, [0]])))
     cumulative = np.concatenate([[0], np.cumsum(counts)])
     starts, stops = edges[::2], edges[1::2]
