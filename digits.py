@@ -51,9 +51,10 @@ MIN_PART = 0.05
 # Below this contrast between ink and background (on a 0..1 scale) there is no digit to read.
 MIN_CONTRAST = 0.15
 
+LEVELS = np.arange(256)  # the values of an 8-bit grey pixel
+
 # How Pillow fails on a damaged file. Warning too: Pillow only warns of a damaged EXIF block, but
 # where warnings are errors (pytest here, python -W error) that is a damaged file like any other.
-LEVELS = np.arange(256)  # the values of an 8-bit grey pixel
 _DAMAGE = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, Warning)
 _SIGNATURES = {
     b"\x89PNG\r\n\x1a\n": PngImagePlugin.PngImageFile,
@@ -103,9 +104,8 @@ def predict_batch(model: Model, batch: np.ndarray) -> list[Prediction]:
     rows = np.asarray(batch, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] != 64:
         raise ValueError(f"a batch is an (n, 64) array, got shape {rows.shape}")
-    if not np.isfinite(
-        rows
-    ).all():  # NaN would come out as NaN probabilities, which JSON cannot carry
+    # NaN would come out as NaN probabilities, which JSON cannot carry.
+    if not np.isfinite(rows).all():
         raise ValueError("an input's values must be finite numbers")
     hidden = np.maximum(rows / 16 @ model.hidden_weights + model.hidden_bias, 0)
     logits = hidden @ model.output_weights + model.output_bias
@@ -196,9 +196,9 @@ def _grey(image: Image.Image) -> Image.Image:
 
 def _ink(grey: Image.Image) -> Image.Image:
     """Ink strength 0..255 per pixel ("L"), measured against the local background, dark or light."""
-    # The background level is the lowest value (light ink: the highest, for dark ink) within a
-    # third of the image, measured on a coarse grid and smoothed back up: a window wider than
-    # any stroke never sits wholly on ink; a shadow or uneven light is then not ink.
+    # The background level around dark ink is the lightest value within a third of the image
+    # (around light ink, the darkest), measured on a coarse grid and smoothed back up: a window
+    # wider than any stroke never sits wholly on ink, and a shadow or uneven light is not ink.
     coarse = grey.reduce(max(1, math.ceil(max(grey.size) / BACKGROUND_GRID)))
     window = 2 * (max(coarse.size) // 6) + 1
     dark_level, light_level = (

@@ -158,6 +158,17 @@ def test_a_batch_of_10000_rows_takes_one_call(model, held_out):
     ]
 
 
+@pytest.mark.parametrize("side", [1, 7, 8, 21, 63, 64, 65, 100, 333])
+@pytest.mark.parametrize("size", [8, 64])
+def test_resizing_by_matrix_products_is_pillows_box_filter(side, size):
+    """preprocess shrinks (or enlarges) masks with matrix products instead of Pillow images."""
+    rng = np.random.default_rng(side)
+    mask = (rng.random((side, side)) < 0.3).astype(np.float32)
+    pillow = np.asarray(Image.fromarray(mask).resize((size, size), Image.Resampling.BOX))
+    weights = digits._box_weights(side, size)
+    assert np.abs(weights @ mask @ weights.T - pillow).max() < 1e-6
+
+
 @pytest.mark.parametrize("shape", [(63,), (8, 7)])
 def test_predict_refuses_an_input_of_the_wrong_size(model, shape):
     with pytest.raises(ValueError, match=r"64 values"):
