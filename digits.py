@@ -15,6 +15,7 @@ guess is measured against the local background, and the one that leaves less ink
 Transparent pixels are background.
 """
 
+import functools
 import io
 import math
 import struct
@@ -24,7 +25,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageFilter, ImageOps, JpegImagePlugin, PngImagePlugin
+from PIL import Image, ImageChops, ImageFilter, ImageOps, JpegImagePlugin, PngImagePlugin
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "digits.npz"
 
@@ -49,6 +50,8 @@ BACKGROUND_GRID = 24
 MIN_PART = 0.05
 # Below this contrast between ink and background (on a 0..1 scale) there is no digit to read.
 MIN_CONTRAST = 0.15
+
+LEVELS = np.arange(256)  # the values of an 8-bit grey pixel
 
 # How Pillow fails on a damaged file. Warning too: Pillow only warns of a damaged EXIF block, but
 # where warnings are errors (pytest here, python -W error) that is a damaged file like any other.
@@ -94,24 +97,26 @@ def predict(model: Model, pixels: np.ndarray) -> Prediction:
     x = np.asarray(pixels, dtype=np.float64)
     if x.size != 64:
         raise ValueError(f"an input has 64 values (8x8), got shape {x.shape}")
-    if not np.isfinite(x).all():  # NaN would come out as NaN probabilities, which JSON cannot carry
-        raise ValueError("an input's values must be finite numbers")
-    hidden = np.maximum(x.reshape(1, 64) / 16 @ model.hidden_weights + model.hidden_bias, 0)
-    logits = (hidden @ model.output_weights + model.output_bias)[0]
-    exponentials = np.exp(logits - logits.max())  # shifted: exp never overflows
-    probabilities = exponentials / exponentials.sum()
-    return int(probabilities.argmax()), probabilities.tolist()
+    return predict_batch(model, x.reshape(1, 64))[0]
 
 
 def predict_batch(model: Model, batch: np.ndarray) -> list[Prediction]:
-    """predict for each row of an (n, 64) array, row for row the same answer."""
+    """predict for each row of an (n, 64) array, all rows in one matrix product per layer.
+
+    The answers agree with predict's row by row to about 1e-15, not bit for bit: BLAS sums a
+    block of rows in another order than a single row.
+    """
     rows = np.asarray(batch, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] != 64:
         raise ValueError(f"a batch is an (n, 64) array, got shape {rows.shape}")
-    # One row at a time: numpy hands one row and many rows to different BLAS kernels (gemv and
-    # gemm), whose sums round differently, so a vectorised batch could differ from predict in
-    # the last bits. A row costs about 10 us, nothing next to decoding its image.
-    return [predict(model, row) for row in rows]
+    # NaN would come out as NaN probabilities, which JSON cannot carry.
+    if not np.isfinite(rows).all():
+        raise ValueError("an input's values must be finite numbers")
+    hidden = np.maximum(rows / 16 @ model.hidden_weights + model.hidden_bias, 0)
+    logits = hidden @ model.output_weights + model.output_bias
+    exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted: never overflows
+    probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)
+    return list(zip(probabilities.argmax(axis=1).tolist(), probabilities.tolist(), strict=True))
 
 
 def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -138,7 +143,10 @@ def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise ValueError(
             f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
         )
-    image.draft(None, (WORK_SIZE, WORK_SIZE))  # a no-op for PNG
+    # Grey only (a colour JPEG's Y channel, no colour conversion), and scaled down by libjpeg
+    # itself to the size preprocess would reduce the image to anyway. A no-op for PNG.
+    factor = math.ceil(max(width, height) / WORK_SIZE)
+    image.draft("L", (math.ceil(width / factor), math.ceil(height / factor)))
     with _failures_as_value_error(f"the {opener.format} data is truncated or corrupt"):
         image.load()
         # A phone stores a portrait photo sideways and says so in EXIF; browsers show it upright.
@@ -157,27 +165,21 @@ def _failures_as_value_error(problem: str) -> Iterator[None]:
 
 def preprocess(image: Image.Image) -> np.ndarray:
     """The 8x8 input (64 values, 0..16, ink high) for an image of one digit, dark or light."""
-    mask = _ink_mask(_ink(image))
+    mask = _ink_mask(_ink(_grey(image)))
     bitmap = _bitmap(mask[_extent(mask)])
     if not bitmap.any():
         raise ValueError("no digit found: the ink is scattered specks, not strokes")
     bitmap = _normalise_strokes(bitmap)
-    cells = _square(bitmap[_extent(bitmap)]).resize((8, 8), Image.Resampling.BOX)
-    return np.asarray(cells, dtype=np.float64).ravel() * 16
+    return _box(bitmap[_extent(bitmap)].astype(np.float64), 8).ravel() * 16
 
 
-def _ink(image: Image.Image) -> np.ndarray:
-    """Ink strength 0..1 per pixel at WORK_SIZE, whatever the mode, polarity or lighting."""
-    grey = _grey(image)
-    # Dark ink or light? Measured against the background around it, the right guess leaves thin
-    # strokes; the wrong one makes the paper around the strokes "ink" too, and has more of it.
-    # (This beat "is the border light?" and "which side strays further?" on small digits in
-    # large photos and on uneven light.)
-    return min(_minus_local_background(1 - grey), _minus_local_background(grey), key=np.sum)
+# The image work below stays in 8-bit grey ("L") and in Pillow's C code, one call per step over
+# the whole image: a 28x28 drawing costs a few dozen such calls, not thousands of numpy passes
+# over float64 copies. 8 bits lose nothing: the histogram that finds the ink has 256 levels.
 
 
-def _grey(image: Image.Image) -> np.ndarray:
-    """Luminance 0..1 at WORK_SIZE; transparent pixels become background (contrasting the ink)."""
+def _grey(image: Image.Image) -> Image.Image:
+    """Luminance ("L") at WORK_SIZE; transparent pixels become background (contrasting the ink)."""
     if image.mode.startswith("I;16"):  # 16-bit PNG: convert("L") would clip, not scale
         image = Image.fromarray((np.asarray(image) >> 8).astype(np.uint8))
     # Premultiplied alpha ("La"), so that shrinking mixes colours by how opaque they are. (Pillow
@@ -185,35 +187,42 @@ def _grey(image: Image.Image) -> np.ndarray:
     has_alpha = image.has_transparency_data
     image = image.convert("RGBA").convert("LA").convert("La") if has_alpha else image.convert("L")
     image = image.reduce(max(1, math.ceil(max(image.size) / WORK_SIZE)))
-    pixels = np.asarray(image, dtype=np.float64) / 255
     if not has_alpha:
-        return pixels
+        return image
+    pixels = np.asarray(image, dtype=np.int32)
     colour, opacity = pixels[..., 0], pixels[..., 1]
     if opacity.sum() == 0:
         raise ValueError("no digit found: the image is fully transparent")
     # The drawing's own mean colour says which background it was drawn for: dark ink -> white.
-    background = 1.0 if colour.sum() / opacity.sum() < 0.5 else 0.0
-    return colour + background * (1 - opacity)
+    # Premultiplied, colour <= opacity, so the sum stays within 0..255.
+    background = 255 - opacity if 2 * colour.sum() < opacity.sum() else 0
+    return Image.fromarray((colour + background).astype(np.uint8))
 
 
-def _minus_local_background(ink: np.ndarray) -> np.ndarray:
-    """Ink minus the background level around it, so a shadow or uneven light is not ink."""
-    # The background level is the lowest value within a third of the image, measured on a coarse
-    # grid and smoothed back up: a window wider than any stroke never sits wholly on ink.
-    coarse = Image.fromarray(ink.astype(np.float32))
-    coarse = coarse.reduce(max(1, math.ceil(max(coarse.size) / BACKGROUND_GRID)))
+def _ink(grey: Image.Image) -> Image.Image:
+    """Ink strength 0..255 per pixel ("L"), measured against the local background, dark or light."""
+    # The background level around dark ink is the lightest value within a third of the image
+    # (around light ink, the darkest), measured on a coarse grid and smoothed back up: a window
+    # wider than any stroke never sits wholly on ink, and a shadow or uneven light is not ink.
+    coarse = grey.reduce(max(1, math.ceil(max(grey.size) / BACKGROUND_GRID)))
     window = 2 * (max(coarse.size) // 6) + 1
-    level = coarse.filter(ImageFilter.MinFilter(window)).resize(
-        (ink.shape[1], ink.shape[0]), Image.Resampling.BILINEAR
+    dark_level, light_level = (
+        coarse.filter(rank(window)).resize(grey.size, Image.Resampling.BILINEAR)
+        for rank in (ImageFilter.MaxFilter, ImageFilter.MinFilter)
     )
-    return np.clip(ink - np.asarray(level), 0, 1)
+    # Dark ink or light? Measured against the background around it, the right guess leaves thin
+    # strokes; the wrong one makes the paper around the strokes "ink" too, and has more of it.
+    # (This beat "is the border light?" and "which side strays further?" on small digits in
+    # large photos and on uneven light.) subtract clips at 0: paper lighter than its level.
+    guesses = (ImageChops.subtract(dark_level, grey), ImageChops.subtract(grey, light_level))
+    return min(guesses, key=lambda ink: np.asarray(ink).sum(dtype=np.uint64))
 
 
-def _ink_mask(ink: np.ndarray) -> np.ndarray:
+def _ink_mask(image: Image.Image) -> np.ndarray:
     """Which pixels are ink: Otsu's threshold, refused if ink and background hardly differ."""
-    levels = np.minimum((ink * 256).astype(np.intp), 255)  # 256 grey levels, as a histogram's bins
-    counts = np.bincount(levels.ravel(), minlength=256)
-    centres = (np.arange(256) + 0.5) / 256
+    ink = np.asarray(image)
+    counts = np.array(image.histogram())  # 256 grey levels
+    centres = (LEVELS + 0.5) / 256
     # For each threshold between two levels: the share of pixels below it and their mean, the mean
     # of those above, and Otsu's between-class variance, the largest where the split is cleanest.
     share = np.cumsum(counts)[:-1] / ink.size
@@ -226,16 +235,20 @@ def _ink_mask(ink: np.ndarray) -> np.ndarray:
     best = np.argmax(share[cuts] * (1 - share[cuts]) * (above - below) ** 2)
     if above[best] - below[best] < MIN_CONTRAST:
         raise ValueError("no digit found: the image is blank or has too little contrast")
-    return levels > cuts[best]
+    return ink > cuts[best]
 
 
 def _extent(mask: np.ndarray) -> tuple[slice, slice]:
     """The rows and the columns that hold the digit."""
-    return _span(mask.sum(axis=1)), _span(mask.sum(axis=0))
+    return _span(mask, 1), _span(mask, 0)
 
 
-def _span(counts: np.ndarray) -> slice:
+def _span(mask: np.ndarray, axis: int) -> slice:
     """From the first to the last run of non-empty lines holding at least MIN_PART of the ink."""
+    lines = np.flatnonzero(mask.any(axis=axis))
+    if lines[-1] - lines[0] + 1 == lines.size:  # one run (the usual case): all of it
+        return slice(int(lines[0]), int(lines[-1]) + 1)
+    counts = np.count_nonzero(mask, axis=axis)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], counts > 0, [0]])))
     cumulative = np.concatenate([[0], np.cumsum(counts)])
     starts, stops = edges[::2], edges[1::2]
@@ -243,42 +256,87 @@ def _span(counts: np.ndarray) -> slice:
     return slice(int(starts[parts[0]]), int(stops[parts[-1]]))
 
 
-def _square(digit: np.ndarray) -> Image.Image:
-    """The mask as a float image (1 = ink) centred in a square, its longer side filling it."""
+def _box(digit: np.ndarray, size: int) -> np.ndarray:
+    """The mask (1 = ink) centred in a square, its longer side filling it, resized to size x size
+    as Pillow's BOX filter does: one matrix product per axis, no image built."""
     height, width = digit.shape
     side = max(height, width)
-    square = np.zeros((side, side), dtype=np.float32)
+    weights = _box_weights(side, size)
     top, left = (side - height) // 2, (side - width) // 2
-    square[top : top + height, left : left + width] = digit
-    return Image.fromarray(square)
+    rows, columns = weights[:, top : top + height], weights[:, left : left + width]
+    return rows @ (digit @ columns.T)
+
+
+@functools.lru_cache(maxsize=1024)
+def _box_weights(side: int, size: int) -> np.ndarray:
+    """(size, side): the weights of Pillow's BOX resampling from side to size pixels.
+
+    As Pillow's Resample.c computes them: output pixel i averages the input pixels whose centres
+    fall in its span (when enlarging, the one nearest), all with the same weight.
+    """
+    scale = side / size
+    support = 0.5 * max(scale, 1.0)
+    centres = (np.arange(size) + 0.5) * scale
+    first = np.maximum((centres - support + 0.5).astype(int), 0)[:, None]
+    stop = np.minimum((centres + support + 0.5).astype(int), side)[:, None]
+    pixels = np.arange(side)
+    where = (pixels - centres[:, None] + 0.5) / max(scale, 1.0)  # the box filter's argument
+    inside = (where > -0.5) & (where <= 0.5) & (pixels >= first) & (pixels < stop)
+    weights = inside / inside.sum(axis=1, keepdims=True)
+    weights.flags.writeable = False  # shared by every call
+    return weights
 
 
 def _bitmap(digit: np.ndarray) -> np.ndarray:
     """The digit's mask, its longer side DIGIT_SIZE, centred on a BITMAP_SIZE binary canvas."""
-    shrunk = np.asarray(_square(digit).resize((DIGIT_SIZE, DIGIT_SIZE), Image.Resampling.BOX))
+    shrunk = _box(digit.astype(np.float32), DIGIT_SIZE)
+    canvas = np.zeros((BITMAP_SIZE, BITMAP_SIZE), dtype=bool)
+    margin = (BITMAP_SIZE - DIGIT_SIZE) // 2
     # A quarter-covered pixel counts as ink, so that a stroke thinner than a pixel stays whole.
-    return np.pad(shrunk >= 0.25, (BITMAP_SIZE - DIGIT_SIZE) // 2)
+    # (The sums of the weights round in the last bits: a hair below a quarter is a quarter.)
+    canvas[margin:-margin, margin:-margin] = shrunk >= 0.25 - 1e-6
+    return canvas
 
 
 def _normalise_strokes(bitmap: np.ndarray) -> np.ndarray:
     """Thicken (or thin) the strokes a pixel at a time until their ink share is in INK_SHARE."""
     low, high = INK_SHARE
-    while _ink_share(bitmap) < low:
-        bitmap = _morph(bitmap, np.logical_or)
+    side = _side(bitmap)
+    # A dilation grows the square around the ink by a pixel on every side, as long as the
+    # canvas's margin leaves room (it does for this many steps).
+    for _ in range((BITMAP_SIZE - DIGIT_SIZE) // 2):
+        if np.count_nonzero(bitmap) / side**2 >= low:
+            break
+        bitmap, side = _morph(bitmap, np.logical_or), side + 2
     while _ink_share(bitmap) > high and (thinner := _morph(bitmap, np.logical_and)).any():
         bitmap = thinner
     return bitmap
 
 
+def _side(bitmap: np.ndarray) -> int:
+    """The longer side of the box around the ink."""
+    rows, columns = np.flatnonzero(bitmap.any(axis=1)), np.flatnonzero(bitmap.any(axis=0))
+    return int(max(rows[-1] - rows[0], columns[-1] - columns[0])) + 1
+
+
 def _ink_share(bitmap: np.ndarray) -> float:
     """How much of the square around the ink (its longer side) the ink covers."""
-    rows, columns = np.flatnonzero(bitmap.any(axis=1)), np.flatnonzero(bitmap.any(axis=0))
-    side = max(rows[-1] - rows[0], columns[-1] - columns[0]) + 1
-    return bitmap.sum() / side**2
+    return np.count_nonzero(bitmap) / _side(bitmap) ** 2
 
 
 def _morph(bitmap: np.ndarray, combine: np.ufunc) -> np.ndarray:
-    """Dilation (np.logical_or) or erosion (np.logical_and) by a 3x3 square, row then column."""
-    padded = np.pad(bitmap, 1)  # outside the canvas is background
-    rows = combine(combine(padded[:-2], padded[1:-1]), padded[2:])
-    return combine(combine(rows[:, :-2], rows[:, 1:-1]), rows[:, 2:])
+    """Dilation (np.logical_or) or erosion (np.logical_and) by a 3x3 square, row then column.
+
+    Outside the canvas is background: an edge pixel keeps (or, eroded, loses) it as a neighbour.
+    """
+    edge = combine is np.logical_and  # eroded, an edge pixel has background beside it
+    rows = bitmap.copy()
+    combine(rows[1:], bitmap[:-1], out=rows[1:])
+    combine(rows[:-1], bitmap[1:], out=rows[:-1])
+    out = rows.copy()
+    combine(out[:, 1:], rows[:, :-1], out=out[:, 1:])
+    combine(out[:, :-1], rows[:, 1:], out=out[:, :-1])
+    if edge:
+        out[[0, -1], :] = False
+        out[:, [0, -1]] = False
+    return out

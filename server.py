@@ -693,35 +693,38 @@ def decode_field(value: object, where: str = "") -> object:
 
 
 def decoded(data: bytes, where: str = "") -> Image.Image:
-    """The image in a PNG or JPEG file, upright as its EXIF says, or a 400 saying what is wrong.
+    """decode_image(data), its complaint a 400 (prefixed with `where` in a batch)."""
+    try:
+        return decode_image(data)
+    except ValueError as error:
+        raise BadRequest(f"{where}{error}") from None
 
-    The size is checked from the header before any pixel is decoded.
-    """
+
+def decode_image(data: bytes) -> Image.Image:
+    """The image in a PNG or JPEG file, upright as its EXIF says, or ValueError saying what is
+    wrong with the file. The size is checked from the header before any pixel is decoded."""
     if not data:
-        raise BadRequest(f"{where}the image is empty (0 bytes)")
+        raise ValueError("the image is empty (0 bytes)")
     opener = next((cls for prefix, cls in IMAGE_FORMATS.items() if data.startswith(prefix)), None)
     if opener is None:
-        raise BadRequest(f"{where}not a PNG or JPEG image (the file does not start like one)")
+        raise ValueError("not a PNG or JPEG image (the file does not start like one)")
     # The format's own class reads the header only; Image.open would also run Pillow's
     # decompression-bomb check, which warns or raises its own error: MAX_PIXELS is far lower.
     try:
         image = opener(io.BytesIO(data))
     except IMAGE_DAMAGE as error:
-        raise BadRequest(f"{where}the {opener.format} header is invalid: {error}") from None
+        raise ValueError(f"the {opener.format} header is invalid: {error}") from None
     width, height = image.size
     if width * height > MAX_PIXELS:
-        raise BadRequest(
-            f"{where}the image is {width}x{height} = {width * height} pixels; "
-            f"the limit is {MAX_PIXELS}"
+        raise ValueError(
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {MAX_PIXELS}"
         )
     try:
         image.load()
         # A phone stores a portrait photo sideways and says so in EXIF; browsers show it upright.
         ImageOps.exif_transpose(image, in_place=True)
     except IMAGE_DAMAGE as error:
-        raise BadRequest(
-            f"{where}the {opener.format} data is truncated or corrupt: {error}"
-        ) from None
+        raise ValueError(f"the {opener.format} data is truncated or corrupt: {error}") from None
     return image
 
 

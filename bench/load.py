@@ -22,10 +22,13 @@ done = function(summary, latency, requests)
 end
 """.replace("MARK", MARK)
 
+# The body is read from a file next to the script: binary (an image) as well as JSON.
 POST_LUA = """
 wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = [==[BODY]==]
+wrk.headers["Content-Type"] = "CONTENT_TYPE"
+local file = assert(io.open("BODY_FILE", "rb"))
+wrk.body = file:read("*a")
+file:close()
 """
 
 ERRORS = ("connect", "read", "write", "timeout", "status")
@@ -36,9 +39,15 @@ def wrk_binary() -> str | None:
     return shutil.which("wrk")
 
 
-def write_script(path: Path, post_body: bytes | None = None) -> Path:
+def write_script(
+    path: Path, post_body: bytes | None = None, content_type: str = "application/json"
+) -> Path:
     """The Lua script of a run: the reporter, and for a POST its method, header and body."""
-    post = POST_LUA.replace("BODY", post_body.decode()) if post_body is not None else ""
+    post = ""
+    if post_body is not None:
+        body_file = path.with_suffix(".body")
+        body_file.write_bytes(post_body)
+        post = POST_LUA.replace("CONTENT_TYPE", content_type).replace("BODY_FILE", str(body_file))
     path.write_text(post + REPORT_LUA)
     return path
 

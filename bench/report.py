@@ -107,7 +107,97 @@ def summarize(measurements: list[dict]) -> dict:
         ),
     }
     summary["targets"] = targets(summary)
+    summary["model"] = summarize_model(measurements, summary)
     return summary
+
+
+def summarize_model(measurements: list[dict], summary: dict) -> dict:
+    """The model path: the A/B stage by stage, /predict against its ceiling, workers' memory."""
+    ab = [m for m in measurements if m["kind"] == "inprocess"]
+    stages: dict = {}
+    for m in ab:
+        key = (m["image"], m["variant"], m["stage"])
+        stages.setdefault(key, []).append(m["us"])
+    per_stage: dict = {}
+    for (image, variant, stage), values in stages.items():
+        per_stage.setdefault(image, {}).setdefault(variant, {})[stage] = round(
+            statistics.median(values), 1
+        )
+    totals = {
+        image: {variant: round(sum(s.values()), 1) for variant, s in by_variant.items()}
+        for image, by_variant in per_stage.items()
+    }
+    speedups = {
+        image: ratio(by_variant.get("before"), by_variant.get("after"))
+        for image, by_variant in totals.items()
+    }
+    ceilings = {
+        image: round(statistics.median(m["rps"] for m in rows), 1)
+        for image, rows in grouped([m for m in measurements if m["kind"] == "ceiling"]).items()
+    }
+    predicts = [m for m in measurements if m["kind"] == "predict"]
+    predict = {
+        image: {
+            stack: median_of([m for m in rows if m["stack"] == stack])
+            for stack in dict.fromkeys(m["stack"] for m in rows)
+        }
+        for image, rows in grouped(predicts).items()
+    }
+    ratios = {
+        image: {
+            "ours / ceiling": ratio(by_stack.get("ours", {}).get("rps"), ceilings.get(image)),
+            "ours / FastAPI": ratio(
+                by_stack.get("ours", {}).get("rps"), by_stack.get("fastapi", {}).get("rps")
+            ),
+        }
+        for image, by_stack in predict.items()
+    }
+    memory = {}
+    for stack in dict.fromkeys(m["stack"] for m in measurements if m["kind"] == "memory"):
+        rows = [m for m in measurements if m["kind"] == "memory" and m["stack"] == stack]
+        memory[stack] = {
+            "pss_mb": round(statistics.median(m["pss_kb"] for m in rows) / 1024, 1),
+            "private_mb": round(statistics.median(m["private_kb"] for m in rows) / 1024, 1),
+            "workers_measured": len(rows),
+        }
+    model = {
+        "stages_us": per_stage,
+        "totals_us": totals,
+        "speedups": speedups,
+        "ceilings": ceilings,
+        "predict": predict,
+        "ratios": ratios,
+        "memory": memory,
+    }
+    model["targets"] = model_targets(model, summary)
+    return model
+
+
+def grouped(rows: list[dict]) -> dict[str, list[dict]]:
+    """Rows by their image, in the order the images first appear."""
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row["image"], []).append(row)
+    return groups
+
+
+def model_targets(model: dict, summary: dict) -> list[dict]:
+    """Issue 13's targets; met is None when the run did not measure what a target needs."""
+    rows = []
+    for image in model["ratios"]:
+        speedup = model["speedups"].get(image)
+        rows.append((f"{image}: in-process ≥ 5× faster than before", speedup, 5))
+        ceiling = model["ratios"][image]["ours / ceiling"]
+        rows.append(
+            (f"{image}: POST /predict through ours ≥ 0.7× the in-process ceiling", ceiling, 0.7)
+        )
+    fastapi = summary["ratios"].get("FastAPI + uvicorn behind nginx", {})
+    for c in ("32", "256"):
+        rows.append((f"GET /pisqrt: ours ≥ 1.1× FastAPI + uvicorn, c={c}", fastapi.get(c), 1.1))
+    return [
+        {"target": text, "measured": value, "met": None if value is None else value >= bound}
+        for text, value, bound in rows
+    ]
 
 
 def median_of(rows: list[dict]) -> dict:
@@ -210,6 +300,7 @@ def markdown(results: dict) -> str:
         "",
         *target_table(summary),
         "",
+        *model_section(summary.get("model"), results["settings"]),
         "## How each stack runs",
         "",
         *(f"- **{BY_NAME[name].label}**: {BY_NAME[name].how}." for name in summary["medians"]),
@@ -312,6 +403,83 @@ def target_table(summary: dict) -> list[str]:
         value = "—" if t["measured"] is None else f"{t['measured']:g}"
         lines.append(f"| {t['target']} | {value} | {met} |")
     return lines
+
+
+def model_section(model: dict | None, settings: dict) -> list[str]:
+    """The model path: A/B stage by stage, /predict against the ceiling and FastAPI, memory."""
+    if not model or not model["stages_us"] and not model["predict"]:
+        return []
+    lines = [
+        "## The model path",
+        "",
+        f"In-process, one process, no HTTP: digits.py of this checkout (after) against "
+        f"digits.py at {settings.get('baseline')} (before), loaded from git into the same "
+        f"process; each stage called for {settings.get('ab_seconds_per_stage')} s per variant "
+        "per round, the variants in turn; medians over the rounds, µs per call. The batch row: "
+        "predict_batch on 10,000 8x8 inputs in one call.",
+        "",
+        "| input | stage | before µs | after µs | × faster |",
+        "|---|---|--:|--:|--:|",
+    ]
+    for image, by_variant in model["stages_us"].items():
+        before, after = by_variant.get("before", {}), by_variant.get("after", {})
+        for stage in after:
+            lines.append(
+                f"| {image} | {stage} | {number(before.get(stage))} | {number(after[stage])} | "
+                f"{times(ratio(before.get(stage), after[stage]))} |"
+            )
+        if len(after) > 1:
+            total = model["totals_us"][image]
+            lines.append(
+                f"| {image} | **total** | {number(total.get('before'))} | "
+                f"{number(total.get('after'))} | **{times(model['speedups'].get(image))}** |"
+            )
+    lines += [
+        "",
+        f"`POST /predict` with the raw file at c={settings['batch_concurrency']} (wrk, as "
+        "above), against the ceiling: algo.predict_digits, what the route runs, called in a "
+        f"loop by {WORKERS} processes with no HTTP (calls/s).",
+        "",
+        "| image | ceiling calls/s | ours req/s | FastAPI req/s | ours / ceiling | ours / FastAPI |"
+        " ours p99 ms | errors |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for image, by_stack in model["predict"].items():
+        ours, peer = by_stack.get("ours", {}), by_stack.get("fastapi", {})
+        lines.append(
+            f"| {image} | {number(model['ceilings'].get(image))} | "
+            f"{ours.get('unavailable') or number(ours.get('rps'))} | "
+            f"{peer.get('unavailable') or number(peer.get('rps'))} | "
+            f"{times(model['ratios'][image]['ours / ceiling'])} | "
+            f"{times(model['ratios'][image]['ours / FastAPI'])} | "
+            f"{number(ours.get('p99_ms'))} | {ours.get('errors', '—')} |"
+        )
+    if model["memory"]:
+        lines += [
+            "",
+            "Memory of each worker after serving `/predict` (/proc/PID/smaps_rollup; medians over "
+            "workers and rounds): PSS counts a page shared by n processes as 1/n; private is "
+            "what the worker alone holds.",
+            "",
+            "| server | PSS per worker MB | private per worker MB |",
+            "|---|--:|--:|",
+            *(
+                f"| {BY_NAME[stack].label} | {m['pss_mb']:.1f} | {m['private_mb']:.1f} |"
+                for stack, m in model["memory"].items()
+            ),
+        ]
+    lines += ["", "Targets of issue 13:", "", "| target | measured | met |", "|---|--:|---|"]
+    for t in model["targets"]:
+        met = {True: "met", False: "**not met**", None: "not measured"}[t["met"]]
+        value = "—" if t["measured"] is None else f"{t['measured']:g}"
+        lines.append(f"| {t['target']} | {value} | {met} |")
+    return [*lines, ""]
+
+
+def number(value: float | None) -> str:
+    if value is None:
+        return "—"
+    return f"{value:,.0f}" if value >= 100 else f"{value:,.1f}"
 
 
 def times(value: float | None) -> str:

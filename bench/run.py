@@ -21,15 +21,32 @@ from pathlib import Path
 # Run as a script, Python puts bench/ first on sys.path; the imports below need the project root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import model as modelpath
 from bench import report
 from bench.load import THREADS, run_wrk, write_script, wrk_binary
-from bench.stacks import BENCH, BODY, BY_NAME, PATH, RESULT, STACKS, StackSpec
-from deploy.localstack import Stack, interrupt
+from bench.stacks import BENCH, BODY, BY_NAME, PATH, RESULT, STACKS, WORKERS, StackSpec
+from deploy.localstack import Stack, interrupt, process_tree
 
-# Bounded: about 8 min for the full run and under 2 for --quick (bench/README.md has the sums).
-FULL = {"rounds": 5, "duration": 4, "warmup": 1, "stacks": [s.name for s in STACKS]}
-QUICK = {"rounds": 3, "duration": 1, "warmup": 1, "stacks": [s.name for s in STACKS if s.in_quick]}
+# Bounded: about 9 min for the full run and about 2 for --quick (bench/README.md has the sums).
+FULL = {
+    "rounds": 5,
+    "duration": 3,
+    "warmup": 1,
+    "stacks": [s.name for s in STACKS],
+    "batches": [1, 100, 1000, 10_000],
+}
+QUICK = {
+    "rounds": 3,
+    "duration": 1,
+    "warmup": 1,
+    "stacks": [s.name for s in STACKS if s.in_quick],
+    "batches": [10_000],
+}
 MAX_BATCH = 10_000  # the service's documented maximum
+# The stacks that serve POST /predict with the model: ours and the FastAPI peer behind nginx.
+PREDICTING = ("ours", "fastapi")
+# The in-process A/B times each stage for this share of --duration, per variant, per round.
+AB_SHARE = 1 / 8
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -42,7 +59,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="seconds of warm-up before each (1), 0: none")
     parser.add_argument("--stacks", type=names, help=f"comma-separated, of: {', '.join(BY_NAME)}")
     parser.add_argument("--concurrency", type=counts, default=[32, 256], help="e.g. 32,256")
-    parser.add_argument("--batches", type=counts, default=[1, 100, 1000], help="sizes, or ''")
+    parser.add_argument("--batches", type=counts, help="sizes (1,100,1000,10000), or ''")
+    parser.add_argument(
+        "--no-model", action="store_true", help="leave out the model path (POST /predict, A/B)"
+    )
     parser.add_argument("--out", type=Path, default=BENCH, help="where results.* go")
     args = parser.parse_args(argv)
     if min(args.concurrency) < THREADS:
@@ -86,6 +106,35 @@ def check_answer(stack: Stack, spec: StackSpec) -> None:
     same = body == BODY if spec.exact_body else json.loads(body) == {"result": RESULT}
     if status != 200 or not same or headers.get("content-type") != "application/json":
         raise RuntimeError(f"{spec.name} answers {status} {headers} {body!r}")
+
+
+def predict_status(stack: Stack, data: bytes, content_type: str) -> str | None:
+    """None if POST /predict reads the image as the digit drawn; else why it is unavailable."""
+    status, _, body = stack.request("POST", "/predict", data, {"Content-Type": content_type})
+    if status != 200:
+        return f"not available (HTTP {status})"
+    if json.loads(body)["result"].get("label") != modelpath.LABEL:
+        return f"wrong answer: {body[:80]!r}"
+    return None
+
+
+def measure_predict(stack: Stack, spec: StackSpec, args, scripts: Path) -> list[dict]:
+    """POST /predict with each image at the first concurrency, and the workers' memory."""
+    rows = []
+    c = args.concurrency[0]
+    for number, (name, (data, content_type)) in enumerate(modelpath.images().items()):
+        row = {"kind": "predict", "stack": spec.name, "concurrency": c, "image": name}
+        if reason := predict_status(stack, data, content_type):
+            rows.append({**row, "unavailable": reason})
+            continue
+        script = write_script(scripts / f"predict-{number}.lua", data, content_type)
+        rows.append({**row, **measure(stack, c, args, script, "/predict")})
+    # The server's workers, after they served: every process under its master but the master.
+    workers = process_tree(stack.uwsgi.pid)[1:] if stack.uwsgi else []
+    for pid in workers:
+        if memory := modelpath.pss_kb(pid):
+            rows.append({"kind": "memory", "stack": spec.name, "pid": pid, **memory})
+    return rows
 
 
 def measure(stack: Stack, c: int, args, script: Path, path: str = PATH) -> dict:
@@ -134,11 +183,43 @@ def turn(spec: StackSpec, args, scripts: Path) -> list[dict]:
             rows.append({"kind": "get", "stack": spec.name, "concurrency": c, **figures})
         if spec.name == "ours" and args.batches:
             rows += measure_batches(stack, args, scripts, args.concurrency[0])
+        if spec.name in PREDICTING and not args.no_model:
+            rows += measure_predict(stack, spec, args, scripts)
+    return rows
+
+
+def in_process(args, variants: dict) -> list[dict]:
+    """The model path without HTTP: the A/B stage by stage, then the 2-process ceiling."""
+    model, files = modelpath.digits.load_model(), modelpath.images()
+    rows = [
+        {"kind": "inprocess", **row}
+        for row in modelpath.ab_round(variants, model, files, args.duration * AB_SHARE)
+    ]
+    for name, (data, _) in files.items():
+        rows.append(
+            {"kind": "ceiling", "image": name, **modelpath.ceiling(data, args.duration, WORKERS)}
+        )
     return rows
 
 
 def progress(round_no: int, rounds: int, row: dict) -> str:
-    what = row["stack"] if row["kind"] == "get" else f"ours batch of {row['batch']}"
+    if row["kind"] == "inprocess":
+        return (
+            f"round {round_no}/{rounds} in-process {row['image']} {row['variant']} "
+            f"{row['stage']}: {row['us']:,.1f} us"
+        )
+    if row["kind"] == "ceiling":
+        return (
+            f"round {round_no}/{rounds} ceiling {row['image']}: {row['rps']:,.0f} calls/s; "
+            f"other processes {row['other_cpu_pct']:.0f}% CPU"
+        )
+    if row["kind"] == "memory":
+        return f"round {round_no}/{rounds} {row['stack']} worker PSS {row['pss_kb'] / 1024:.1f} MB"
+    what = {
+        "get": row["stack"],
+        "batch": f"ours batch of {row.get('batch')}",
+        "predict": f"{row['stack']} POST /predict {row.get('image')}",
+    }[row["kind"]]
     if "unavailable" in row:
         return f"round {round_no}/{rounds} {what}: {row['unavailable']}"
     return (
@@ -150,9 +231,19 @@ def progress(round_no: int, rounds: int, row: dict) -> str:
 
 def run_rounds(specs: list[StackSpec], args) -> list[dict]:
     measurements = []
+    variants = {}
+    if not args.no_model:
+        baseline = modelpath.baseline_module()
+        variants = {"before": baseline, "after": modelpath.digits} if baseline else {}
+        variants = variants or {"after": modelpath.digits}
+        modelpath.check_labels(variants, modelpath.digits.load_model(), modelpath.images())
     with tempfile.TemporaryDirectory(prefix="modelserver-bench-") as scripts:
         write_script(Path(scripts) / "get.lua")
         for round_no in range(1, args.rounds + 1):
+            model_rows = in_process(args, variants) if variants else []
+            for row in model_rows:
+                measurements.append({"round": round_no, **row})
+                print(progress(round_no, args.rounds, row), flush=True)
             for spec in specs:
                 for row in turn(spec, args, Path(scripts)):
                     measurements.append({"round": round_no, **row})
@@ -173,6 +264,9 @@ def write_results(args, specs: list[StackSpec], measurements: list[dict], run: d
             "concurrency": args.concurrency,
             "batch_concurrency": args.concurrency[0],
             "request": f"GET {PATH}",
+            "model_path": not args.no_model,
+            "baseline": modelpath.BASELINE,
+            "ab_seconds_per_stage": round(args.duration * AB_SHARE, 3),
         },
         "machine": report.machine(),
         "stacks": {s.name: {"label": s.label, "how": s.how} for s in specs},

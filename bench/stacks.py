@@ -43,15 +43,20 @@ NGINX_ANSWERS = {
 # proxy_pass to an HTTP server with keepalive to it, as nginx's docs set it up: HTTP/1.1 and no
 # "Connection: close", or every request opens a new upstream connection. 32 idle connections
 # kept per nginx worker: nginx's docs want the number "small enough to let upstream servers
-# process new incoming connections as well" (their example has 16).
-HTTP_PROXY = {
-    "upstream modelserver {": "upstream modelserver {\n    keepalive 32;",
-    APP_LOCATION: """location / {
-        proxy_http_version 1.1;
-        proxy_set_header Connection "";
-        proxy_pass http://modelserver;
-    }""",
-}
+# process new incoming connections as well" (their example has 16). Every location that passes
+# to uWSGI (/, /predict, the health checks) passes over HTTP instead, its other lines unchanged.
+HTTP_PROXY = {"upstream modelserver {": "upstream modelserver {\n    keepalive 32;"}
+UWSGI_PASS = "include uwsgi_params;"
+HTTP_PASS = 'proxy_http_version 1.1;\n        proxy_set_header Connection "";'
+
+
+def http_passes(site: str) -> str:
+    """The site with every uwsgi_pass to the upstream turned into an HTTP proxy_pass."""
+    if UWSGI_PASS not in site:
+        raise ValueError(f"no {UWSGI_PASS!r} in the site file: the bench's edit must change")
+    site = site.replace(UWSGI_PASS, HTTP_PASS)
+    return site.replace("uwsgi_pass modelserver;", "proxy_pass http://modelserver;")
+
 
 GUNICORN = [
     str(VENV_BIN / "gunicorn"),
@@ -91,10 +96,18 @@ class BenchStack(Stack):
         server: list[str] | None,
         site_changes: dict[str, str] | None = None,
         behind_nginx: bool = True,
+        http: bool = False,
     ):
         super().__init__(site_changes=site_changes, ready_path=PATH)
         self.server = server
         self.behind_nginx = behind_nginx
+        self.http = http  # True: nginx talks HTTP to the server (proxy_pass), not uwsgi
+
+    def write_nginx_config(self) -> None:
+        super().write_nginx_config()
+        if self.http:
+            site = Path(self.dir, "modelserver-site.conf")
+            site.write_text(http_passes(site.read_text()))
 
     def start(self, timeout: float = 30) -> None:
         if self.server:
@@ -148,7 +161,7 @@ STACKS = [
         "gunicorn + Flask behind nginx",
         f"gunicorn, {WORKERS} sync workers on a unix socket, bench/peer_flask.py; the same site "
         "with proxy_pass and upstream keepalive",
-        lambda: BenchStack([*GUNICORN, "--bind", "unix:{socket}"], HTTP_PROXY),
+        lambda: BenchStack([*GUNICORN, "--bind", "unix:{socket}"], HTTP_PROXY, http=True),
         needs=("gunicorn",),
         exact_body=False,
     ),
@@ -168,7 +181,7 @@ STACKS = [
         f"uvicorn[standard] (uvloop, httptools), {WORKERS} workers on a unix socket, "
         "bench/peer_fastapi.py (`async def`, Pydantic return type); the same site with "
         "proxy_pass and upstream keepalive",
-        lambda: BenchStack([*UVICORN, "--uds", "{socket}"], HTTP_PROXY),
+        lambda: BenchStack([*UVICORN, "--uds", "{socket}"], HTTP_PROXY, http=True),
         needs=("fastapi", "uvicorn", "uvloop", "httptools"),
         exact_body=False,
     ),

@@ -74,10 +74,24 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         assert batch["requests"] > 0 and batch["errors"] == 0, batch
         assert batch["values_per_s"] == round(batch["rps"] * BATCH, 1)
 
+    model = results["summary"]["model"]
+    assert set(model["ceilings"]) == {"28x28 PNG", "640x480 JPEG"}
+    assert all(rps > 0 for rps in model["ceilings"].values())
+    # The A/B: both variants timed at every stage of both images (git shows the baseline).
+    for image in ("28x28 PNG", "640x480 JPEG"):
+        assert set(model["stages_us"][image]) == {"before", "after"}
+        assert set(model["stages_us"][image]["after"]) == {"decode", "preprocess", "predict"}
+    predicts = [m for m in results["measurements"] if m["kind"] == "predict"]
+    expected = [name for name in ("ours", "fastapi") if name in INSTALLED]
+    assert sorted({m["stack"] for m in predicts}) == sorted(expected)
+    for m in predicts:
+        assert m["requests"] > 0 and m["errors"] == 0, m
+    assert all(m["pss_kb"] > 0 for m in results["measurements"] if m["kind"] == "memory")
+
     markdown = (tmp_path / "results.md").read_text()
     for name in INSTALLED:
         assert f"| {BY_NAME[name].label} | 8 |" in markdown
-    assert "Targets of issue 5:" in markdown
+    assert "Targets of issue 5:" in markdown and "Targets of issue 13:" in markdown
     assert markdown in done.stdout  # the table is printed at the end of the run
 
     chart = tmp_path / "results.png"
