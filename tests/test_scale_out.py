@@ -26,6 +26,8 @@ from netns_hosts import (
     Host,
     Network,
     install_sh,
+    pids_in,
+    remove_stack_dir,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -329,6 +331,29 @@ def test_graceful_stop_of_a_host_under_load(all_up, figure):
     under_load(all_up, figure, "graceful stop of a host", host.stop)
     host.start()
     figure("graceful stop: the host back in rotation (s)", f"{wait_for_traffic(all_up, host):.1f}")
+
+
+def test_a_hosts_502_is_retried_on_the_next_host(all_up):
+    # uWSGI of one host killed, its nginx still up (the host's runner paused, so it does not
+    # stop nginx in turn): that nginx answers 502, and the balancer tries the next host.
+    host = all_up.hosts[0]
+    os.kill(host.proc.pid, signal.SIGSTOP)
+    try:
+        for pid in pids_in(host.ns):
+            if b"uWSGI" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
+        logged_before = len(all_up.balancer.log_lines())
+        for _ in range(6):
+            status, _, body, _ = all_up.curl()
+            assert status == 200, body
+            assert json.loads(body) == RESULT
+    finally:
+        os.kill(host.proc.pid, signal.SIGCONT)
+    first = f"upstream={host.address}:{HOST_PORT}, "
+    retried = [line for line in all_up.balancer.log_lines()[logged_before:] if first in line]
+    assert retried and all("upstream_status=502, 200" in line for line in retried), retried
+    host.proc.wait(15)  # the runner sees its uWSGI gone, stops nginx and exits
+    remove_stack_dir(host.state)
 
 
 RELEASE_2 = '''\
