@@ -268,7 +268,7 @@ make_tls_pair() {
     [ -e "$TLS_CERT" ] || [ -e "$TLS_KEY" ] && die "only one of $TLS_CERT and $TLS_KEY exists"
     install -d -m 0755 "$(dirname "$TLS_CERT")"
     install -d -m 0700 "$(dirname "$TLS_KEY")"
-    (umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=$(hostname -f)" \
+    (umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=$(hostname)" \
         -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null)
     say "made a self-signed certificate $TLS_CERT; replace it with a real one"
 }
@@ -301,6 +301,13 @@ uninstall() {
             systemctl reload nginx
         fi
         say "removed the nginx site"
+    fi
+    if [ -e "$BALANCER_SITE" ] || [ -L "$BALANCER_LINK" ]; then
+        rm -f "$BALANCER_LINK" "$BALANCER_SITE"
+        if systemctl is-active --quiet nginx && nginx -t -q; then
+            systemctl reload nginx
+        fi
+        say "removed the balancer site (its certificate stays: $TLS_CERT)"
     fi
     if id -u modelserver >/dev/null 2>&1; then
         userdel modelserver
