@@ -59,6 +59,23 @@ def test_a_balancer_site_failing_nginx_t_is_refused_and_the_old_one_keeps_servin
     assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
 
 
+def test_host_options_are_kept_by_a_plain_upgrade_and_dropped_when_emptied(box):  # noqa: F811
+    host_site = "cat /etc/nginx/sites-available/modelserver"
+    allow = box.run(["env", "MODELSERVER_ALLOW=10.9.9.9", *INSTALL], check=False, timeout=300)
+    assert allow.returncode == 0, allow.stdout + allow.stderr
+    assert "    set_real_ip_from 10.9.9.9;" in sh(box, host_site)
+    assert "    10.9.9.9 1;" in sh(box, host_site)
+    # A plain run, as rollout.sh's upgrade does, keeps the host closed to others.
+    plain = box.run(INSTALL, check=False, timeout=300)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert plain.stdout.strip() == RESULT  # nothing changed; loopback is still allowed
+    assert "    set_real_ip_from 10.9.9.9;" in sh(box, host_site)
+    assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
+    dropped = box.run(["env", "MODELSERVER_ALLOW=", *INSTALL], check=False, timeout=300)
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert "10.9.9.9" not in sh(box, host_site)
+
+
 def test_uninstall_removes_the_balancer_site_too(box):  # noqa: F811
     result = box.run([*INSTALL, "--uninstall"], check=False, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
