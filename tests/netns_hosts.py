@@ -15,6 +15,7 @@ ready, like install.sh; `on-host HOSTS_JSON ADDRESS CMD...` runs CMD in that hos
 with STATE_DIR in $MODELSERVER_TEST_HOST: rollout.sh's transport in the tests, in place of ssh.
 """
 
+import contextlib
 import json
 import os
 import signal
@@ -229,6 +230,27 @@ class Balancer:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the balancer did not start: {self.error_log()}")
             time.sleep(0.05)
+
+    @contextlib.contextmanager
+    def changed(self, changes: dict[str, str]):
+        """The site with exact replacements (old: new) for the duration, reloaded in and out.
+        Not under load: a reload closes the clients' idle kept-alive connections."""
+        original = self.site.read_text()
+        site = original
+        for old, new in changes.items():
+            site = replace(site, old, new)
+        try:
+            self.site.write_text(site)
+            self.reload()
+            yield
+        finally:
+            self.site.write_text(original)
+            self.reload()
+
+    def reload(self) -> None:
+        subprocess.run(in_ns(self.ns, *self.nginx, "-t", "-q"), check=True)
+        subprocess.run(in_ns(self.ns, *self.nginx, "-s", "reload"), check=True)
+        time.sleep(1)  # nginx starts new workers; the old ones, idle, exit
 
     def stop(self, timeout: float = 15) -> None:
         if self.proc is not None and self.proc.poll() is None:

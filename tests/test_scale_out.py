@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -324,6 +325,23 @@ def test_link_cut_under_load(all_up, figure):
 
     under_load(all_up, figure, "link of a host cut for 3 s", cut_for_3_seconds, seconds=10)
     figure("link cut: the host back in rotation (s)", f"{wait_for_traffic(all_up, host):.1f}")
+
+
+def test_a_host_silent_for_good_under_load(all_up, figure):
+    # A host that goes silent for good (power lost: no reset, nothing): requests in flight to it
+    # wait out proxy_read_timeout, then run on the next host. Both timeouts scaled down
+    # together (read 45 s -> 3 s, retry window 50 s -> 5 s), so that this takes seconds.
+    host = all_up.hosts[1]
+    scaled = {
+        "proxy_read_timeout 45s;": "proxy_read_timeout 3s;",
+        "proxy_next_upstream_timeout 50s;": "proxy_next_upstream_timeout 5s;",
+    }
+    with all_up.balancer.changed(scaled):
+        try:
+            event = partial(all_up.net.link, host.ns, "down")
+            under_load(all_up, figure, "host silent for good (timeouts 3 s / 5 s)", event)
+        finally:
+            all_up.net.link(host.ns, "up")
 
 
 def test_graceful_stop_of_a_host_under_load(all_up, figure):
