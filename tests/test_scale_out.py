@@ -469,7 +469,8 @@ def test_rollout_stops_at_the_first_host_that_is_not_ready(all_up, tmp_path):
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"{first} is not ready after 2 s; stopping here" in done.stderr
     assert time.monotonic() - start < 10
-    # The others were not touched: still running their first stack.
+    # The first one stopped (its runner finishing), the others were not touched.
+    assert all_up.hosts[0].proc.wait(15) == 0
     assert [host.running for host in all_up.hosts] == [False, True, True]
     assert "upgrading" not in done.stdout.replace(f"upgrading {first}", "")
     # And the balancer serves from them.
