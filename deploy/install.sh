@@ -111,7 +111,10 @@ render_balancer_site() {
             for (i = 1; i <= n; i++) printf "    server %s%s\n", list[i], params
         }
         /# --- end of hosts/ { server_lines(); skipping = 0 }
-        skipping && $1 == "server" && params == "" { params = $0; sub(/^ *server [^ ]+/, "", params) }
+        skipping && $1 == "server" && params == "" {
+            params = $0
+            sub(/^ *server [^ ]+/, "", params)
+        }
         skipping { next }
         { print }
         /# --- hosts:/ { skipping = 1 }
@@ -192,7 +195,8 @@ install_site() {
     # The site file as shipped, but for the listen address and the load balancer's options.
     local rendered=$WORKDIR/site
     render_host_site >"$rendered"
-    grep -q "^    listen ${LISTEN:-$PORT};\$" "$rendered" || die "cannot set the port in the site file"
+    grep -q "^    listen ${LISTEN:-$PORT};\$" "$rendered" ||
+        die "cannot set the port in the site file"
     install_checked_site "$rendered" "$SITE" "$SITE_LINK"
 }
 
@@ -285,7 +289,8 @@ install_balancer() {
         say "disabled nginx's default site (sites-enabled/default)"
     fi
     start_nginx
-    check_url "https://127.0.0.1/pisqrt?a=25" "/var/log/nginx/modelserver-balancer.log and error.log"
+    check_url "https://127.0.0.1/pisqrt?a=25" \
+        "/var/log/nginx/modelserver-balancer.log and error.log"
 }
 
 uninstall() {
@@ -358,7 +363,8 @@ main() {
         check
         ;;
     *)
-        echo "usage: $0 [--uninstall | --balancer HOST:PORT... | --print-site | --print-balancer HOST:PORT...]" >&2
+        echo "usage: $0 [--uninstall | --balancer HOST:PORT... | --print-site |" \
+            "--print-balancer HOST:PORT...]" >&2
         exit 2
         ;;
     esac

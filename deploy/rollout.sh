@@ -22,7 +22,8 @@
 #                               sh -s" (default: ssh)
 #   MODELSERVER_UPGRADE         that script (default: cd modelserver && git pull --ff-only &&
 #                               sudo systemctl stop nginx && sudo deploy/install.sh)
-#   MODELSERVER_BALANCER_SITE   the balancer's site (/etc/nginx/sites-available/modelserver-balancer)
+#   MODELSERVER_BALANCER_SITE   the balancer's site
+#                               (default: /etc/nginx/sites-available/modelserver-balancer)
 #   MODELSERVER_READY_SECONDS   how long a host may take to answer /readyz again (default 120)
 set -euo pipefail
 

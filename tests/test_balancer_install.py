@@ -1,7 +1,8 @@
 """`deploy/install.sh --balancer` under a real systemd: TLS in front of the host installed there.
 
 The box of tests/test_systemd_service.py (its own, for this module): the host install, then the
-balancer install on the same box in front of it, as an operator would on a front machine.
+balancer install on the same box in front of it, as an operator would on a front machine. The
+tests run in file order, each on what the one before left, like those of the host install.
 """
 
 import time
