@@ -12,6 +12,8 @@ VIEWER := static/swagger-ui/.package
 # with Debian's chromium.
 SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
 TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium
+# The scale-out tests: network namespaces (ip), curl and openssl as clients, a test certificate.
+TEST_PACKAGES += iproute2 curl openssl
 
 .PHONY: run test model soak bench bench-quick lint system-packages test-packages bench-packages clean
 

@@ -5,6 +5,14 @@
 #     sudo MODELSERVER_PORT=8080 deploy/install.sh # nginx listens on 8080 instead of 5555
 #     sudo deploy/install.sh --uninstall           # remove all of it; nginx keeps its other sites
 #
+# Several machines (README "Scale out"): on each host, behind load balancers 10.0.0.1 and 10.0.0.2,
+#     sudo MODELSERVER_LISTEN=10.0.0.5:5555 MODELSERVER_ALLOW=10.0.0.1,10.0.0.2 deploy/install.sh
+# (remembered for the next runs); on the front machine,
+#     sudo deploy/install.sh --balancer 10.0.0.5:5555 10.0.0.6:5555 10.0.0.7:5555
+# (TLS certificate and key from MODELSERVER_TLS_CERT / MODELSERVER_TLS_KEY, a self-signed pair
+# made when there is none; MODELSERVER_SERVER_NAME for nginx's server_name). --print-site and
+# --print-balancer HOST:PORT... print the site that would be installed, without root.
+#
 # Idempotent: a second run changes nothing. After a code change it copies the new code and reloads
 # the workers gracefully (no request lost); after a unit change it restarts the service.
 # pip honours PIP_NO_INDEX / PIP_FIND_LINKS from the environment, for machines without PyPI.
@@ -22,6 +30,98 @@ PORT=${MODELSERVER_PORT:-5555}
 VIEWER=static/swagger-ui
 
 code_changed=0 unit_changed=0 site_changed=0
+
+# --- Several machines (README "Scale out"): the host's options behind a load balancer, and the
+# balancer's install. The host options are kept in HOST_OPTIONS, so that a later run (an upgrade
+# by rollout.sh) keeps them; set a variable to an empty value to drop it.
+HOST_OPTIONS=$PREFIX/host-options
+BALANCER_SITE=/etc/nginx/sites-available/modelserver-balancer
+BALANCER_LINK=/etc/nginx/sites-enabled/modelserver-balancer
+TLS_CERT=${MODELSERVER_TLS_CERT:-/etc/ssl/modelserver/balancer.crt}
+TLS_KEY=${MODELSERVER_TLS_KEY:-/etc/ssl/modelserver/balancer.key}
+LISTEN=${MODELSERVER_LISTEN-} ALLOW=${MODELSERVER_ALLOW-}
+
+die() {
+    say "$*" >&2
+    exit 1
+}
+
+load_host_options() {
+    [ -f "$HOST_OPTIONS" ] || return 0
+    local name value
+    while IFS='=' read -r name value; do
+        case $name in
+        MODELSERVER_LISTEN) LISTEN=${MODELSERVER_LISTEN-$value} ;;
+        MODELSERVER_ALLOW) ALLOW=${MODELSERVER_ALLOW-$value} ;;
+        esac
+    done <"$HOST_OPTIONS"
+}
+
+save_host_options() {
+    printf 'MODELSERVER_LISTEN=%s\nMODELSERVER_ALLOW=%s\n' "$LISTEN" "$ALLOW" >"$WORKDIR/options"
+    put "$WORKDIR/options" "$HOST_OPTIONS" || true
+}
+
+# The address part of LISTEN (ADDRESS:PORT), empty when it is a port alone.
+listen_address() {
+    case $LISTEN in
+    *:*) local address=${LISTEN%:*} && echo "${address#[}" | tr -d ']' ;;
+    esac
+}
+
+# The host site, on stdout: listening on LISTEN (or PORT); with ALLOW, answering only those
+# addresses (and this host itself) and trusting their X-Forwarded-For.
+render_host_site() {
+    local listen=${LISTEN:-$PORT} geo="" realip="" address
+    local edits=(-e "s|^    listen 5555;\$|    listen $listen;|")
+    [[ $listen =~ ^([0-9.]+:|\[[0-9a-fA-F:]+\]:)?[0-9]+$ ]] ||
+        die "MODELSERVER_LISTEN must be PORT or ADDRESS:PORT, got '$listen'"
+    if [ -n "$ALLOW" ]; then
+        # This host itself may connect too: install.sh's own check, an operator's curl.
+        geo="    default 0;\n    127.0.0.1 1;\n    ::1 1;"
+        address=$(listen_address)
+        [ -n "$address" ] && geo+="\n    $address 1;"
+        for address in ${ALLOW//,/ }; do
+            [[ $address =~ ^[0-9a-fA-F.:]+(/[0-9]+)?$ ]] ||
+                die "MODELSERVER_ALLOW must list IP addresses or networks, got '$address'"
+            geo+="\n    $address 1;"
+            realip+="    set_real_ip_from $address;\n"
+        done
+        edits+=(-e "/^geo \$realip_remote_addr/,/^}/s|^    default 1;\$|$geo|"
+            -e "s|^    real_ip_header X-Forwarded-For;\$|$realip&|")
+    fi
+    sed "${edits[@]}" "$SRC/deploy/nginx/modelserver"
+}
+
+# The balancer site, on stdout: one server line per HOST:PORT argument, with the parameters of
+# the shipped file's first server line; the TLS paths and server_name from the environment.
+render_balancer_site() {
+    local host name=${MODELSERVER_SERVER_NAME:-_}
+    [ $# -gt 0 ] || die "usage: $0 --balancer HOST:PORT [HOST:PORT ...]"
+    for host; do
+        [[ $host =~ ^([A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]+$ ]] ||
+            die "each host is HOST:PORT (e.g. 10.0.0.5:5555), got '$host'"
+    done
+    [[ $name =~ ^[A-Za-z0-9.*_\ -]+$ ]] || die "MODELSERVER_SERVER_NAME: not a server name: '$name'"
+    [[ $TLS_CERT$TLS_KEY =~ ^/[A-Za-z0-9._/-]+$ ]] || die "TLS paths must be absolute plain paths"
+    awk -v hosts="$*" '
+        function server_lines(  n, list, i) {
+            n = split(hosts, list, " ")
+            for (i = 1; i <= n; i++) printf "    server %s%s\n", list[i], params
+        }
+        /# --- end of hosts/ { server_lines(); skipping = 0 }
+        skipping && $1 == "server" && params == "" {
+            params = $0
+            sub(/^ *server [^ ]+/, "", params)
+        }
+        skipping { next }
+        { print }
+        /# --- hosts:/ { skipping = 1 }
+    ' "$SRC/deploy/nginx/modelserver-balancer" |
+        sed -e "s|^\(    ssl_certificate \).*;\$|\1$TLS_CERT;|" \
+            -e "s|^\(    ssl_certificate_key \).*;\$|\1$TLS_KEY;|" \
+            -e "s|^\(    server_name \)_;\$|\1$name;|"
+}
 
 say() { echo "modelserver: $*"; }
 
@@ -103,30 +203,42 @@ install_unit() {
 }
 
 install_site() {
-    # The site file as shipped, but for the listen port; keep the old one to restore if the new
-    # one fails nginx -t, so nginx never loads a broken config.
-    local rendered=$WORKDIR/site backup=$WORKDIR/site.old
-    sed "s/^    listen 5555;\$/    listen $PORT;/" "$SRC/deploy/nginx/modelserver" >"$rendered"
-    grep -q "^    listen $PORT;\$" "$rendered" || { say "cannot set the port in the site file"; exit 1; }
-    [ -f "$SITE" ] && cp -p "$SITE" "$backup"
-    put "$rendered" "$SITE" && site_changed=1
-    if [ "$(readlink "$SITE_LINK" 2>/dev/null)" != "$SITE" ]; then
-        ln -sfn "$SITE" "$SITE_LINK"
+    # The site file as shipped, but for the listen address and the load balancer's options.
+    local rendered=$WORKDIR/site
+    render_host_site >"$rendered"
+    grep -q "^    listen ${LISTEN:-$PORT};\$" "$rendered" ||
+        die "cannot set the port in the site file"
+    install_checked_site "$rendered" "$SITE" "$SITE_LINK"
+}
+
+# install_checked_site RENDERED SITE LINK: install a site and enable it; keep the old one to
+# restore if the new one fails nginx -t, so nginx never loads a broken config.
+install_checked_site() {
+    local backup=$WORKDIR/site.old
+    rm -f "$backup"
+    [ -f "$2" ] && cp -p "$2" "$backup"
+    put "$1" "$2" && site_changed=1
+    if [ "$(readlink "$3" 2>/dev/null)" != "$2" ]; then
+        ln -sfn "$2" "$3"
         site_changed=1
     fi
     if ! nginx -t -q; then
-        if [ -s "$backup" ]; then cp -p "$backup" "$SITE"; else rm -f "$SITE" "$SITE_LINK"; fi
+        if [ -s "$backup" ]; then cp -p "$backup" "$2"; else rm -f "$2" "$3"; fi
         say "nginx -t failed (above); the site is not changed and nginx keeps its old config"
         exit 1
     fi
 }
 
-start_all() {
+start_nginx() {
     if ! systemctl is-active --quiet nginx; then
         systemctl enable --now nginx
     elif [ "$site_changed" = 1 ]; then
         systemctl reload nginx
     fi
+}
+
+start_all() {
+    start_nginx
     if ! systemctl is-enabled --quiet modelserver; then
         systemctl enable modelserver
     fi
@@ -144,16 +256,52 @@ start_all() {
 }
 
 check() {
-    # The proof that it works: ready means every model is loaded in the new workers.
-    local url="http://127.0.0.1:$PORT/readyz"
+    # The proof that it works: ready means every model is loaded in the new workers (asked at
+    # the private address, when the host listens on one).
+    local address listen=${LISTEN:-$PORT}
+    address=$(listen_address)
+    case $address in *:*) address="[$address]" ;; esac
+    check_url "http://${address:-127.0.0.1}:${listen##*:}/readyz" "journalctl -u modelserver"
+}
+
+# check_url URL WHERE: wait up to 10 s for a 2xx from URL; WHERE says where to look if none.
+check_url() {
     for _ in $(seq 50); do
-        if curl -fsS "$url"; then
+        if curl -fsSgk "$1"; then
             return 0
         fi
         sleep 0.2
     done
-    say "no answer from $url; see: journalctl -u modelserver"
-    exit 1
+    die "no answer from $1; see: $2"
+}
+
+# --- Several machines: the balancer's install (README "Scale out").
+# A self-signed pair when neither file is there, so the balancer starts; replace it with a real
+# certificate (same paths, or MODELSERVER_TLS_CERT / MODELSERVER_TLS_KEY) and run this again.
+make_tls_pair() {
+    [ -f "$TLS_CERT" ] && [ -f "$TLS_KEY" ] && return 0
+    [ -e "$TLS_CERT" ] || [ -e "$TLS_KEY" ] && die "only one of $TLS_CERT and $TLS_KEY exists"
+    install -d -m 0755 "$(dirname "$TLS_CERT")"
+    install -d -m 0700 "$(dirname "$TLS_KEY")"
+    (umask 077 && openssl req -x509 -newkey rsa:2048 -nodes -days 365 -subj "/CN=$(hostname)" \
+        -keyout "$TLS_KEY" -out "$TLS_CERT" 2>/dev/null)
+    say "made a self-signed certificate $TLS_CERT; replace it with a real one"
+}
+
+install_balancer() {
+    "$SRC/deploy/ensure-packages.sh" nginx curl openssl
+    render_balancer_site "$@" >"$WORKDIR/balancer"
+    make_tls_pair
+    install_checked_site "$WORKDIR/balancer" "$BALANCER_SITE" "$BALANCER_LINK"
+    # Debian's welcome page also listens on port 80: on a front machine, only the balancer does.
+    if [ -L /etc/nginx/sites-enabled/default ]; then
+        rm /etc/nginx/sites-enabled/default
+        site_changed=1
+        say "disabled nginx's default site (sites-enabled/default)"
+    fi
+    start_nginx
+    check_url "https://127.0.0.1/readyz" \
+        "/var/log/nginx/modelserver-balancer.log and error.log"
 }
 
 uninstall() {
@@ -170,6 +318,13 @@ uninstall() {
         fi
         say "removed the nginx site"
     fi
+    if [ -e "$BALANCER_SITE" ] || [ -L "$BALANCER_LINK" ]; then
+        rm -f "$BALANCER_LINK" "$BALANCER_SITE"
+        if systemctl is-active --quiet nginx && nginx -t -q; then
+            systemctl reload nginx
+        fi
+        say "removed the balancer site (its certificate stays: $TLS_CERT)"
+    fi
     if id -u modelserver >/dev/null 2>&1; then
         userdel modelserver
         say "removed the user modelserver"
@@ -181,6 +336,18 @@ uninstall() {
 }
 
 main() {
+    # What would be installed, printed without root or changes (tests render the sites this way).
+    case "${1:-}" in
+    --print-site)
+        render_host_site
+        return
+        ;;
+    --print-balancer)
+        shift
+        render_balancer_site "$@"
+        return
+        ;;
+    esac
     if [ "$(id -u)" != 0 ]; then
         echo "run as root: sudo $0 $*" >&2
         exit 1
@@ -188,6 +355,10 @@ main() {
     WORKDIR=$(mktemp -d)
     trap 'rm -rf "$WORKDIR"' EXIT
     case "${1:-}" in
+    --balancer)
+        shift
+        install_balancer "$@"
+        ;;
     --uninstall)
         uninstall
         ;;
@@ -196,12 +367,15 @@ main() {
         create_user
         install_code
         install_unit
+        load_host_options
         install_site
+        save_host_options
         start_all
         check
         ;;
     *)
-        echo "usage: $0 [--uninstall]" >&2
+        echo "usage: $0 [--uninstall | --balancer HOST:PORT... | --print-site |" \
+            "--print-balancer HOST:PORT...]" >&2
         exit 2
         ;;
     esac

@@ -80,14 +80,16 @@ def replace(text: str, old: str, new: str, times: int = 1) -> str:
     return text.replace(old, new)
 
 
-def render_site(site: str, port: int, socket_path: str, changes: dict[str, str]) -> str:
-    """The project's site file, listening on loopback:port, passing to socket_path, serving the
-    page from this checkout.
+def render_site(
+    site: str, port: int, socket_path: str, changes: dict[str, str], host: str = "127.0.0.1"
+) -> str:
+    """The project's site file, listening on host:port (loopback by default), passing to
+    socket_path, serving the page from this checkout.
 
     changes: further exact replacements, for tests that need e.g. a shorter timeout.
     """
     site = replace(site, SITE_SOCKET, f"unix:{socket_path}", times=2)  # main and retry entry
-    changes = {SITE_LISTEN: f"listen 127.0.0.1:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
+    changes = {SITE_LISTEN: f"listen {host}:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
     for old, new in changes.items():
         site = replace(site, old, new)
     return site
@@ -122,7 +124,11 @@ def alive(pid: int) -> bool:
 
 
 class Stack:
-    """nginx on 127.0.0.1:port in front of uWSGI, in a temp dir; a context manager."""
+    """nginx on 127.0.0.1:port in front of uWSGI, in a temp dir; a context manager.
+
+    host: another local address to listen on (a test host in a network namespace); site_file:
+    the host site as deploy/install.sh renders it, instead of the shipped one.
+    """
 
     def __init__(
         self,
@@ -131,8 +137,12 @@ class Stack:
         site_changes: dict[str, str] | None = None,
         log_to_terminal: bool = False,
         ready_path: str = READY_PATH,
+        host: str = "127.0.0.1",
+        site_file: Path = SITE_FILE,
     ):
         self.port = port or free_port()
+        self.host = host
+        self.site_file = site_file
         self.uwsgi_args = uwsgi_args
         self.site_changes = site_changes or {}
         self.log_to_terminal = log_to_terminal
@@ -144,7 +154,7 @@ class Stack:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     def __enter__(self) -> "Stack":
         try:
@@ -182,7 +192,9 @@ class Stack:
     def write_nginx_config(self) -> None:
         for name in ("mime.types", "uwsgi_params"):  # the site file includes them relatively
             shutil.copy(f"/etc/nginx/{name}", self.dir)
-        site = render_site(SITE_FILE.read_text(), self.port, self.socket_path, self.site_changes)
+        site = render_site(
+            self.site_file.read_text(), self.port, self.socket_path, self.site_changes, self.host
+        )
         Path(self.dir, "modelserver-site.conf").write_text(site)
         Path(self.dir, "nginx.conf").write_text(render_nginx_conf(self.dir))
 
@@ -230,7 +242,7 @@ class Stack:
         timeout: float = 10,
     ) -> tuple[int, dict, bytes]:
         """One HTTP request through nginx: status, headers (lower-case names), body."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        conn = http.client.HTTPConnection(self.host, self.port, timeout=timeout)
         try:
             conn.request(method, path, body=body, headers=headers or {})
             response = conn.getresponse()

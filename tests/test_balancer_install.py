@@ -1,0 +1,86 @@
+"""`deploy/install.sh --balancer` under a real systemd: TLS in front of the host installed there.
+
+The box of tests/test_systemd_service.py (its own, for this module): the host install, then the
+balancer install on the same box in front of it, as an operator would on a front machine. The
+tests run in file order, each on what the one before left, like those of the host install.
+"""
+
+import time
+
+import pytest
+
+# box: their fixture, a box with the host install, one for this module (F811: taken by name).
+from test_systemd_service import (
+    INSTALL,
+    REASON,
+    RESULT,
+    SNAPSHOT,
+    box,  # noqa: F401
+    sh,
+)
+
+pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no systemd box here: {REASON}")
+
+BALANCER = [*INSTALL, "--balancer", "127.0.0.1:5555"]
+SITE = "/etc/nginx/sites-available/modelserver-balancer"
+# The snapshot of the host install, and the certificate the balancer install makes.
+FILES = SNAPSHOT.replace("/etc/nginx ", "/etc/nginx /etc/ssl/modelserver ")
+
+
+def test_balancer_install_serves_over_tls_and_a_second_run_changes_nothing(box):  # noqa: F811
+    result = box.run(BALANCER, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "made a self-signed certificate /etc/ssl/modelserver/balancer.crt" in result.stdout
+    assert "disabled nginx's default site" in result.stdout
+    assert result.stdout.strip().endswith(RESULT)  # its own check, over TLS
+    assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
+    redirect = (
+        "curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1/pisqrt?a=25"
+    )
+    # nginx's old workers may take one more connection just after a reload: poll.
+    deadline = time.monotonic() + 5
+    while (answer := sh(box, redirect)) != "301 https://127.0.0.1/pisqrt?a=25":
+        assert time.monotonic() < deadline, answer
+        time.sleep(0.1)
+    assert sh(box, "stat -c '%a %U' /etc/ssl/modelserver/balancer.key") == "600 root"
+    before = sh(box, FILES)
+    again = box.run(BALANCER, check=False, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert again.stdout.strip() == RESULT  # no "modelserver: ..." line: nothing was done
+    assert sh(box, FILES) == before
+
+
+def test_a_balancer_site_failing_nginx_t_is_refused_and_the_old_one_keeps_serving(box):  # noqa: F811
+    site = sh(box, f"cat {SITE}")
+    # The box has no DNS: nginx -t cannot resolve this host and fails.
+    result = box.run([*INSTALL, "--balancer", "nosuchhost.invalid:5555"], check=False)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "nginx -t failed" in result.stdout + result.stderr
+    assert sh(box, f"cat {SITE}") == site
+    assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
+
+
+def test_host_options_are_kept_by_a_plain_upgrade_and_dropped_when_emptied(box):  # noqa: F811
+    host_site = "cat /etc/nginx/sites-available/modelserver"
+    allow = box.run(["env", "MODELSERVER_ALLOW=10.9.9.9", *INSTALL], check=False, timeout=300)
+    assert allow.returncode == 0, allow.stdout + allow.stderr
+    assert "    set_real_ip_from 10.9.9.9;" in sh(box, host_site)
+    assert "    10.9.9.9 1;" in sh(box, host_site)
+    # A plain run, as rollout.sh's upgrade does, keeps the host closed to others.
+    plain = box.run(INSTALL, check=False, timeout=300)
+    assert plain.returncode == 0, plain.stdout + plain.stderr
+    assert plain.stdout.strip() == RESULT  # nothing changed; loopback is still allowed
+    assert "    set_real_ip_from 10.9.9.9;" in sh(box, host_site)
+    assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
+    dropped = box.run(["env", "MODELSERVER_ALLOW=", *INSTALL], check=False, timeout=300)
+    assert dropped.returncode == 0, dropped.stdout + dropped.stderr
+    assert "10.9.9.9" not in sh(box, host_site)
+
+
+def test_uninstall_removes_the_balancer_site_too(box):  # noqa: F811
+    result = box.run([*INSTALL, "--uninstall"], check=False, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "removed the balancer site" in result.stdout
+    for path in (SITE, "/etc/nginx/sites-enabled/modelserver-balancer"):
+        assert box.run(["test", "-e", path], check=False).returncode == 1, path
+    assert sh(box, "systemctl is-active nginx") == "active"
