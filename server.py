@@ -207,8 +207,6 @@ class Param:
 
     def schema(self) -> dict:
         schema = self.adapter.json_schema() if self.adapter else dict(self.kind.schema)
-        if self.is_image and self.is_list:
-            schema = {"type": "array", "items": schema, "maxItems": MAX_IMAGES}
         if self.default is not REQUIRED and self.default is not None:
             schema["default"] = self.default
         return schema
@@ -219,7 +217,9 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
     optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         others = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        optional, hint = len(others) == 1, others[0]
+        if len(others) != 1:  # int | str: which would "25" be?
+            raise TypeError(f"{where}: type hint {hint!r} is not supported; use one type")
+        optional, hint = True, others[0]
     if row_of_list:  # a vectorised function's list[X] is an X per item
         if typing.get_origin(hint) is not list:
             raise TypeError(f"{where}: a vectorised function takes lists; got {hint!r}")
@@ -295,9 +295,7 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         raise TypeError(f"{where}: a vectorised function takes at most one image parameter")
     doc = inspect.getdoc(func) or name
     summary, _, description = doc.partition("\n")
-    model = None
-    if endpoint.model is not None:
-        model = getattr(endpoint.model, "__name__", "model").removeprefix("load_")
+    model = None if endpoint.model is None else model_name(endpoint.model)
     returns = result_schema(hints.get("return"), endpoint.vectorized)
     return Signature(
         name,
@@ -309,6 +307,11 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         summary.strip(),
         description.strip(),
     )
+
+
+def model_name(loader: Callable[[], object]) -> str:
+    """A model is named after its loader, less "load_": load_iris -> "iris"."""
+    return getattr(loader, "__name__", "model").removeprefix("load_")
 
 
 def result_schema(hint: object, vectorized: bool) -> dict:
@@ -368,7 +371,7 @@ def load_models(app: Flask, entries: dict) -> dict[str, object]:
     loaders = {}
     for entry in entries.values():
         if isinstance(entry, Endpoint) and entry.model is not None:
-            loaders[entry.model.__name__.removeprefix("load_")] = entry.model
+            loaders[model_name(entry.model)] = entry.model
     app.extensions["model names"] = sorted(loaders)
     models = {}
     for name, load in loaders.items():
@@ -637,11 +640,11 @@ def image_rows(sig: Signature) -> tuple[list[list], bool]:
     a multipart form whose fields are the parameters (an image field given n times: n items)."""
     request.max_content_length = MAX_IMAGE_BODY_BYTES  # before the body is read
     if request.mimetype in IMAGE_TYPES:
-        (image,) = [param for param in sig.params if param.is_image]
-        missing = [param.name for param in sig.params if param.required and param is not image]
+        images = [param for param in sig.params if param.is_image]
+        missing = [p.name for p in sig.params if p.required and p not in images[:1]]
         if missing:
             raise BadRequest(f"send {', '.join(missing)} too: use a multipart/form-data form")
-        row = [decoded(request.get_data()) if p is image else p.default for p in sig.params]
+        row = [decoded(request.get_data()) if p is images[0] else p.default for p in sig.params]
         return [row], False
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -662,12 +665,11 @@ def image_rows(sig: Signature) -> tuple[list[list], bool]:
     rows = [
         [values[i if len(values) > 1 else 0] for values in fields.values()] for i in range(count)
     ]
-    if count > 1:  # each image decoded on its own: its errors name it
-        for i, row in enumerate(rows):
-            rows[i] = [decode_field(value, f"image {i}: ") for value in row]
-    else:
-        rows = [[decode_field(value) for value in rows[0]]]
-    return rows, count > 1
+    # In a batch, an image's errors name it.
+    where = [f"image {i}: " if count > 1 else "" for i in range(count)]
+    return [
+        [decode_field(value, where[i]) for value in row] for i, row in enumerate(rows)
+    ], count > 1
 
 
 def form_values(param: Param) -> list:

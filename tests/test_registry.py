@@ -223,6 +223,10 @@ def dict_param(a: dict) -> float:
     return 0.0
 
 
+def either(a: int | str) -> float:
+    return 0.0
+
+
 def star_args(*a: float) -> float:
     return 0.0
 
@@ -241,6 +245,7 @@ def no_model_param(a: float) -> float:
         (untyped, ("ALGORITHMS['bad']", "'a'", "no type hint", "list[float]")),
         (dict_param, ("ALGORITHMS['bad']", "'a'", "dict", "not supported", "list[str]")),
         (star_args, ("*args",)),
+        (either, ("'a'", "int | str", "not supported")),
         (serve(not_lists, model=usermodels.load_iris, vectorized=True), ("vectorised", "lists")),
         (serve(no_model_param, model=usermodels.load_iris), ("'model'",)),
     ],
