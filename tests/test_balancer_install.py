@@ -12,6 +12,7 @@ import pytest
 # box: their fixture, a box with the host install, one for this module (F811: taken by name).
 from test_systemd_service import (
     INSTALL,
+    READY,
     REASON,
     RESULT,
     SNAPSHOT,
@@ -32,7 +33,7 @@ def test_balancer_install_serves_over_tls_and_a_second_run_changes_nothing(box):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "made a self-signed certificate /etc/ssl/modelserver/balancer.crt" in result.stdout
     assert "disabled nginx's default site" in result.stdout
-    assert result.stdout.strip().endswith(RESULT)  # its own check, over TLS
+    assert result.stdout.strip().endswith(READY)  # its own check, over TLS
     assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
     redirect = (
         "curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1/pisqrt?a=25"
@@ -46,7 +47,7 @@ def test_balancer_install_serves_over_tls_and_a_second_run_changes_nothing(box):
     before = sh(box, FILES)
     again = box.run(BALANCER, check=False, timeout=300)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert again.stdout.strip() == RESULT  # no "modelserver: ..." line: nothing was done
+    assert again.stdout.strip() == READY  # no "modelserver: ..." line: nothing was done
     assert sh(box, FILES) == before
 
 
@@ -69,7 +70,7 @@ def test_host_options_are_kept_by_a_plain_upgrade_and_dropped_when_emptied(box):
     # A plain run, as rollout.sh's upgrade does, keeps the host closed to others.
     plain = box.run(INSTALL, check=False, timeout=300)
     assert plain.returncode == 0, plain.stdout + plain.stderr
-    assert plain.stdout.strip() == RESULT  # nothing changed; loopback is still allowed
+    assert plain.stdout.strip() == READY  # nothing changed; loopback is still allowed
     assert "    set_real_ip_from 10.9.9.9;" in sh(box, host_site)
     assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
     dropped = box.run(["env", "MODELSERVER_ALLOW=", *INSTALL], check=False, timeout=300)
