@@ -25,6 +25,8 @@ SITE_FILE = PROJECT / "deploy" / "nginx" / "modelserver"
 SITE_LISTEN = "listen 5555;"
 SITE_SOCKET = "unix:/run/modelserver/modelserver.sock"
 SITE_ROOT = "root /opt/modelserver/app;"  # where the page's static/ directory is installed
+# The site's list of addresses exempt from its per-client limits (empty as shipped).
+SITE_EXEMPT = "    default 0;  # no client is exempt\n"
 READY_PATH = "/readyz"  # 200 once the app and its models are loaded
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -80,14 +82,19 @@ def replace(text: str, old: str, new: str, times: int = 1) -> str:
     return text.replace(old, new)
 
 
-def render_site(site: str, port: int, socket_path: str, changes: dict[str, str]) -> str:
+def render_site(
+    site: str, port: int, socket_path: str, changes: dict[str, str], exempt: tuple[str, ...] = ()
+) -> str:
     """The project's site file, listening on loopback:port, passing to socket_path, serving the
     page from this checkout.
 
     changes: further exact replacements, for tests that need e.g. a shorter timeout.
+    exempt: client addresses the per-client limits do not apply to (a test's load generator).
     """
     site = replace(site, SITE_SOCKET, f"unix:{socket_path}", times=2)  # main and retry entry
     changes = {SITE_LISTEN: f"listen 127.0.0.1:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
+    if exempt:
+        changes[SITE_EXEMPT] = SITE_EXEMPT + "".join(f"    {address} 1;\n" for address in exempt)
     for old, new in changes.items():
         site = replace(site, old, new)
     return site
@@ -131,12 +138,14 @@ class Stack:
         site_changes: dict[str, str] | None = None,
         log_to_terminal: bool = False,
         ready_path: str = READY_PATH,
+        exempt: tuple[str, ...] = (),
     ):
         self.port = port or free_port()
         self.uwsgi_args = uwsgi_args
         self.site_changes = site_changes or {}
         self.log_to_terminal = log_to_terminal
         self.ready_path = ready_path
+        self.exempt = exempt
         self.dir = tempfile.mkdtemp(prefix="modelserver-")
         self.socket_path = os.path.join(self.dir, "uwsgi.sock")
         self.uwsgi: subprocess.Popen | None = None
@@ -182,7 +191,9 @@ class Stack:
     def write_nginx_config(self) -> None:
         for name in ("mime.types", "uwsgi_params"):  # the site file includes them relatively
             shutil.copy(f"/etc/nginx/{name}", self.dir)
-        site = render_site(SITE_FILE.read_text(), self.port, self.socket_path, self.site_changes)
+        site = render_site(
+            SITE_FILE.read_text(), self.port, self.socket_path, self.site_changes, self.exempt
+        )
         Path(self.dir, "modelserver-site.conf").write_text(site)
         Path(self.dir, "nginx.conf").write_text(render_nginx_conf(self.dir))
 

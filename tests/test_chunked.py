@@ -5,9 +5,9 @@ import http.client
 import json
 
 import pytest
-from test_predict import ONE_PNG, SEVEN_JPEG
 
 from conftest import assert_json_error, multipart
+from test_predict import ONE_PNG, SEVEN_JPEG
 
 
 def send(stack, path: str, body: bytes, content_type: str, chunked: bool) -> tuple:
