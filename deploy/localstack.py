@@ -25,8 +25,8 @@ SITE_FILE = PROJECT / "deploy" / "nginx" / "modelserver"
 SITE_LISTEN = "listen 5555;"
 SITE_SOCKET = "unix:/run/modelserver/modelserver.sock"
 SITE_ROOT = "root /opt/modelserver/app;"  # where the page's static/ directory is installed
-# The site's list of addresses exempt from its per-client limits (empty as shipped).
-SITE_EXEMPT = "    default 0;  # no client is exempt\n"
+# The site's file of addresses exempt from its per-client limits (empty as installed).
+SITE_EXEMPT = "    include /etc/modelserver/exempt-clients;\n"
 READY_PATH = "/readyz"  # 200 once the app and its models are loaded
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -93,8 +93,8 @@ def render_site(
     """
     site = replace(site, SITE_SOCKET, f"unix:{socket_path}", times=2)  # main and retry entry
     changes = {SITE_LISTEN: f"listen 127.0.0.1:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
-    if exempt:
-        changes[SITE_EXEMPT] = SITE_EXEMPT + "".join(f"    {address} 1;\n" for address in exempt)
+    lines = [f"    {address} 1;\n" for address in exempt] or ["    # none exempt\n"]
+    changes[SITE_EXEMPT] = "".join(lines)
     for old, new in changes.items():
         site = replace(site, old, new)
     return site

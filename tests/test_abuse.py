@@ -214,3 +214,25 @@ def test_one_image_more_is_refused_before_it_is_decoded(limited, figure):
     answer = limited.request("POST", "/predict", body, {"Content-Type": content_type}, timeout=30)
     figure("5 images of 4096x4096: refused after, s", f"{time.monotonic() - start:.2f}")
     assert_json_error(*answer, 413, "image 4:", "at most 67108864 pixels")
+
+
+def test_the_costliest_accepted_json_takes_well_under_a_second(limited, figure):
+    # A batch at its limit (10,000 items, each a long number): the most work a JSON body of
+    # /pisqrt may ask for, in both of its batch forms.
+    numbers = [1.2345678901234567e300 / (i + 1) for i in range(10_000)]
+    bodies = {
+        "list of objects": json.dumps([{"a": n} for n in numbers]).encode(),
+        "object of a list": json.dumps({"a": numbers}).encode(),
+    }
+    for name, body in bodies.items():
+        timings = []
+        for _ in range(3):
+            start = time.monotonic()
+            status, _, answer = limited.request(
+                "POST", "/pisqrt", body, {"Content-Type": "application/json"}, timeout=30
+            )
+            timings.append(time.monotonic() - start)
+            assert status == 200, answer
+            assert len(json.loads(answer)["result"]) == 10_000
+        figure(f"10,000-item /pisqrt batch, {name} ({len(body)} bytes), s", timings)
+        assert min(timings) < 1
