@@ -9,6 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
 from conftest import assert_json_error
 from deploy.localstack import Stack
@@ -115,6 +116,34 @@ def test_through_the_stack_no_key_401_right_key_200_probes_open(keyed_stack):
     assert stack.request("GET", "/readyz")[0] == 200
     logs = "".join(log.read_text(errors="replace") for log in Path(stack.dir).glob("*.log"))
     assert "wrong-one" not in logs and KEY not in logs  # no key is ever logged
+
+
+def test_the_page_sends_the_key_typed_in_its_field(browser, keyed_stack):
+    stack, _ = keyed_stack
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.url}/")
+        page.fill("#a", "25")
+        page.click("#compute")
+        expect(page.locator("#pisqrt-error")).to_contain_text("needs a key")
+        page.fill("#api-key", KEY)
+        page.click("#compute")
+        expect(page.locator("#result")).to_have_text("8.86226925452758")
+        expect(page.locator("#pisqrt-error")).to_have_text("")
+    finally:
+        context.close()
+
+
+def test_the_docs_offer_to_authorize(browser, keyed_stack):
+    stack, _ = keyed_stack
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{stack.url}/docs")
+        expect(page.locator("button.authorize")).to_be_visible()
+    finally:
+        context.close()
 
 
 def calls_with_key(stack: Stack, key: str, seconds: float) -> Counter:
