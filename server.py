@@ -916,7 +916,13 @@ def common_errors(body: bool) -> dict:
             "the function's domain; the message names it"
         ),
         "401": error_response("the server needs an API key and none, or a wrong one, was sent"),
-        "413": error_response("the body, a list or a batch is over its limit"),
+        "413": error_response(
+            "the body, a list, a batch or the pixels of a request's images are over their limit"
+        ),
+        "429": error_response(
+            "too many requests from this client, or in all (nginx's limits); "
+            "Retry-After says when to try again"
+        ),
         "431": error_response("a request header line is over 8 KB"),
         "default": error_response(
             "any other error (404, 405, 500, 502, 503, 504), always with a message"

@@ -6,12 +6,13 @@ servers); every server runs the same number of workers, WORKERS, as uwsgi.ini.
 """
 
 import os
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.localstack import PROJECT, Stack, find_nginx
+from deploy.localstack import PROJECT, SITE_FILE, Stack, find_nginx
 
 BENCH = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -24,12 +25,10 @@ WORKERS = 2
 # The peers' apps import algo from the project and themselves from bench/.
 PEER_ENV = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{PROJECT}"}
 
-# The site's location that passes the app's requests to uWSGI: the stacks without uWSGI replace
-# it, and only it (render_site fails if it is not found exactly once).
-APP_LOCATION = """location / {
-        include uwsgi_params;
-        uwsgi_pass modelserver;
-    }"""
+# The site's location that passes the app's requests to uWSGI, as the site file has it today
+# (comments and all): the stacks without uWSGI replace it, and only it (render_site fails if it
+# is not found exactly once).
+APP_LOCATION = re.search(r"location / \{\n.*?\n    \}", SITE_FILE.read_text(), re.DOTALL)[0]
 
 # nginx answers by itself, with the same bytes and Content-Type as the app: the proxy ceiling.
 NGINX_BODY = BODY.decode().replace("\n", "\\n")  # in nginx's string syntax
