@@ -118,32 +118,32 @@ def test_through_the_stack_no_key_401_right_key_200_probes_open(keyed_stack):
     assert "wrong-one" not in logs and KEY not in logs  # no key is ever logged
 
 
-def test_the_page_sends_the_key_typed_in_its_field(browser, keyed_stack):
-    stack, _ = keyed_stack
+@pytest.fixture
+def keyed_page(browser, keyed_stack):
+    """A browser page on the keyed stack, and its URL."""
     context = browser.new_context()
     try:
-        page = context.new_page()
-        page.goto(f"{stack.url}/")
-        page.fill("#a", "25")
-        page.click("#compute")
-        expect(page.locator("#pisqrt-error")).to_contain_text("needs a key")
-        page.fill("#api-key", KEY)
-        page.click("#compute")
-        expect(page.locator("#result")).to_have_text("8.86226925452758")
-        expect(page.locator("#pisqrt-error")).to_have_text("")
+        yield context.new_page(), keyed_stack[0].url
     finally:
         context.close()
 
 
-def test_the_docs_offer_to_authorize(browser, keyed_stack):
-    stack, _ = keyed_stack
-    context = browser.new_context()
-    try:
-        page = context.new_page()
-        page.goto(f"{stack.url}/docs")
-        expect(page.locator("button.authorize")).to_be_visible()
-    finally:
-        context.close()
+def test_the_page_sends_the_key_typed_in_its_field(keyed_page):
+    page, url = keyed_page
+    page.goto(f"{url}/")
+    page.fill("#a", "25")
+    page.click("#compute")
+    expect(page.locator("#pisqrt-error")).to_contain_text("needs a key")
+    page.fill("#api-key", KEY)
+    page.click("#compute")
+    expect(page.locator("#result")).to_have_text("8.86226925452758")
+    expect(page.locator("#pisqrt-error")).to_have_text("")
+
+
+def test_the_docs_offer_to_authorize(keyed_page):
+    page, url = keyed_page
+    page.goto(f"{url}/docs")
+    expect(page.locator("button.authorize")).to_be_visible()
 
 
 def calls_with_key(stack: Stack, key: str, seconds: float) -> Counter:
