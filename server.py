@@ -7,6 +7,7 @@ errors live here once for every route; every 4xx/5xx leaves through http_error()
 """
 
 import argparse
+import hmac
 import inspect
 import io
 import json
@@ -22,9 +23,10 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, has_request_context, request
 from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin
 from pydantic import ConfigDict, Field, TypeAdapter, ValidationError
+from werkzeug.datastructures import WWWAuthenticate
 from werkzeug.exceptions import (
     BadRequest,
     HTTPException,
@@ -33,6 +35,7 @@ from werkzeug.exceptions import (
     NotFound,
     RequestEntityTooLarge,
     ServiceUnavailable,
+    Unauthorized,
     UnsupportedMediaType,
 )
 
@@ -78,6 +81,10 @@ BODY_TOO_LARGE = RequestEntityTooLarge.description  # Werkzeug's words for MAX_C
 MAX_IMAGE_BODY_BYTES = 10 * 1024 * 1024
 MAX_IMAGES = 64
 MAX_PIXELS = 4096 * 4096
+# All the images of one request together: as many pixels as 4 of the largest. Decoding and
+# preparing one 4096 x 4096 RGB PNG costs a worker about 0.2 s on the reference machine (2 cores),
+# so no accepted upload holds a worker much longer than a second (measured: README).
+MAX_REQUEST_PIXELS = 4 * MAX_PIXELS
 IMAGE_FORMATS = {
     b"\x89PNG\r\n\x1a\n": PngImagePlugin.PngImageFile,
     b"\xff\xd8\xff": JpegImagePlugin.JpegImageFile,
@@ -91,6 +98,13 @@ IMAGE_DAMAGE = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeErro
 # $MODELSERVER_CORS_ORIGINS, "*" for any. Default: none; the page at / is on the same origin
 # and needs no CORS.
 CORS_ORIGINS = os.environ.get("MODELSERVER_CORS_ORIGINS", "")
+
+# API keys: a file of one key per line, named by $MODELSERVER_API_KEYS_FILE. When it holds any,
+# every call of a served function needs "Authorization: Bearer <key>"; the page, /docs, the
+# OpenAPI document and the probes (/healthz, /readyz) stay open. Unset, or an empty file: no key
+# is needed. The file is read when the app loads (in the uWSGI master), so a graceful reload
+# (systemctl reload) takes a changed file into use without dropping a request.
+API_KEYS_FILE = os.environ.get("MODELSERVER_API_KEYS_FILE", "")
 
 STATIC = Path(__file__).with_name("static")
 
@@ -361,8 +375,45 @@ def create_app(config: dict | None = None) -> Flask:
     app.add_url_rule("/healthz", "healthz", lambda: json_response({"status": "ok"}))
     app.add_url_rule("/readyz", "readyz", readiness)
     app.register_error_handler(HTTPException, http_error)
+    app.config.setdefault("API_KEYS_FILE", API_KEYS_FILE)
+    keys = read_api_keys(app.config["API_KEYS_FILE"])
+    if keys:  # none by default: then no request pays for the check
+        functions = frozenset(sig.name for sig in signatures)
+        app.before_request(lambda: require_api_key(keys, functions))
     stop_requests_at_the_deadline()
     return app
+
+
+def read_api_keys(path: str) -> tuple[bytes, ...]:
+    """The keys in the file at path, one a line (blank lines and # comments skipped); none
+    without a path. A path that cannot be read stops the start: serving openly by mistake is
+    worse than not serving."""
+    if not path:
+        return ()
+    lines = Path(path).read_text().splitlines()
+    return tuple(
+        line.strip().encode() for line in lines if line.strip() and not line.startswith("#")
+    )
+
+
+def require_api_key(keys: tuple[bytes, ...], functions: frozenset[str]) -> None:
+    """A 401 for a call of a served function without one of the keys. Every key is compared, in
+    constant time, so the time taken says nothing about how much of a key was right."""
+    if request.endpoint not in functions or request.method == "OPTIONS":  # CORS preflight
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not given.strip():
+        raise key_required("this API needs a key: send the header Authorization: Bearer <key>")
+    given_bytes = given.strip().encode()
+    matches = [hmac.compare_digest(given_bytes, key) for key in keys]
+    if not any(matches):
+        raise key_required("the API key is not valid")  # the key itself is never echoed or logged
+
+
+def key_required(message: str) -> Unauthorized:
+    return Unauthorized(
+        message, www_authenticate=WWWAuthenticate("Bearer", {"realm": "modelserver"})
+    )
 
 
 def load_models(app: Flask, entries: dict) -> dict[str, object]:
@@ -721,6 +772,7 @@ def decode_image(data: bytes) -> Image.Image:
         raise ValueError(
             f"the image is {width}x{height} = {width * height} pixels; the limit is {MAX_PIXELS}"
         )
+    charge_pixels(width * height, where)
     try:
         image.load()
         # A phone stores a portrait photo sideways and says so in EXIF; browsers show it upright.
@@ -728,6 +780,21 @@ def decode_image(data: bytes) -> Image.Image:
     except IMAGE_DAMAGE as error:
         raise ValueError(f"the {opener.format} data is truncated or corrupt: {error}") from None
     return image
+
+
+def charge_pixels(pixels: int, where: str = "") -> None:
+    """Count an image's pixels against its request's MAX_REQUEST_PIXELS before it is decoded:
+    a 413 once the request's images would hold more."""
+    if not has_request_context():  # decoded() called from code, not for a request
+        return
+    total = g.get("decoded_pixels", 0) + pixels
+    if total > MAX_REQUEST_PIXELS:
+        raise RequestEntityTooLarge(
+            f"{where}the images of one request hold at most {MAX_REQUEST_PIXELS} pixels "
+            f"({MAX_REQUEST_PIXELS // MAX_PIXELS} of the largest); with this one they would hold "
+            f"{total}"
+        )
+    g.decoded_pixels = total
 
 
 # --- the answer ----------------------------------------------------------------------------
@@ -766,7 +833,7 @@ def allow_cross_origin(response: Response, allowed: frozenset[str]) -> Response:
     if origin and ("*" in allowed or origin in allowed):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Methods"] = "GET, POST"
-        response.headers["Access-Control-Allow-Headers"] = "Content-Type"
+        response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
         response.headers["Access-Control-Max-Age"] = "600"
     response.headers.add("Vary", "Origin")  # the answer depends on Origin: caches keep them apart
     return response
@@ -853,7 +920,14 @@ def common_errors(body: bool) -> dict:
             "a parameter is missing, repeated, of the wrong type, or outside "
             "the function's domain; the message names it"
         ),
-        "413": error_response("the body, a list or a batch is over its limit"),
+        "401": error_response("the server needs an API key and none, or a wrong one, was sent"),
+        "413": error_response(
+            "the body, a list, a batch or the pixels of a request's images are over their limit"
+        ),
+        "429": error_response(
+            "too many requests from this client, or in all (nginx's limits); "
+            "Retry-After says when to try again"
+        ),
         "431": error_response("a request header line is over 8 KB"),
         "default": error_response(
             "any other error (404, 405, 500, 502, 503, 504), always with a message"
@@ -902,9 +976,23 @@ def openapi(signatures: list[Signature]) -> dict:
                     "properties": {"message": {"type": "string"}},
                     "additionalProperties": False,
                 },
-            }
+            },
+            "securitySchemes": API_KEY_SCHEME,
         },
+        # A key, or none: the server needs one only when its key file holds any.
+        "security": [{"apiKey": []}, {}],
     }
+
+
+# The API key as the document declares it: Swagger UI at /docs then has an Authorize button.
+API_KEY_SCHEME = {
+    "apiKey": {
+        "type": "http",
+        "scheme": "bearer",
+        "description": "a key from the server's key file ($MODELSERVER_API_KEYS_FILE); "
+        "needed only when that file holds any",
+    }
+}
 
 
 def page_operation(summary: str, media: str) -> dict:

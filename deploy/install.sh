@@ -26,6 +26,10 @@ UNIT=/etc/systemd/system/modelserver.service
 SITE=/etc/nginx/sites-available/modelserver
 SITE_LINK=/etc/nginx/sites-enabled/modelserver
 PORT=${MODELSERVER_PORT:-5555}
+# API keys, one a line (README: API keys); created empty (no key needed), kept across upgrades.
+KEYS=/etc/modelserver/api-keys
+# Addresses exempt from the site's per-client limits, "ADDRESS 1;" a line; created empty, kept.
+EXEMPT=/etc/modelserver/exempt-clients
 # Swagger UI's files for /docs: fetched by deploy/docs-viewer.sh, not copied from the checkout.
 VIEWER=static/swagger-ui
 
@@ -195,6 +199,20 @@ install_code() {
     fi
 }
 
+install_operator_files() {
+    # Root's to edit, readable by the service's group only: a key must not be readable by every
+    # local user. Never overwritten: the keys in it are the operator's.
+    install -d -o root -g root -m 0755 "$(dirname "$KEYS")"
+    if [ ! -e "$KEYS" ]; then
+        install -o root -g modelserver -m 0640 /dev/null "$KEYS"
+        say "created the empty API key file $KEYS (no key needed until it holds one)"
+    fi
+    if [ ! -e "$EXEMPT" ]; then
+        install -o root -g root -m 0644 /dev/null "$EXEMPT"
+        say "created $EXEMPT (no client is exempt from the per-client limits)"
+    fi
+}
+
 install_unit() {
     put "$SRC/deploy/systemd/modelserver.service" "$UNIT" && unit_changed=1
     if [ "$unit_changed" = 1 ]; then
@@ -333,6 +351,10 @@ uninstall() {
         rm -rf "$PREFIX"
         say "removed $PREFIX"
     fi
+    if [ -d "$(dirname "$KEYS")" ]; then
+        rm -rf "$(dirname "$KEYS")"
+        say "removed $(dirname "$KEYS") and the API keys in it"
+    fi
 }
 
 main() {
@@ -366,6 +388,7 @@ main() {
         install_packages
         create_user
         install_code
+        install_operator_files
         install_unit
         load_host_options
         install_site

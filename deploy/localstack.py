@@ -25,6 +25,8 @@ SITE_FILE = PROJECT / "deploy" / "nginx" / "modelserver"
 SITE_LISTEN = "listen 5555;"
 SITE_SOCKET = "unix:/run/modelserver/modelserver.sock"
 SITE_ROOT = "root /opt/modelserver/app;"  # where the page's static/ directory is installed
+# The site's file of addresses exempt from its per-client limits (empty as installed).
+SITE_EXEMPT = "    include /etc/modelserver/exempt-clients;\n"
 READY_PATH = "/readyz"  # 200 once the app and its models are loaded
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -81,15 +83,23 @@ def replace(text: str, old: str, new: str, times: int = 1) -> str:
 
 
 def render_site(
-    site: str, port: int, socket_path: str, changes: dict[str, str], host: str = "127.0.0.1"
+    site: str,
+    port: int,
+    socket_path: str,
+    changes: dict[str, str],
+    host: str = "127.0.0.1",
+    exempt: tuple[str, ...] = (),
 ) -> str:
     """The project's site file, listening on host:port (loopback by default), passing to
     socket_path, serving the page from this checkout.
 
     changes: further exact replacements, for tests that need e.g. a shorter timeout.
+    exempt: client addresses the per-client limits do not apply to (a test's load generator).
     """
     site = replace(site, SITE_SOCKET, f"unix:{socket_path}", times=2)  # main and retry entry
     changes = {SITE_LISTEN: f"listen {host}:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
+    lines = [f"    {address} 1;\n" for address in exempt] or ["    # none exempt\n"]
+    changes[SITE_EXEMPT] = "".join(lines)
     for old, new in changes.items():
         site = replace(site, old, new)
     return site
@@ -139,6 +149,7 @@ class Stack:
         ready_path: str = READY_PATH,
         host: str = "127.0.0.1",
         site_file: Path = SITE_FILE,
+        exempt: tuple[str, ...] = (),
     ):
         self.port = port or free_port()
         self.host = host
@@ -147,6 +158,7 @@ class Stack:
         self.site_changes = site_changes or {}
         self.log_to_terminal = log_to_terminal
         self.ready_path = ready_path
+        self.exempt = exempt
         self.dir = tempfile.mkdtemp(prefix="modelserver-")
         self.socket_path = os.path.join(self.dir, "uwsgi.sock")
         self.uwsgi: subprocess.Popen | None = None
@@ -193,7 +205,12 @@ class Stack:
         for name in ("mime.types", "uwsgi_params"):  # the site file includes them relatively
             shutil.copy(f"/etc/nginx/{name}", self.dir)
         site = render_site(
-            self.site_file.read_text(), self.port, self.socket_path, self.site_changes, self.host
+            self.site_file.read_text(),
+            self.port,
+            self.socket_path,
+            self.site_changes,
+            self.host,
+            self.exempt,
         )
         Path(self.dir, "modelserver-site.conf").write_text(site)
         Path(self.dir, "nginx.conf").write_text(render_nginx_conf(self.dir))

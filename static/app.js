@@ -6,7 +6,7 @@
 async function callApi(url, options) {
   let response;
   try {
-    response = await fetch(url, options);
+    response = await fetch(url, withApiKey(options || {}));
   } catch (error) {
     throw new Error(`the server could not be reached (${error.message})`);
   }
@@ -20,6 +20,15 @@ async function callApi(url, options) {
     throw new Error(body.message || `the server answered ${response.status}`);
   }
   return body;
+}
+
+// The key typed in the page's API key field, if any, as the server expects it: a Bearer token.
+function withApiKey(options) {
+  const key = document.getElementById("api-key").value.trim();
+  if (!key) {
+    return options;
+  }
+  return { ...options, headers: { ...options.headers, Authorization: `Bearer ${key}` } };
 }
 
 // --- sqrt(a*pi) ------------------------------------------------------------------------------

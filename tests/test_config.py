@@ -23,6 +23,7 @@ def test_local_run_changes_only_listen_and_socket():
     assert changed == [
         (f"{socket};", "    server unix:/srv/x.sock max_fails=0;"),
         (f"{socket} backup;", "    server unix:/srv/x.sock max_fails=0 backup;"),
+        ("    include /etc/modelserver/exempt-clients;", "    # none exempt"),
         ("    listen 5555;", "    listen 127.0.0.1:8080;"),
         ("        root /opt/modelserver/app;", f"        root {PROJECT};"),
     ]
@@ -47,7 +48,9 @@ def test_nginx_accepts_the_site_next_to_debians_default_site(tmp_path):
     # Debian's own nginx.conf, its default site and ours, as sites-enabled would hold them.
     conf = Path("/etc/nginx/nginx.conf").read_text()
     site = tmp_path / "modelserver"
-    shutil.copy(SITE_FILE, site)
+    exempt = tmp_path / "exempt-clients"  # deploy/install.sh creates it, empty
+    exempt.write_text("")
+    site.write_text(SITE_FILE.read_text().replace("/etc/modelserver/exempt-clients", str(exempt)))
     shutil.copy("/etc/nginx/uwsgi_params", tmp_path)  # relative includes resolve next to -c
     conf = conf.replace(
         "include /etc/nginx/sites-enabled/*;",

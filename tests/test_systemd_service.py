@@ -31,9 +31,11 @@ RESULT = '{"result": 8.86226925452758}'
 MODELS = sorted({signature_of(name, entry).model for name, entry in ALGORITHMS.items()} - {None})
 READY = json.dumps({"status": "ready", "models": MODELS})
 INSTALL = ["env", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=/srv/wheels", f"{SRC}/deploy/install.sh"]
+KEYS = "/etc/modelserver/api-keys"
+EXEMPT = "/etc/modelserver/exempt-clients"
 # Everything the installer writes, with owners, modes and content hashes.
 SNAPSHOT = (
-    "find /opt/modelserver /etc/systemd/system /etc/nginx /etc/passwd /etc/group "
+    "find /opt/modelserver /etc/modelserver /etc/systemd/system /etc/nginx /etc/passwd /etc/group "
     "-xdev \\( -type f -o -type l \\) -printf '%p %U %G %m %l ' -exec md5sum {} \\; | sort"
 )
 
@@ -78,6 +80,9 @@ def box(tmp_path_factory):
         box.src = src
         installed = box.run(INSTALL, check=False, timeout=600)
         assert installed.returncode == 0, installed.stdout + installed.stderr
+        # The load tests below come from 127.0.0.1: exempt it from the per-client limits, as an
+        # operator would exempt a load generator (test_per_client_limits_... uses 127.0.0.2).
+        sh(box, f"echo '127.0.0.1 1;' > {EXEMPT} && systemctl reload nginx")
         yield box
 
 
@@ -162,6 +167,79 @@ def test_installed_service_answers_as_modelserver_through_nginx(box):
     assert sh(box, "stat -c '%a %U %G' /run/modelserver/modelserver.sock") == (
         "660 modelserver www-data"
     )
+
+
+# From inside the box: 200 POSTs from 127.0.0.2 whose bodies never finish, then 10 GETs from
+# 127.0.0.1 (timed), then the status each of the 200 got so far (None: still waiting).
+LIMITS_PROBE = """
+import json, socket, time, urllib.request
+held = []
+for _ in range(200):
+    sock = socket.socket()
+    sock.bind(("127.0.0.2", 0))
+    sock.connect(("127.0.0.1", 5555))
+    sock.sendall(b"POST /pisqrt HTTP/1.1\\r\\nHost: x\\r\\nContent-Type: application/json\\r\\n"
+                 b"Content-Length: 100\\r\\n\\r\\n{")
+    held.append(sock)
+time.sleep(0.5)
+latencies = []
+for _ in range(10):
+    start = time.monotonic()
+    urllib.request.urlopen("http://127.0.0.1:5555/pisqrt?a=25", timeout=10).read()
+    latencies.append(time.monotonic() - start)
+statuses = []
+for sock in held:
+    sock.settimeout(0.05)
+    try:
+        statuses.append(int(sock.recv(64).split()[1]))
+    except OSError:
+        statuses.append(None)
+print(json.dumps({"latencies": latencies, "statuses": statuses}))
+"""
+
+
+def test_per_client_limits_hold_with_debians_nginx_conf(box, figure):
+    # The installed site under Debian's stock nginx.conf (worker_connections 768).
+    result = json.loads(sh(box, ["python3", "-c", LIMITS_PROBE]))
+    latencies, statuses = result["latencies"], result["statuses"]
+    figure(
+        "installed service: GET from 127.0.0.1 while 127.0.0.2 holds 200 slow bodies, max s",
+        f"{max(latencies):.3f}",
+    )
+    assert max(latencies) < 1
+    assert statuses.count(429) >= 200 - 32 - 10, statuses
+    assert statuses.count(None) >= 30  # the 32 let in wait for their bodies
+
+
+def test_key_file_is_private_and_keys_change_with_a_reload(box):
+    assert sh(box, f"stat -c '%a %U %G' {KEYS}") == "640 root modelserver"
+    assert get(box)[0] == 200  # empty: no key needed
+    try:
+        sh(box, f"echo box-key-1 > {KEYS} && systemctl reload modelserver")
+        deadline = time.monotonic() + 15
+        while get(box)[0] != 401:  # systemctl reload returns before the reload is done
+            assert time.monotonic() < deadline, "the key was not taken in by the reload"
+            time.sleep(0.1)
+        keyed = box.run(["curl", "-s", "-H", "Authorization: Bearer box-key-1", URL], check=False)
+        assert keyed.stdout.strip() == RESULT
+        assert (
+            box.run(
+                [
+                    "curl",
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "http://127.0.0.1:5555/healthz",
+                ],
+                check=False,
+            ).stdout
+            == "200"
+        )
+    finally:
+        sh(box, f": > {KEYS} && systemctl reload modelserver")
+    wait_for_answer(box, timeout=15)
 
 
 def test_other_users_cannot_use_the_socket(box):
@@ -280,6 +358,7 @@ def test_uninstall_leaves_no_trace_and_nginx_serving(box):
         "/etc/nginx/sites-available/modelserver",
         "/etc/nginx/sites-enabled/modelserver",
         "/run/modelserver",
+        "/etc/modelserver",
     ):
         assert box.run(["test", "-e", path], check=False).returncode == 1, path
     assert box.run(["id", "modelserver"], check=False).returncode == 1

@@ -1,0 +1,80 @@
+"""Bodies sent with Transfer-Encoding: chunked (streaming clients, requests with a generator,
+Java, Go) reach the app whole: the same answers as with a Content-Length, the same limits."""
+
+import http.client
+import json
+
+import pytest
+
+from conftest import assert_json_error, multipart
+from test_predict import ONE_PNG, SEVEN_JPEG
+
+
+def send(stack, path: str, body: bytes, content_type: str, chunked: bool) -> tuple:
+    """POST body through nginx, chunked in pieces of 1000 bytes, or with a Content-Length."""
+    conn = http.client.HTTPConnection("127.0.0.1", stack.port, timeout=10)
+    try:
+        pieces = (body[i : i + 1000] for i in range(0, len(body), 1000)) if chunked else body
+        conn.request(
+            "POST",
+            path,
+            body=pieces,
+            headers={"Content-Type": content_type},
+            encode_chunked=chunked,
+        )
+        response = conn.getresponse()
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, headers, response.read()
+    finally:
+        conn.close()
+
+
+BATCH = json.dumps([{"a": a} for a in range(1, 500)]).encode()
+
+# (name, path, body, content type, status, result)
+CASES = [
+    ("JSON", "/pisqrt", b'{"a": 25}', "application/json", 200, 8.86226925452758),
+    ("JSON batch over chunks", "/v1/pisqrt", BATCH, "application/json", 200, None),
+    ("PNG", "/predict", ONE_PNG, "image/png", 200, 1),
+    ("JPEG", "/predict", SEVEN_JPEG, "image/jpeg", 200, 7),
+    ("multipart", "/predict", *multipart(("image", ONE_PNG), ("image", SEVEN_JPEG)), 200, [1, 7]),
+]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "content_type", "status", "result"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_a_chunked_body_gets_the_answer_of_a_sized_one(
+    stack, path, body, content_type, status, result
+):
+    chunked = send(stack, path, body, content_type, chunked=True)
+    sized = send(stack, path, body, content_type, chunked=False)
+    assert chunked[0] == status, chunked[2]
+    assert chunked[2] == sized[2]
+    assert sized[0] == status
+    answer = json.loads(chunked[2])["result"]
+    if result is None:
+        assert len(answer) == 499
+    elif path == "/predict":  # the digit's label, one per image
+        labels = [item["label"] for item in answer] if isinstance(answer, list) else answer["label"]
+        assert labels == result
+    else:
+        assert answer == result
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type", "size", "limit"),
+    [
+        ("/pisqrt", "application/json", 1024 * 1024 + 1, "1 MB"),
+        ("/predict", "image/png", 10 * 1024 * 1024 + 1, "10 MB"),
+    ],
+)
+def test_a_chunked_body_over_the_limit_is_a_json_413(stack, path, content_type, size, limit):
+    assert_json_error(*send(stack, path, b" " * size, content_type, chunked=True), 413, limit)
+
+
+def test_an_empty_chunked_body_is_named_as_such(stack):
+    status, headers, body = send(stack, "/predict", b"", "image/png", chunked=True)
+    assert_json_error(status, headers, body, 400, "empty")
