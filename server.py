@@ -14,6 +14,7 @@ import math
 import os
 import re
 import signal
+import time
 import types
 import typing
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from werkzeug.exceptions import (
 
 import algo
 import digits
+import metrics
 
 
 @dataclass(frozen=True)
@@ -341,6 +343,9 @@ def create_app(config: dict | None = None) -> Flask:
     signatures = [signature_of(name, entry) for name, entry in entries.items()]
     app.extensions["signatures"] = signatures
     app.extensions["models"] = load_models(app, entries)
+    # Counts and times every request, serves /metrics; log lines name their request's id.
+    metrics.instrument(app, app.extensions["model names"], app.extensions["models"])
+    metrics.log_request_ids()
     for sig in signatures:
         view = algorithm_view(sig)
         methods = ["POST"] if sig.takes_images else ["GET", "POST"]
@@ -428,6 +433,19 @@ def call(sig: Signature, args: tuple, where: str = "") -> object:
 
 
 def call_rows(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
+    """call_each, timed: the time inside the function(s) and the batch size go to the metrics."""
+    start = time.perf_counter()
+    try:
+        return call_each(sig, prefix, rows, batch)
+    finally:
+        seconds = time.perf_counter() - start
+        model = sig.model or sig.name
+        metrics.observe_model(
+            current_app.extensions["metrics"], model, sig.name, len(rows), seconds
+        )
+
+
+def call_each(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
     """The function on each row of arguments: one call for a vectorised function, else one per
     row; the result of a single row, or the list of them in order for a batch."""
     if sig.vectorized:

@@ -25,6 +25,8 @@ SITE_FILE = PROJECT / "deploy" / "nginx" / "modelserver"
 SITE_LISTEN = "listen 5555;"
 SITE_SOCKET = "unix:/run/modelserver/modelserver.sock"
 SITE_ROOT = "root /opt/modelserver/app;"  # where the page's static/ directory is installed
+SITE_ACCESS_LOG = "access_log /var/log/nginx/modelserver.access.log modelserver_json;"
+SITE_NGINX_STATUS = "listen unix:/run/modelserver-nginx-status.sock;"
 READY_PATH = "/readyz"  # 200 once the app and its models are loaded
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -87,7 +89,16 @@ def render_site(site: str, port: int, socket_path: str, changes: dict[str, str])
     changes: further exact replacements, for tests that need e.g. a shorter timeout.
     """
     site = replace(site, SITE_SOCKET, f"unix:{socket_path}", times=2)  # main and retry entry
-    changes = {SITE_LISTEN: f"listen 127.0.0.1:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
+    run_dir = os.path.dirname(socket_path)
+    changes = {
+        SITE_LISTEN: f"listen 127.0.0.1:{port};",
+        SITE_ROOT: f"root {PROJECT};",
+        # The JSON log in the run dir, and the combined one as well (people and tests read it).
+        SITE_ACCESS_LOG: f"access_log {run_dir}/nginx-access.json modelserver_json; "
+        f"access_log {run_dir}/nginx-access.log;",
+        SITE_NGINX_STATUS: f"listen unix:{run_dir}/nginx-status.sock;",
+        **changes,
+    }
     for old, new in changes.items():
         site = replace(site, old, new)
     return site
@@ -166,10 +177,17 @@ class Stack:
         self.uwsgi = self.spawn(
             [self.uwsgi_binary(), "--ini", str(PROJECT / "uwsgi.ini"), *self.uwsgi_args],
             "uwsgi.log",
-            env={**os.environ, "MODELSERVER_SOCKET": self.socket_path},
+            env={**os.environ, "MODELSERVER_SOCKET": self.socket_path, **self.metrics_env()},
         )
         self.nginx = self.spawn([nginx, *self.nginx_flags()], "nginx.log")
         self.wait_ready(timeout)
+
+    def metrics_env(self) -> dict[str, str]:
+        """Where uWSGI's workers count (emptied at start) and where nginx's stub_status is."""
+        return {
+            "MODELSERVER_METRICS_DIR": os.path.join(self.dir, "metrics"),
+            "MODELSERVER_NGINX_STATUS": os.path.join(self.dir, "nginx-status.sock"),
+        }
 
     def uwsgi_binary(self) -> str:
         """uWSGI from the virtualenv running this script."""
