@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import socket
+import struct
 import time
 
 import flask.logging
@@ -215,12 +216,65 @@ def uwsgi_stats() -> dict | None:
         return None
 
 
+# Linux's sock_diag (what `ss -xl` reads): uWSGI's stats give no listen queue for a unix socket
+# on a stock kernel (always 0), this does. Constants from linux/sock_diag.h and unix_diag.h.
+NETLINK_SOCK_DIAG, SOCK_DIAG_BY_FAMILY, NLMSG_DONE, NLMSG_ERROR = 4, 20, 3, 2
+NLM_F_REQUEST_DUMP = 0x1 | 0x300
+LISTENING = 1 << 10  # TCP_LISTEN, the state unix_diag uses for listening sockets too
+UDIAG_SHOW_NAME, UDIAG_SHOW_RQLEN = 0x1, 0x10
+UNIX_DIAG_NAME, UNIX_DIAG_RQLEN = 0, 4
+
+
+def unix_listen_queue(path: str) -> int | None:
+    """Connections waiting in the backlog of the listening unix socket at path (None: unknown)."""
+    request = struct.pack(
+        "=BBHIIIII", socket.AF_UNIX, 0, 0, LISTENING, 0, UDIAG_SHOW_NAME | UDIAG_SHOW_RQLEN, 0, 0
+    )
+    header = struct.pack("=IHHII", 16 + len(request), SOCK_DIAG_BY_FAMILY, NLM_F_REQUEST_DUMP, 1, 0)
+    try:
+        with socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_SOCK_DIAG) as sock:
+            sock.settimeout(1.0)
+            sock.send(header + request)
+            while True:
+                data = sock.recv(65536)
+                offset = 0
+                while offset + 16 <= len(data):
+                    length, kind = struct.unpack_from("=IH", data, offset)
+                    if kind in (NLMSG_DONE, NLMSG_ERROR) or length < 16:
+                        return None
+                    queue = diag_queue(data[offset + 16 : offset + length], path)
+                    if queue is not None:
+                        return queue
+                    offset += (length + 3) & ~3
+    except OSError:  # no netlink here (a sandbox that allows unix sockets only)
+        return None
+
+
+def diag_queue(message: bytes, path: str) -> int | None:
+    """The receive queue (for a listening socket: its backlog) of one unix_diag_msg, if it is
+    the socket at path."""
+    name, queue, offset = None, None, 16  # after struct unix_diag_msg
+    while offset + 4 <= len(message):
+        length, kind = struct.unpack_from("=HH", message, offset)
+        if length < 4:
+            break
+        value = message[offset + 4 : offset + length]
+        if kind == UNIX_DIAG_NAME:
+            name = value.rstrip(b"\0").decode(errors="replace")
+        elif kind == UNIX_DIAG_RQLEN:
+            queue = struct.unpack_from("=I", value)[0]
+        offset += (length + 3) & ~3
+    return queue if name == path else None
+
+
 def uwsgi_families(stats: dict) -> list:
     """Queue, busy workers, respawns and requests per worker from uWSGI's stats."""
     queue = GaugeMetricFamily(
         "modelserver_uwsgi_listen_queue", "Connections waiting for a free worker, now."
     )
-    queue.add_metric([], stats["listen_queue"])
+    socket_path = uwsgi.opt.get("socket", b"").decode()
+    backlog = unix_listen_queue(socket_path)
+    queue.add_metric([], stats["listen_queue"] if backlog is None else backlog)
     limit = GaugeMetricFamily(
         "modelserver_uwsgi_listen_queue_limit", "The listen queue's size (uwsgi.ini listen)."
     )

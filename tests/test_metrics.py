@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from conftest import assert_json_error
 from deploy.localstack import Stack, alive, process_tree
+from metrics import unix_listen_queue
 
 # The app's own metrics: summed from the workers' files, they must never go backwards. uWSGI's
 # and nginx's (modelserver_uwsgi_*, modelserver_nginx_*) are those servers' own, read live.
@@ -201,3 +202,16 @@ def test_without_the_stack_metrics_count_in_the_process(client):
     total = "modelserver_requests_total"
     assert value(samples, total, endpoint="pisqrt", method="GET", status="200") == 1
     assert value(samples, total, endpoint="pisqrt", method="GET", status="400") == 1
+
+
+def test_listen_queue_is_read_from_the_kernel():
+    # uWSGI's stats say 0 for a unix socket's queue on a stock kernel; sock_diag tells the truth.
+    # (A scrape would wait in that same queue, so the function is asked directly.)
+    tests = str(Path(__file__).parent)
+    uwsgi_args = ("--pythonpath", tests, "--module", "testapps:flask_app")
+    with Stack(uwsgi_args=uwsgi_args) as stack:
+        assert unix_listen_queue(stack.socket_path) == 0
+        with ThreadPoolExecutor(6) as pool:
+            slow = [pool.submit(stack.request, "GET", "/slow?seconds=1.5") for _ in range(6)]
+            wait_until(lambda: unix_listen_queue(stack.socket_path) == 4, timeout=5)
+            assert [future.result()[0] for future in slow] == [200] * 6
