@@ -122,6 +122,7 @@ def test_model_loaded_and_servers_figures(metrics_stack):
     # The scrape itself is running in one worker.
     assert value(samples, "modelserver_uwsgi_busy_workers") >= 1
     assert value(samples, "modelserver_uwsgi_listen_queue_limit") == 1024
+    assert samples[("modelserver_uwsgi_listen_queue", ())] == 0  # read from the kernel
     assert value(samples, "modelserver_nginx_up") == 1
     assert value(samples, "modelserver_nginx_active_connections") >= 1
 
