@@ -19,9 +19,10 @@ import shutil
 import socket
 import struct
 import time
+from collections.abc import Callable
 
 import flask.logging
-from flask import Flask, Response, current_app, has_request_context, request
+from flask import Flask, Response, has_request_context, request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -120,7 +121,7 @@ class Metrics:
         )
         self.batch_size = Histogram(
             "modelserver_batch_size",
-            "Items per call of an endpoint's function (1 for a GET).",
+            "Items per batch request, by endpoint (single-item requests are not counted).",
             ["endpoint"],
             buckets=BATCH_BUCKETS,
             registry=registry,
@@ -161,32 +162,40 @@ def instrument(app: Flask, model_names: list[str], models: dict) -> None:
     app.extensions["metrics"] = metrics
     for name in model_names:
         metrics.model_loaded.labels(name).set(1 if name in models else 0)
-    app.before_request(start_timer)
-    app.after_request(count_response)
+    app.wsgi_app = timed(app.wsgi_app)
+    app.after_request(lambda response: count_response(metrics, response))
     app.add_url_rule("/metrics", "metrics", lambda: exposition(registry))
 
 
-def start_timer() -> None:
-    request.environ[START] = time.perf_counter()
+def timed(wsgi_app: Callable) -> Callable:
+    """The WSGI app, noting when each request starts: before Flask's own work and any
+    before_request check, at a fraction of a before_request function's cost."""
+
+    def start_timer(environ: dict, start_response: Callable):
+        environ[START] = time.perf_counter()
+        return wsgi_app(environ, start_response)
+
+    return start_timer
 
 
-def count_response(response: Response) -> Response:
+def count_response(metrics: Metrics, response: Response) -> Response:
     """One count and one duration per response the app gives, errors included."""
-    metrics = current_app.extensions["metrics"]
+    environ = request.environ
     endpoint = request.endpoint or "none"
-    method = request.method if request.method in METHODS else "other"
+    method = environ["REQUEST_METHOD"]
+    method = method if method in METHODS else "other"
     metrics.child(metrics.requests, endpoint, method, str(response.status_code)).inc()
-    start = request.environ.get(START)
-    if start is not None:  # a before_request registered earlier refused the request
-        metrics.child(metrics.duration, endpoint).observe(time.perf_counter() - start)
+    metrics.child(metrics.duration, endpoint).observe(time.perf_counter() - environ[START])
     return response
 
 
-def observe_model(metrics: Metrics | None, model: str, endpoint: str, items: int, seconds: float):
-    """One call of an endpoint's function(s): time inside them and the batch size."""
+def observe_model(metrics: Metrics | None, model: str, endpoint: str, batch: int | None, seconds):
+    """One call of an endpoint's function(s): the time inside them, and the size of a batch
+    request (None for a single item: a GET, or a POST of one)."""
     if metrics is not None:
         metrics.child(metrics.model_duration, model).observe(seconds)
-        metrics.child(metrics.batch_size, endpoint).observe(items)
+        if batch is not None:
+            metrics.child(metrics.batch_size, endpoint).observe(batch)
 
 
 def exposition(registry: CollectorRegistry | None) -> Response:

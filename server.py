@@ -440,9 +440,8 @@ def call_rows(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> o
     finally:
         seconds = time.perf_counter() - start
         model = sig.model or sig.name
-        metrics.observe_model(
-            current_app.extensions["metrics"], model, sig.name, len(rows), seconds
-        )
+        size = len(rows) if batch else None
+        metrics.observe_model(current_app.extensions["metrics"], model, sig.name, size, seconds)
 
 
 def call_each(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:

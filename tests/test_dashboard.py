@@ -106,6 +106,9 @@ def traffic(stack) -> None:
         assert stack.request("GET", f"/norm?values={a}")[0] == 200
     assert stack.request("GET", "/norm?values=x")[0] == 400
     assert stack.request("GET", "/broken?a=1")[0] == 500
+    batch = json.dumps({"x": [1, 2, 3], "y": [3, 2, 1]}).encode()
+    headers = {"Content-Type": "application/json"}
+    assert stack.request("POST", "/classify", batch, headers)[0] == 200
 
 
 def test_dashboard_queries_answer_from_a_real_prometheus(prometheus, user_stack):

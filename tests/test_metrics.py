@@ -86,9 +86,33 @@ def assert_exact(stack: Stack, ok: int = 300, bad: int = 7) -> None:
     duration = "modelserver_request_duration_seconds"
     assert rise(f"{duration}_count", endpoint="pisqrt") == ok + bad
     assert rise(f"{duration}_bucket", endpoint="pisqrt", le="+Inf") == ok + bad
-    # The function runs only for the valid ones; a GET is a batch of one.
+    # The function runs only for the valid ones; a GET is not a batch.
     assert rise("modelserver_model_duration_seconds_count", model="pisqrt") == ok
-    assert rise("modelserver_batch_size_sum", endpoint="pisqrt") == ok
+    assert rise("modelserver_batch_size_count", endpoint="pisqrt") == 0
+
+
+def test_batch_sizes(metrics_stack):
+    before = scrape(metrics_stack)
+    for values in ([1, 25, 0], [4] * 40):
+        body = json.dumps({"a": values}).encode()
+        headers = {"Content-Type": "application/json"}
+        status, _, answer = metrics_stack.request("POST", "/pisqrt", body, headers)
+        assert status == 200, answer
+    after = scrape(metrics_stack)
+    batch = "modelserver_batch_size"
+    assert (
+        value(after, f"{batch}_count", endpoint="pisqrt")
+        - value(before, f"{batch}_count", endpoint="pisqrt")
+        == 2
+    )
+    assert (
+        value(after, f"{batch}_sum", endpoint="pisqrt")
+        - value(before, f"{batch}_sum", endpoint="pisqrt")
+        == 43
+    )
+    for le, rise in (("2.0", 0), ("5.0", 1), ("50.0", 2)):
+        bucket = value(after, f"{batch}_bucket", endpoint="pisqrt", le=le)
+        assert bucket - value(before, f"{batch}_bucket", endpoint="pisqrt", le=le) == rise
 
 
 def assert_nothing_went_back(before: dict, after: dict) -> None:
