@@ -9,9 +9,9 @@ VENV := .venv
 VIEWER := static/swagger-ui/.package
 # What a clean Debian machine lacks: nginx, the venv module, and a compiler with Python's headers
 # to build uWSGI (PyPI ships it as source); the tests also drive load with wrk and the page
-# with Debian's chromium.
+# with Debian's chromium, and check the alert rules and dashboard with Debian's prometheus.
 SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
-TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium
+TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium prometheus
 # The scale-out tests: network namespaces (ip), curl and openssl as clients, a test certificate.
 TEST_PACKAGES += iproute2 curl openssl
 

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import signal
+import time
 import types
 import typing
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from werkzeug.exceptions import (
 
 import algo
 import digits
+import metrics
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,9 @@ def create_app(config: dict | None = None) -> Flask:
     signatures = [signature_of(name, entry) for name, entry in entries.items()]
     app.extensions["signatures"] = signatures
     app.extensions["models"] = load_models(app, entries)
+    # Counts and times every request, serves /metrics; log lines name their request's id.
+    metrics.instrument(app, app.extensions["model names"], app.extensions["models"])
+    metrics.log_request_ids()
     for sig in signatures:
         view = algorithm_view(sig)
         methods = ["POST"] if sig.takes_images else ["GET", "POST"]
@@ -482,6 +487,18 @@ def call(sig: Signature, args: tuple, where: str = "") -> object:
 
 
 def call_rows(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
+    """call_each, timed: the time inside the function(s) and the batch size go to the metrics."""
+    start = time.perf_counter()
+    try:
+        return call_each(sig, prefix, rows, batch)
+    finally:
+        seconds = time.perf_counter() - start
+        model = sig.model or sig.name
+        size = len(rows) if batch else None
+        metrics.observe_model(current_app.extensions["metrics"], model, sig.name, size, seconds)
+
+
+def call_each(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
     """The function on each row of arguments: one call for a vectorised function, else one per
     row; the result of a single row, or the list of them in order for a batch."""
     if sig.vectorized:
@@ -748,14 +765,15 @@ def decode_field(value: object, where: str = "") -> object:
 def decoded(data: bytes, where: str = "") -> Image.Image:
     """decode_image(data), its complaint a 400 (prefixed with `where` in a batch)."""
     try:
-        return decode_image(data)
+        return decode_image(data, where)
     except ValueError as error:
         raise BadRequest(f"{where}{error}") from None
 
 
-def decode_image(data: bytes) -> Image.Image:
+def decode_image(data: bytes, where: str = "") -> Image.Image:
     """The image in a PNG or JPEG file, upright as its EXIF says, or ValueError saying what is
-    wrong with the file. The size is checked from the header before any pixel is decoded."""
+    wrong with the file. The size is checked from the header before any pixel is decoded, and
+    counted against the request's pixel budget (a 413 prefixed with `where` when it is spent)."""
     if not data:
         raise ValueError("the image is empty (0 bytes)")
     opener = next((cls for prefix, cls in IMAGE_FORMATS.items() if data.startswith(prefix)), None)

@@ -27,8 +27,10 @@ PEER_ENV = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{PROJECT}"}
 
 # The site's location that passes the app's requests to uWSGI, as the site file has it today
 # (comments and all): the stacks without uWSGI replace it, and only it (render_site fails if it
-# is not found exactly once).
-APP_LOCATION = re.search(r"location / \{\n.*?\n    \}", SITE_FILE.read_text(), re.DOTALL)[0]
+# is not found exactly once). Not the stub_status server's "location /", which passes nothing.
+APP_LOCATION = re.search(
+    r"location / \{\n        include uwsgi_params;\n.*?\n    \}", SITE_FILE.read_text(), re.DOTALL
+)[0]
 
 # nginx answers by itself, with the same bytes and Content-Type as the app: the proxy ceiling.
 NGINX_BODY = BODY.decode().replace("\n", "\\n")  # in nginx's string syntax

@@ -27,6 +27,8 @@ SITE_SOCKET = "unix:/run/modelserver/modelserver.sock"
 SITE_ROOT = "root /opt/modelserver/app;"  # where the page's static/ directory is installed
 # The site's file of addresses exempt from its per-client limits (empty as installed).
 SITE_EXEMPT = "    include /etc/modelserver/exempt-clients;\n"
+SITE_ACCESS_LOG = "access_log /var/log/nginx/modelserver.access.log modelserver_json;"
+SITE_NGINX_STATUS = "listen unix:/run/modelserver-nginx-status.sock;"
 READY_PATH = "/readyz"  # 200 once the app and its models are loaded
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -100,6 +102,16 @@ def render_site(
     changes = {SITE_LISTEN: f"listen {host}:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
     lines = [f"    {address} 1;\n" for address in exempt] or ["    # none exempt\n"]
     changes[SITE_EXEMPT] = "".join(lines)
+    run_dir = os.path.dirname(socket_path)
+    changes = {
+        SITE_LISTEN: f"listen 127.0.0.1:{port};",
+        SITE_ROOT: f"root {PROJECT};",
+        # The JSON log in the run dir, and the combined one as well (people and tests read it).
+        SITE_ACCESS_LOG: f"access_log {run_dir}/nginx-access.json modelserver_json; "
+        f"access_log {run_dir}/nginx-access.log;",
+        SITE_NGINX_STATUS: f"listen unix:{run_dir}/nginx-status.sock;",
+        **changes,
+    }
     for old, new in changes.items():
         site = replace(site, old, new)
     return site
@@ -188,10 +200,17 @@ class Stack:
         self.uwsgi = self.spawn(
             [self.uwsgi_binary(), "--ini", str(PROJECT / "uwsgi.ini"), *self.uwsgi_args],
             "uwsgi.log",
-            env={**os.environ, "MODELSERVER_SOCKET": self.socket_path},
+            env={**os.environ, "MODELSERVER_SOCKET": self.socket_path, **self.metrics_env()},
         )
         self.nginx = self.spawn([nginx, *self.nginx_flags()], "nginx.log")
         self.wait_ready(timeout)
+
+    def metrics_env(self) -> dict[str, str]:
+        """Where uWSGI's workers count (emptied at start) and where nginx's stub_status is."""
+        return {
+            "MODELSERVER_METRICS_DIR": os.path.join(self.dir, "metrics"),
+            "MODELSERVER_NGINX_STATUS": os.path.join(self.dir, "nginx-status.sock"),
+        }
 
     def uwsgi_binary(self) -> str:
         """uWSGI from the virtualenv running this script."""

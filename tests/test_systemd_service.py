@@ -256,6 +256,26 @@ def test_other_users_cannot_use_the_socket(box):
     assert "PermissionError" in result.stderr
 
 
+def test_metrics_of_the_installed_service(box):
+    # The production paths: metrics files in the runtime dir, keyed by worker; uWSGI's stats
+    # socket, the kernel's queue (netlink, allowed by the unit) and nginx's stub_status socket.
+    get(box)
+    text = sh(box, "curl -sS http://127.0.0.1:5555/metrics")
+    for line in (
+        'modelserver_requests_total{endpoint="pisqrt",method="GET",status="200"}',
+        "modelserver_uwsgi_stats_up 1.0",
+        "modelserver_uwsgi_listen_queue 0.0",
+        "modelserver_uwsgi_workers 2.0",
+        "modelserver_nginx_up 1.0",
+        *(f'modelserver_model_loaded{{model="{model}"}} 1.0' for model in MODELS),
+    ):
+        assert line in text, text
+    files = sh(box, "ls /run/modelserver/metrics").split()
+    assert "counter_1.db" in files or "counter_2.db" in files, files
+    assert sh(box, "stat -c %U /run/modelserver/metrics") == "modelserver"
+    assert '"status":200' in sh(box, "tail -n 1 /var/log/nginx/modelserver.access.log")
+
+
 def test_kill_9_of_the_master_restarts_it_within_2_s(box, figure):
     old_pid = main_pid(box)
     restarts = int(sh(box, "systemctl show -p NRestarts --value modelserver"))

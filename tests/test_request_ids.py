@@ -1,0 +1,83 @@
+"""One request's id, followed through the response, nginx's JSON access log and uWSGI's log."""
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import assert_json_error
+from deploy.localstack import Stack
+
+NGINX_ID = re.compile(r"[0-9a-f]{32}")  # nginx's $request_id
+
+
+def logged(path: Path, needle: str, at_least: int = 1, timeout: float = 5) -> list[str]:
+    """The lines of a log that contain needle, waiting (bounded) until there are at_least of
+    them: the writers flush late, and uWSGI writes its request line after the app's lines."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = [line for line in path.read_text().splitlines() if needle in line]
+        if len(lines) >= at_least or time.monotonic() > deadline:
+            return lines
+        time.sleep(0.05)
+
+
+def access_entry(stack: Stack, request_id: str) -> dict:
+    lines = logged(Path(stack.dir, "nginx-access.json"), request_id)
+    assert len(lines) == 1, lines
+    return json.loads(lines[0])
+
+
+def test_a_failing_request_is_followed_through_all_three_layers(stack):
+    status, headers, body = stack.request("GET", "/pisqrt?a=x")
+    assert_json_error(status, headers, body, 400, "'a'")
+    request_id = headers["x-request-id"]
+    assert NGINX_ID.fullmatch(request_id), request_id
+    entry = access_entry(stack, request_id)
+    assert entry["status"] == 400
+    assert entry["uri"] == "/pisqrt?a=x"
+    assert entry["method"] == "GET"
+    assert isinstance(entry["request_time"], float)
+    assert re.fullmatch(r"\d+\.\d{3}", entry["upstream_time"]), entry
+    (line,) = logged(Path(stack.dir, "uwsgi.log"), f"request_id={request_id}")
+    assert "GET /pisqrt?a=x" in line and "400)" in line, line
+
+
+def test_the_apps_own_log_lines_name_the_request(user_stack):
+    # A function with a bug: the app logs it with its traceback, the line naming the request.
+    status, headers, body = user_stack.request("GET", "/broken?a=1")
+    assert_json_error(status, headers, body, 500, "broken failed")
+    request_id = headers["x-request-id"]
+    log = Path(user_stack.dir, "uwsgi.log")
+    app_lines = logged(log, f"request_id={request_id} in server")
+    assert len(app_lines) == 1 and "ERROR" in app_lines[0], app_lines
+    assert "broken failed" in app_lines[0]
+    assert len(logged(log, f"request_id={request_id}", at_least=2)) == 2  # and uWSGI's line
+    assert access_entry(user_stack, request_id)["status"] == 500
+
+
+def test_a_sane_client_id_is_kept(stack):
+    client_id = "checkout-7f3a.41_b"
+    status, headers, body = stack.request("GET", "/pisqrt?a=4", headers={"X-Request-Id": client_id})
+    assert status == 200, body
+    assert headers["x-request-id"] == client_id
+    assert access_entry(stack, client_id)["status"] == 200
+
+
+@pytest.mark.parametrize(
+    "client_id",
+    ["short", "x" * 65, "has space in it", 'quote"and{json}', "semi;colon;id;"],
+)
+def test_any_other_client_id_is_replaced_by_nginx(stack, client_id):
+    status, headers, body = stack.request("GET", "/pisqrt?a=x", headers={"X-Request-Id": client_id})
+    assert status == 400, body
+    assert NGINX_ID.fullmatch(headers["x-request-id"]), headers
+    access_entry(stack, headers["x-request-id"])
+
+
+def test_errors_nginx_answers_itself_carry_the_id(stack):
+    status, headers, body = stack.request("GET", "/static/../../etc/passwd")
+    assert status in (400, 404), body
+    assert NGINX_ID.fullmatch(headers["x-request-id"]), headers
