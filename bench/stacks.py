@@ -129,6 +129,14 @@ class BenchStack(Stack):
         self.wait_ready(timeout)
 
 
+class StackWithoutMetrics(Stack):
+    """Ours with MODELSERVER_METRICS=0: nothing counted, no /metrics; beside ours, the cost of
+    counting every request in prometheus_client's multiprocess files."""
+
+    def metrics_env(self) -> dict[str, str]:
+        return {**super().metrics_env(), "MODELSERVER_METRICS": "0"}
+
+
 @dataclass(frozen=True)
 class StackSpec:
     name: str  # the key in results.json
@@ -147,6 +155,12 @@ STACKS = [
         "ours: nginx → uWSGI → Flask",
         "the shipped stack: the project's site, uwsgi.ini and wsgi:app (deploy.localstack.Stack)",
         lambda: Stack(ready_path=PATH, exempt=LOAD_GENERATOR),
+    ),
+    StackSpec(
+        "ours-nometrics",
+        "ours without metrics",
+        "the same, with MODELSERVER_METRICS=0: what counting each request and /metrics cost",
+        lambda: StackWithoutMetrics(ready_path=PATH, exempt=LOAD_GENERATOR),
     ),
     StackSpec(
         "bare",

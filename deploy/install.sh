@@ -23,6 +23,8 @@ PREFIX=/opt/modelserver
 APP=$PREFIX/app
 VENV=$PREFIX/venv
 UNIT=/etc/systemd/system/modelserver.service
+# nginx's drop-in: a socket file left by a killed nginx is removed before it starts again.
+NGINX_DROPIN=/etc/systemd/system/nginx.service.d/modelserver.conf
 SITE=/etc/nginx/sites-available/modelserver
 SITE_LINK=/etc/nginx/sites-enabled/modelserver
 PORT=${MODELSERVER_PORT:-5555}
@@ -43,7 +45,7 @@ BALANCER_SITE=/etc/nginx/sites-available/modelserver-balancer
 BALANCER_LINK=/etc/nginx/sites-enabled/modelserver-balancer
 TLS_CERT=${MODELSERVER_TLS_CERT:-/etc/ssl/modelserver/balancer.crt}
 TLS_KEY=${MODELSERVER_TLS_KEY:-/etc/ssl/modelserver/balancer.key}
-LISTEN=${MODELSERVER_LISTEN-} ALLOW=${MODELSERVER_ALLOW-}
+LISTEN=${MODELSERVER_LISTEN-} ALLOW=${MODELSERVER_ALLOW-} METRICS_ALLOW=${MODELSERVER_METRICS_ALLOW-}
 
 die() {
     say "$*" >&2
@@ -57,12 +59,14 @@ load_host_options() {
         case $name in
         MODELSERVER_LISTEN) LISTEN=${MODELSERVER_LISTEN-$value} ;;
         MODELSERVER_ALLOW) ALLOW=${MODELSERVER_ALLOW-$value} ;;
+        MODELSERVER_METRICS_ALLOW) METRICS_ALLOW=${MODELSERVER_METRICS_ALLOW-$value} ;;
         esac
     done <"$HOST_OPTIONS"
 }
 
 save_host_options() {
-    printf 'MODELSERVER_LISTEN=%s\nMODELSERVER_ALLOW=%s\n' "$LISTEN" "$ALLOW" >"$WORKDIR/options"
+    printf 'MODELSERVER_LISTEN=%s\nMODELSERVER_ALLOW=%s\nMODELSERVER_METRICS_ALLOW=%s\n' \
+        "$LISTEN" "$ALLOW" "$METRICS_ALLOW" >"$WORKDIR/options"
     put "$WORKDIR/options" "$HOST_OPTIONS" || true
 }
 
@@ -73,27 +77,43 @@ listen_address() {
     esac
 }
 
+# An address or network of a list option, or die naming the option.
+check_address() {
+    [[ $2 =~ ^[0-9a-fA-F.:]+(/[0-9]+)?$ ]] || die "$1 must list IP addresses or networks, got '$2'"
+}
+
 # The host site, on stdout: listening on LISTEN (or PORT); with ALLOW, answering only those
-# addresses (and this host itself) and trusting their X-Forwarded-For.
+# addresses (and this host itself) and trusting their X-Forwarded-For; /metrics answering this
+# host (on its listen address too) and the Prometheus servers of METRICS_ALLOW.
 render_host_site() {
-    local listen=${LISTEN:-$PORT} geo="" realip="" address
+    local listen=${LISTEN:-$PORT} geo="" realip="" metrics="" address
     local edits=(-e "s|^    listen 5555;\$|    listen $listen;|")
     [[ $listen =~ ^([0-9.]+:|\[[0-9a-fA-F:]+\]:)?[0-9]+$ ]] ||
         die "MODELSERVER_LISTEN must be PORT or ADDRESS:PORT, got '$listen'"
+    address=$(listen_address)
+    [ -n "$address" ] && metrics="        allow $address;\n"
+    for address in ${METRICS_ALLOW//,/ }; do
+        check_address MODELSERVER_METRICS_ALLOW "$address"
+        metrics+="        allow $address;\n"
+    done
     if [ -n "$ALLOW" ]; then
         # This host itself may connect too: install.sh's own check, an operator's curl.
         geo="    default 0;\n    127.0.0.1 1;\n    ::1 1;"
         address=$(listen_address)
         [ -n "$address" ] && geo+="\n    $address 1;"
         for address in ${ALLOW//,/ }; do
-            [[ $address =~ ^[0-9a-fA-F.:]+(/[0-9]+)?$ ]] ||
-                die "MODELSERVER_ALLOW must list IP addresses or networks, got '$address'"
+            check_address MODELSERVER_ALLOW "$address"
             geo+="\n    $address 1;"
             realip+="    set_real_ip_from $address;\n"
+        done
+        # A Prometheus may connect (for /metrics; its X-Forwarded-For is not trusted).
+        for address in ${METRICS_ALLOW//,/ }; do
+            geo+="\n    $address 1;"
         done
         edits+=(-e "/^geo \$realip_remote_addr/,/^}/s|^    default 1;\$|$geo|"
             -e "s|^    real_ip_header X-Forwarded-For;\$|$realip&|")
     fi
+    edits+=(-e "/^    location = \/metrics {\$/,/^    }\$/s|^        deny all;\$|$metrics&|")
     sed "${edits[@]}" "$SRC/deploy/nginx/modelserver"
 }
 
@@ -214,8 +234,10 @@ install_operator_files() {
 }
 
 install_unit() {
+    local dropin_changed=0
     put "$SRC/deploy/systemd/modelserver.service" "$UNIT" && unit_changed=1
-    if [ "$unit_changed" = 1 ]; then
+    put "$SRC/deploy/systemd/nginx-modelserver.conf" "$NGINX_DROPIN" && dropin_changed=1
+    if [ "$unit_changed" = 1 ] || [ "$dropin_changed" = 1 ]; then
         systemctl daemon-reload
     fi
 }
@@ -328,6 +350,12 @@ uninstall() {
         rm -f "$UNIT"
         systemctl daemon-reload
         say "removed the service"
+    fi
+    if [ -f "$NGINX_DROPIN" ]; then
+        rm -f "$NGINX_DROPIN"
+        rmdir --ignore-fail-on-non-empty "$(dirname "$NGINX_DROPIN")"
+        systemctl daemon-reload
+        say "removed $NGINX_DROPIN"
     fi
     if [ -e "$SITE" ] || [ -L "$SITE_LINK" ]; then
         rm -f "$SITE_LINK" "$SITE"

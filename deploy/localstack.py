@@ -99,13 +99,12 @@ def render_site(
     exempt: client addresses the per-client limits do not apply to (a test's load generator).
     """
     site = replace(site, SITE_SOCKET, f"unix:{socket_path}", times=2)  # main and retry entry
-    changes = {SITE_LISTEN: f"listen {host}:{port};", SITE_ROOT: f"root {PROJECT};", **changes}
-    lines = [f"    {address} 1;\n" for address in exempt] or ["    # none exempt\n"]
-    changes[SITE_EXEMPT] = "".join(lines)
     run_dir = os.path.dirname(socket_path)
+    exempt_lines = [f"    {address} 1;\n" for address in exempt] or ["    # none exempt\n"]
     changes = {
-        SITE_LISTEN: f"listen 127.0.0.1:{port};",
+        SITE_LISTEN: f"listen {host}:{port};",
         SITE_ROOT: f"root {PROJECT};",
+        SITE_EXEMPT: "".join(exempt_lines),
         # The JSON log in the run dir, and the combined one as well (people and tests read it).
         SITE_ACCESS_LOG: f"access_log {run_dir}/nginx-access.json modelserver_json; "
         f"access_log {run_dir}/nginx-access.log;",

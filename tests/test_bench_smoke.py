@@ -14,8 +14,9 @@ from bench.stacks import BY_NAME
 from deploy.localstack import PROJECT
 
 RUN = str(PROJECT / "bench" / "run.py")
-# Stacks of each kind: uWSGI (ours, bare), nginx alone, and one HTTP peer of each framework.
-CHOSEN = ("ours", "bare", "proxy", "gunicorn", "fastapi")
+# Stacks of each kind: uWSGI (ours with and without metrics, bare), nginx alone, and one HTTP
+# peer of each framework.
+CHOSEN = ("ours", "ours-nometrics", "bare", "proxy", "gunicorn", "fastapi")
 INSTALLED = [
     name
     for name in CHOSEN

@@ -65,7 +65,8 @@ class Cluster:
         result = self.net.run(ns or self.net.client, *argv)
         assert result.returncode == 0, result.stderr
         body, _, last = result.stdout.rpartition("\n")
-        status, content_type, seconds = last.split(" ")
+        status, rest = last.split(" ", 1)
+        content_type, seconds = rest.rsplit(" ", 1)  # a Content-Type may hold spaces
         return int(status), {"content-type": content_type}, body.encode(), float(seconds)
 
     def wrk(self, seconds: float) -> subprocess.Popen:
@@ -171,20 +172,29 @@ def test_install_renders_each_host_and_refuses_bad_values():
         "server 10.0.0.5:5555 max_fails=1 fail_timeout=5s;",
         "server [fd00::7]:80 max_fails=1 fail_timeout=5s;",
     ]
-    env = {"MODELSERVER_LISTEN": "10.0.0.5:5555", "MODELSERVER_ALLOW": "10.0.0.1,10.0.1.0/24"}
+    env = {
+        "MODELSERVER_LISTEN": "10.0.0.5:5555",
+        "MODELSERVER_ALLOW": "10.0.0.1,10.0.1.0/24",
+        "MODELSERVER_METRICS_ALLOW": "10.0.0.9",  # a Prometheus: may connect, not trusted
+    }
     host_site = install_sh("--print-site", env=env)
     assert "    listen 10.0.0.5:5555;\n" in host_site
     assert "    set_real_ip_from 10.0.0.1;\n    set_real_ip_from 10.0.1.0/24;\n" in host_site
+    assert "set_real_ip_from 10.0.0.9" not in host_site
     geo = host_site.split("$modelserver_client_allowed {\n")[1].split("}")[0]
-    assert (
-        geo.split()
-        == "default 0; 127.0.0.1 1; ::1 1; 10.0.0.5 1; 10.0.0.1 1; 10.0.1.0/24 1;".split()
-    )
+    allowed = "default 0; 127.0.0.1 1; ::1 1; 10.0.0.5 1; 10.0.0.1 1; 10.0.1.0/24 1; 10.0.0.9 1;"
+    assert geo.split() == allowed.split()
+    # /metrics: this host, also on its listen address (a local Prometheus), and 10.0.0.9.
+    metrics = host_site.split("location = /metrics {\n")[1].split("error_page")[0]
+    assert [
+        line.strip() for line in metrics.splitlines() if line.strip().startswith(("allow", "deny"))
+    ] == ["allow 127.0.0.1;", "allow ::1;", "allow 10.0.0.5;", "allow 10.0.0.9;", "deny all;"]
     for args, env in [
         (("--print-balancer", "10.0.0.5"), {}),  # no port
         (("--print-balancer", "10.0.0.5:80;"), {}),
         (("--print-site",), {"MODELSERVER_ALLOW": "10.0.0.1; allow all"}),
         (("--print-site",), {"MODELSERVER_LISTEN": "host:80"}),
+        (("--print-site",), {"MODELSERVER_METRICS_ALLOW": "10.0.0.9 all"}),
     ]:
         with pytest.raises(subprocess.CalledProcessError) as failed:
             install_sh(*args, env=env)
@@ -229,6 +239,17 @@ def test_hosts_log_the_real_client_and_refuse_everyone_but_the_balancer(all_up):
         for forged in ((), ("-H", f"X-Forwarded-For: {BALANCER_ADDRESS}")):
             response = all_up.curl(direct, *forged, ns=ns)
             assert_json_error(*response[:3], 403, "load balancers only")
+
+
+def test_metrics_answer_the_host_itself_not_the_balancers_clients(all_up):
+    host = all_up.hosts[0]
+    # A Prometheus on the host scrapes its private address: allowed (install.sh adds it).
+    status, _, body, _ = all_up.curl(f"http://{host.address}:{HOST_PORT}/metrics", ns=host.ns)
+    assert status == 200, body
+    assert b"modelserver_requests_total" in body
+    # A client through the balancer is judged by its own address (X-Forwarded-For): refused.
+    response = all_up.curl(f"https://{BALANCER_ADDRESS}/metrics")
+    assert_json_error(*response[:3], 403, "/metrics answers only")
 
 
 def test_hosts_do_not_speak_the_uwsgi_protocol_to_the_network(all_up):

@@ -18,7 +18,7 @@ import pytest
 from conftest import copy_checkout
 from deploy.localstack import PROJECT
 from server import ALGORITHMS, signature_of
-from systemd_box import SystemdBox, cannot_boot_reason
+from systemd_box import SystemdBox, cannot_boot_reason, wait_for
 
 REASON = cannot_boot_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no systemd box here: {REASON}")
@@ -276,6 +276,21 @@ def test_metrics_of_the_installed_service(box):
     assert '"status":200' in sh(box, "tail -n 1 /var/log/nginx/modelserver.access.log")
 
 
+def test_nginx_killed_starts_again_over_its_leftover_status_socket(box):
+    # A killed nginx leaves its stub_status socket file behind and could not bind it again; the
+    # drop-in install.sh adds to nginx.service removes it first.
+    socket = "/run/modelserver-nginx-status.sock"
+    sh(box, "systemctl kill -s KILL nginx")
+    wait_for(
+        lambda: sh(box, "systemctl is-active nginx || true") != "active", 10, "nginx to be dead"
+    )
+    assert box.run(["test", "-S", socket], check=False).returncode == 0  # left behind
+    sh(box, "systemctl start nginx")
+    assert sh(box, "systemctl is-active nginx") == "active"
+    assert get(box) == (200, RESULT)
+    assert "modelserver_nginx_up 1.0" in sh(box, "curl -sS http://127.0.0.1:5555/metrics")
+
+
 def test_kill_9_of_the_master_restarts_it_within_2_s(box, figure):
     old_pid = main_pid(box)
     restarts = int(sh(box, "systemctl show -p NRestarts --value modelserver"))
@@ -379,6 +394,7 @@ def test_uninstall_leaves_no_trace_and_nginx_serving(box):
         "/etc/nginx/sites-enabled/modelserver",
         "/run/modelserver",
         "/etc/modelserver",
+        "/etc/systemd/system/nginx.service.d/modelserver.conf",
     ):
         assert box.run(["test", "-e", path], check=False).returncode == 1, path
     assert box.run(["id", "modelserver"], check=False).returncode == 1
