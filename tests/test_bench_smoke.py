@@ -92,7 +92,10 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     markdown = (tmp_path / "results.md").read_text()
     for name in INSTALLED:
         assert f"| {BY_NAME[name].label} | 8 |" in markdown
-    assert "Targets of issue 5:" in markdown and "Targets of issue 13:" in markdown
+    assert (
+        "Targets of issues 5 (the HTTP path) and 12 (the metrics' cost):" in markdown
+        and "Targets of issue 13:" in markdown
+    )
     assert markdown in done.stdout  # the table is printed at the end of the run
 
     chart = tmp_path / "results.png"
