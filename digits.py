@@ -1,7 +1,9 @@
 """Handwritten digit classifier: decode an image, reduce it to an 8x8 input, run a small MLP.
 
     model = load_model()  # once per process
-    label, probabilities = predict(model, preprocess(decode_image(data)))
+    label, probabilities = predict(model, preprocess(image))
+
+where image is a Pillow image, as server.decode_image(data, DRAFT) decodes an upload.
 
 Pure functions of their arguments, no HTTP and no global state: a Model is a tuple of read-only
 numpy arrays, so one loaded model can serve any number of threads. Serving needs numpy and Pillow
@@ -16,25 +18,22 @@ Transparent pixels are background.
 """
 
 import functools
-import io
 import math
-import struct
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageChops, ImageFilter, ImageOps, JpegImagePlugin, PngImagePlugin
+from PIL import Image, ImageChops, ImageFilter
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "digits.npz"
 
-# Uploads larger than this many pixels are refused before their pixels are decoded: 4096 x 4096
-# holds a 12-megapixel phone photo, and a decoded RGBA image of this size takes 64 MB.
-MAX_PIXELS = 4096 * 4096
 # The image is cut to the digit at this resolution (longer side, in pixels): enough for a digit
 # a tenth as wide as a photo to keep the detail of a 32x32 bitmap, cheap for a 12 MP photo.
 WORK_SIZE = 512
+# What preprocess needs of an upload, as the registry's serve(..., draft=) takes it: grey, and
+# no larger than WORK_SIZE. A JPEG is then decoded by libjpeg at 1/2, 1/4 or 1/8 scale and as
+# its Y channel only (no colour conversion), for a fraction of the time and memory.
+DRAFT = ("L", WORK_SIZE)
 # Strokes are normalised on a binary bitmap: the digit's longer side is DIGIT_SIZE pixels (8 per
 # cell of the 8x8), on a canvas wide enough for the thickest stroke to grow outwards.
 DIGIT_SIZE = 64
@@ -52,14 +51,6 @@ MIN_PART = 0.05
 MIN_CONTRAST = 0.15
 
 LEVELS = np.arange(256)  # the values of an 8-bit grey pixel
-
-# How Pillow fails on a damaged file. Warning too: Pillow only warns of a damaged EXIF block, but
-# where warnings are errors (pytest here, python -W error) that is a damaged file like any other.
-_DAMAGE = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, struct.error, Warning)
-_SIGNATURES = {
-    b"\x89PNG\r\n\x1a\n": PngImagePlugin.PngImageFile,
-    b"\xff\xd8\xff": JpegImagePlugin.JpegImageFile,
-}
 
 
 class Model(NamedTuple):
@@ -117,50 +108,6 @@ def predict_batch(model: Model, batch: np.ndarray) -> list[Prediction]:
     exponentials = np.exp(logits - logits.max(axis=1, keepdims=True))  # shifted: never overflows
     probabilities = exponentials / exponentials.sum(axis=1, keepdims=True)
     return list(zip(probabilities.argmax(axis=1).tolist(), probabilities.tolist(), strict=True))
-
-
-def decode_image(data: bytes, max_pixels: int = MAX_PIXELS) -> Image.Image:
-    """Decode a PNG or JPEG file; ValueError says what is wrong with it if it cannot be used.
-
-    The size is checked against max_pixels from the header, before any pixel is decoded. A JPEG
-    larger than WORK_SIZE is decoded at 1/2, 1/4 or 1/8 scale (libjpeg's own scaling, never below
-    WORK_SIZE per side): all that preprocess needs, for a fraction of the time and memory. The
-    image comes back upright, turned as its EXIF orientation says.
-    """
-    if not data:
-        raise ValueError("the image is empty (0 bytes)")
-    opener = next((cls for prefix, cls in _SIGNATURES.items() if data.startswith(prefix)), None)
-    if opener is None:
-        raise ValueError("not a PNG or JPEG image (the file does not start like one)")
-    # The format's own class reads the header only (and refuses a zero width or height).
-    # Image.open would also run Pillow's decompression-bomb check, which warns (a process-wide
-    # warnings filter decides what that becomes) or raises its own error; the limit below is far
-    # lower and always a ValueError.
-    with _failures_as_value_error(f"the {opener.format} header is invalid"):
-        image = opener(io.BytesIO(data))
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ValueError(
-            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-        )
-    # Grey only (a colour JPEG's Y channel, no colour conversion), and scaled down by libjpeg
-    # itself to the size preprocess would reduce the image to anyway. A no-op for PNG.
-    factor = math.ceil(max(width, height) / WORK_SIZE)
-    image.draft("L", (math.ceil(width / factor), math.ceil(height / factor)))
-    with _failures_as_value_error(f"the {opener.format} data is truncated or corrupt"):
-        image.load()
-        # A phone stores a portrait photo sideways and says so in EXIF; browsers show it upright.
-        ImageOps.exif_transpose(image, in_place=True)
-    return image
-
-
-@contextmanager
-def _failures_as_value_error(problem: str) -> Iterator[None]:
-    """Turn the ways Pillow fails on a damaged file into a ValueError naming the problem."""
-    try:
-        yield
-    except _DAMAGE as error:
-        raise ValueError(f"{problem}: {error}") from error
 
 
 def preprocess(image: Image.Image) -> np.ndarray:

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import signal
+import struct
 import time
 import types
 import typing
@@ -57,19 +58,32 @@ class Endpoint:
     # The function takes a whole batch in one call: each parameter is a list (list[float] for a
     # float per item) and it returns one result per item, in order (scikit-learn's predict).
     vectorized: bool = False
+    # (mode, side): what the function needs of its images, as Pillow's Image.draft() takes it.
+    # A JPEG is then decoded by libjpeg straight to that mode ("L": grey, no colour conversion)
+    # at the smallest of its scales 1/2, 1/4, 1/8 that keeps the longer side >= side pixels:
+    # for a model that shrinks every image anyway, most of the decoding is never done. Other
+    # formats (PNG) come whole, in their own mode. None: every image whole.
+    draft: tuple[str, int] | None = None
 
 
 def serve(
-    func: Callable, *, model: Callable[[], object] | None = None, vectorized: bool = False
+    func: Callable,
+    *,
+    model: Callable[[], object] | None = None,
+    vectorized: bool = False,
+    draft: tuple[str, int] | None = None,
 ) -> Endpoint:
-    """An ALGORITHMS entry: func, the loader of the model it needs, and whether it is vectorised."""
-    return Endpoint(func, model, vectorized)
+    """An ALGORITHMS entry: func, the loader of the model it needs, whether it is vectorised,
+    and the least it needs of its images (see Endpoint)."""
+    return Endpoint(func, model, vectorized, draft)
 
 
 # URL name -> function (or serve(function, ...)): GET /pisqrt?a=25 calls algo.pi_sqrt(a=25.0).
 ALGORITHMS: dict[str, Callable | Endpoint] = {
     "pisqrt": algo.pi_sqrt,
-    "predict": serve(algo.predict_digits, model=digits.load_digits, vectorized=True),
+    "predict": serve(
+        algo.predict_digits, model=digits.load_digits, vectorized=True, draft=digits.DRAFT
+    ),
 }
 
 # Request bodies: at most 1 MB (as nginx), and a batch at most 10,000 items (or list values).
@@ -94,7 +108,16 @@ IMAGE_FORMATS = {
 IMAGE_TYPES = ("image/png", "image/jpeg")
 # How Pillow fails on a damaged file. Warning too: Pillow only warns of a damaged EXIF block, but
 # where warnings are errors (pytest here, python -W error) that is a damaged file like any other.
-IMAGE_DAMAGE = (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError, Warning)
+IMAGE_DAMAGE = (
+    OSError,
+    SyntaxError,
+    ValueError,
+    EOFError,
+    IndexError,
+    TypeError,
+    struct.error,
+    Warning,
+)
 
 # Origins whose pages may call the API from a browser (CORS): a comma-separated list in
 # $MODELSERVER_CORS_ORIGINS, "*" for any. Default: none; the page at / is on the same origin
@@ -264,6 +287,7 @@ class Signature:
     params: tuple[Param, ...]
     model: str | None
     vectorized: bool
+    draft: tuple[str, int] | None  # Endpoint.draft
     returns: dict  # JSON Schema of one result
     summary: str
     description: str
@@ -307,6 +331,18 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         if parameter.name not in hints:
             raise TypeError(f"{label} has no type hint; give it one of {SUPPORTED}")
         params.append(make_param(label, parameter, hints[parameter.name], endpoint.vectorized))
+    if endpoint.draft is not None:
+        draft = endpoint.draft
+        if not (
+            isinstance(draft, tuple)
+            and len(draft) == 2
+            and draft[0] in Image.MODES
+            and isinstance(draft[1], int)
+            and draft[1] >= 1
+        ):
+            raise TypeError(f"{where}: draft is (mode, side), e.g. ('L', 512); got {draft!r}")
+        if not any(param.is_image for param in params):
+            raise TypeError(f"{where}: draft= is for a function of images; this one takes none")
     if sum(param.is_image for param in params) > 1 and endpoint.vectorized:
         raise TypeError(f"{where}: a vectorised function takes at most one image parameter")
     doc = inspect.getdoc(func) or name
@@ -319,6 +355,7 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         tuple(params),
         model,
         endpoint.vectorized,
+        endpoint.draft,
         returns,
         summary.strip(),
         description.strip(),
@@ -712,7 +749,8 @@ def image_rows(sig: Signature) -> tuple[list[list], bool]:
         missing = [p.name for p in sig.params if p.required and p not in images[:1]]
         if missing:
             raise BadRequest(f"send {', '.join(missing)} too: use a multipart/form-data form")
-        row = [decoded(request.get_data()) if p is images[0] else p.default for p in sig.params]
+        data = request.get_data()
+        row = [decoded(data, sig.draft) if p is images[0] else p.default for p in sig.params]
         return [row], False
     if request.mimetype != "multipart/form-data":
         raise UnsupportedMediaType(
@@ -736,7 +774,7 @@ def image_rows(sig: Signature) -> tuple[list[list], bool]:
     # In a batch, an image's errors name it.
     where = [f"image {i}: " if count > 1 else "" for i in range(count)]
     return [
-        [decode_field(value, where[i]) for value in row] for i, row in enumerate(rows)
+        [decode_field(value, sig.draft, where[i]) for value in row] for i, row in enumerate(rows)
     ], count > 1
 
 
@@ -758,22 +796,23 @@ class ImageUpload:
     data: bytes
 
 
-def decode_field(value: object, where: str = "") -> object:
-    return decoded(value.data, where) if isinstance(value, ImageUpload) else value
+def decode_field(value: object, draft: tuple[str, int] | None, where: str = "") -> object:
+    return decoded(value.data, draft, where) if isinstance(value, ImageUpload) else value
 
 
-def decoded(data: bytes, where: str = "") -> Image.Image:
-    """decode_image(data), its complaint a 400 (prefixed with `where` in a batch)."""
+def decoded(data: bytes, draft: tuple[str, int] | None = None, where: str = "") -> Image.Image:
+    """decode_image(data, draft), its complaint a 400 (prefixed with `where` in a batch)."""
     try:
-        return decode_image(data, where)
+        return decode_image(data, draft, where)
     except ValueError as error:
         raise BadRequest(f"{where}{error}") from None
 
 
-def decode_image(data: bytes, where: str = "") -> Image.Image:
+def decode_image(data: bytes, draft: tuple[str, int] | None = None, where: str = "") -> Image.Image:
     """The image in a PNG or JPEG file, upright as its EXIF says, or ValueError saying what is
     wrong with the file. The size is checked from the header before any pixel is decoded, and
-    counted against the request's pixel budget (a 413 prefixed with `where` when it is spent)."""
+    counted against the request's pixel budget (a 413 prefixed with `where` when it is spent).
+    draft: (mode, side), a JPEG decoded at reduced scale (Endpoint.draft)."""
     if not data:
         raise ValueError("the image is empty (0 bytes)")
     opener = next((cls for prefix, cls in IMAGE_FORMATS.items() if data.startswith(prefix)), None)
@@ -791,6 +830,10 @@ def decode_image(data: bytes, where: str = "") -> Image.Image:
             f"the image is {width}x{height} = {width * height} pixels; the limit is {MAX_PIXELS}"
         )
     charge_pixels(width * height, where)
+    if draft is not None:
+        mode, side = draft
+        factor = math.ceil(max(width, height) / side)
+        image.draft(mode, (math.ceil(width / factor), math.ceil(height / factor)))
     try:
         image.load()
         # A phone stores a portrait photo sideways and says so in EXIF; browsers show it upright.

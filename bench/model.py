@@ -3,7 +3,7 @@
 - A/B: the digit classifier of this checkout against digits.py as it was at BASELINE (before
   the image path was made faster), loaded from git into a module of its own, on the same files
   in the same process, stage by stage (decode, preprocess, predict), variants interleaved.
-- The ceiling: server.decode_image and algo.predict_digits, what POST /predict runs, called
+- The ceiling: served_decode and algo.predict_digits, what POST /predict runs, called
   in a loop by 2 processes
   (the servers' worker count) with no HTTP at all; requests/s is what a server could reach.
 - A batch of 10,000 8x8 inputs through predict_batch, this checkout's and the baseline's.
@@ -84,12 +84,24 @@ def baseline_module() -> types.ModuleType | None:
     return module
 
 
+def served_decode(data: bytes) -> Image.Image:
+    """An upload decoded as POST /predict decodes it: server.py's decoder, with the draft (the
+    reduced scale) that the registry's entry asks for."""
+    return server.decode_image(data, server.ALGORITHMS["predict"].draft)
+
+
+def decoder(module: types.ModuleType) -> Callable[[bytes], Image.Image]:
+    """How a variant decodes: the baseline with its own decode_image, this checkout as served."""
+    return getattr(module, "decode_image", served_decode)
+
+
 def stages(module: types.ModuleType, model, data: bytes) -> dict[str, Callable[[], object]]:
     """The serving path of one image split in its stages, each a call to time alone."""
-    image = module.decode_image(data)
+    decode = decoder(module)
+    image = decode(data)
     pixels = module.preprocess(image)
     return {
-        "decode": lambda: module.decode_image(data),
+        "decode": lambda: decode(data),
         "preprocess": lambda: module.preprocess(image),
         "predict": lambda: module.predict_batch(model, pixels.reshape(1, 64)),
     }
@@ -109,7 +121,8 @@ def check_labels(modules: dict[str, types.ModuleType], model, files: dict) -> No
     """Refuse to time a variant that reads the files as anything but the digit drawn."""
     for name, module in modules.items():
         for image_name, (data, _) in files.items():
-            label = module.predict_batch(model, module.preprocess(module.decode_image(data))[None])
+            pixels = module.preprocess(decoder(module)(data))
+            label = module.predict_batch(model, pixels[None])
             if label[0][0] != LABEL:
                 raise RuntimeError(f"{name} reads the {image_name} as {label[0][0]}, not {LABEL}")
 
@@ -135,7 +148,7 @@ def _loop(model, data: bytes, seconds: float, rates, slot: int) -> None:
     """A ceiling process: algo.predict_digits on the file for `seconds`; calls/s written back."""
     calls, started = 0, time.monotonic()
     while (elapsed := time.monotonic() - started) < seconds:
-        algo.predict_digits(model, [server.decode_image(data)])
+        algo.predict_digits(model, [served_decode(data)])
         calls += 1
     rates[slot] = calls / elapsed
 

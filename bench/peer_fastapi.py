@@ -40,5 +40,6 @@ class PredictionResult(BaseModel):
 
 @app.post("/predict")
 async def predict(request: Request) -> PredictionResult:
-    [answer] = algo.predict_digits(MODEL, [server.decode_image(await request.body())])
+    image = server.decode_image(await request.body(), digits.DRAFT)  # as ours decodes it
+    [answer] = algo.predict_digits(MODEL, [image])
     return PredictionResult(result=Prediction(**answer))

@@ -248,6 +248,9 @@ def no_model_param(a: float) -> float:
         (either, ("'a'", "int | str", "not supported")),
         (serve(not_lists, model=usermodels.load_iris, vectorized=True), ("vectorised", "lists")),
         (serve(no_model_param, model=usermodels.load_iris), ("'model'",)),
+        (serve(no_model_param, draft=("L", 64)), ("draft=", "takes none")),
+        (serve(usermodels.image_size, draft=("grey", 64)), ("draft is (mode, side)",)),
+        (serve(usermodels.image_size, draft=512), ("draft is (mode, side)", "512")),
     ],
 )
 def test_an_unsupported_function_fails_at_startup(entry, words):
@@ -255,6 +258,21 @@ def test_an_unsupported_function_fails_at_startup(entry, words):
         create_app({"TESTING": True, "ALGORITHMS": {"bad": entry}})
     for word in words:
         assert word in str(failure.value), (word, str(failure.value))
+
+
+def test_a_draft_decodes_a_jpeg_at_reduced_scale_and_leaves_a_png_whole():
+    # The function asks for grey at >= 100 pixels: a 1000x800 JPEG comes at libjpeg's 1/8 scale.
+    thumb = serve(usermodels.image_size, draft=("L", 100))
+    client = create_app({"TESTING": True, "ALGORITHMS": {"thumb": thumb}}).test_client()
+    photo = io.BytesIO()
+    Image.new("RGB", (1000, 800), "white").save(photo, "JPEG")
+    for data, content_type, expected in (
+        (photo.getvalue(), "image/jpeg", {"width": 125, "height": 100, "mode": "L"}),
+        (png(1000, 800), "image/png", {"width": 1000, "height": 800, "mode": "RGB"}),
+    ):
+        status, headers, answer = flask_post(client, "/thumb", data, content_type)
+        assert status == 200, answer
+        assert json.loads(answer) == {"result": expected}
 
 
 def test_readiness_names_every_model():
