@@ -150,6 +150,10 @@ def summarize_model(measurements: list[dict], summary: dict) -> dict:
             "ours / FastAPI": ratio(
                 by_stack.get("ours", {}).get("rps"), by_stack.get("fastapi", {}).get("rps")
             ),
+            "ours / ours without metrics": ratio(
+                by_stack.get("ours", {}).get("rps"),
+                by_stack.get("ours-nometrics", {}).get("rps"),
+            ),
         }
         for image, by_stack in predict.items()
     }
@@ -461,18 +465,21 @@ def model_section(model: dict | None, settings: dict) -> list[str]:
         f"loop by {WORKERS} processes with no HTTP (calls/s).",
         "",
         "| image | ceiling calls/s | ours req/s | FastAPI req/s | ours / ceiling | ours / FastAPI |"
-        " ours p99 ms | errors |",
-        "|---|--:|--:|--:|--:|--:|--:|--:|",
+        " ours p99 ms | errors | ours without metrics req/s | ours / ours without metrics |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for image, by_stack in model["predict"].items():
         ours, peer = by_stack.get("ours", {}), by_stack.get("fastapi", {})
+        off = by_stack.get("ours-nometrics", {})
         lines.append(
             f"| {image} | {number(model['ceilings'].get(image))} | "
             f"{ours.get('unavailable') or number(ours.get('rps'))} | "
             f"{peer.get('unavailable') or number(peer.get('rps'))} | "
             f"{times(model['ratios'][image]['ours / ceiling'])} | "
             f"{times(model['ratios'][image]['ours / FastAPI'])} | "
-            f"{number(ours.get('p99_ms'))} | {ours.get('errors', '—')} |"
+            f"{number(ours.get('p99_ms'))} | {ours.get('errors', '—')} | "
+            f"{off.get('unavailable') or number(off.get('rps'))} | "
+            f"{times(model['ratios'][image]['ours / ours without metrics'])} |"
         )
     if model["memory"]:
         lines += [

@@ -4,7 +4,7 @@ Each round starts every stack in turn (A B C … A B C …), loads it with wrk a
 after a warm-up, measures batches through ours, and stops it; nothing outlives its turn. The end
 writes results.md, results.json (every round) and results.png, and prints the table.
 
-    .venv/bin/python bench/run.py            # full: <= 10 min
+    .venv/bin/python bench/run.py            # full: about 11 min
     .venv/bin/python bench/run.py --quick    # <= 2 min
 """
 
@@ -27,7 +27,7 @@ from bench.load import THREADS, run_wrk, write_script, wrk_binary
 from bench.stacks import BENCH, BODY, BY_NAME, PATH, RESULT, STACKS, WORKERS, StackSpec
 from deploy.localstack import Stack, interrupt, process_tree
 
-# Bounded: about 10 min for the full run and about 2 for --quick (bench/README.md has the sums).
+# Bounded: about 11 min for the full run and about 2 for --quick (bench/README.md has the sums).
 FULL = {
     "rounds": 5,
     "duration": 3,
@@ -44,8 +44,9 @@ QUICK = {
 }
 SHM = "/dev/shm"  # a tmpfs on Linux
 MAX_BATCH = 10_000  # the service's documented maximum
-# The stacks that serve POST /predict with the model: ours and the FastAPI peer behind nginx.
-PREDICTING = ("ours", "fastapi")
+# The stacks that serve POST /predict with the model: ours (with and without metrics: what
+# counting costs where a model runs) and the FastAPI peer behind nginx.
+PREDICTING = ("ours", "ours-nometrics", "fastapi")
 # The in-process A/B times each stage for this share of --duration, per variant, per round.
 AB_SHARE = 1 / 8
 
