@@ -83,7 +83,7 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         assert set(model["stages_us"][image]) == {"before", "after"}
         assert set(model["stages_us"][image]["after"]) == {"decode", "preprocess", "predict"}
     predicts = [m for m in results["measurements"] if m["kind"] == "predict"]
-    expected = [name for name in ("ours", "fastapi") if name in INSTALLED]
+    expected = [name for name in ("ours", "ours-nometrics", "fastapi") if name in INSTALLED]
     assert sorted({m["stack"] for m in predicts}) == sorted(expected)
     for m in predicts:
         assert m["requests"] > 0 and m["errors"] == 0, m
