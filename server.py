@@ -896,6 +896,8 @@ def allow_cross_origin(response: Response, allowed: frozenset[str]) -> Response:
         response.headers["Access-Control-Allow-Methods"] = "GET, POST"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
         response.headers["Access-Control-Max-Age"] = "600"
+        # A page on another origin may read these too: the id to quote, when to retry.
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
     response.headers.add("Vary", "Origin")  # the answer depends on Origin: caches keep them apart
     return response
 

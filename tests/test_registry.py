@@ -317,3 +317,26 @@ def test_openapi_is_generated_from_the_type_hints(user_client):
     assert "get" not in size
     assert "multipart/form-data" in size["post"]["requestBody"]["content"]
     assert "503" in document["paths"]["/needs-broken"]["post"]["responses"]
+
+
+def test_cross_origin_calls_only_from_the_allowed_origins():
+    config = {
+        "TESTING": True,
+        "ALGORITHMS": usermodels.ALGORITHMS,
+        "CORS_ORIGINS": "https://app.example",
+    }
+    client = create_app(config).test_client()
+    allowed = client.get("/sentiment?text=good", headers={"Origin": "https://app.example"})
+    assert allowed.status_code == 200, allowed.data
+    assert allowed.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert allowed.headers["Access-Control-Allow-Headers"] == "Content-Type, Authorization"
+    # The page on that origin may read the request's id and a 429's Retry-After.
+    assert allowed.headers["Access-Control-Expose-Headers"] == "X-Request-Id, Retry-After"
+    other = client.get("/sentiment?text=good", headers={"Origin": "https://evil.example"})
+    assert other.status_code == 200, other.data
+    assert "Access-Control-Allow-Origin" not in other.headers
+    assert other.headers["Vary"] == "Origin"
+    # None allowed (the default): no CORS header at all.
+    plain = create_app({**config, "CORS_ORIGINS": ""}).test_client()
+    response = plain.get("/sentiment?text=good", headers={"Origin": "https://app.example"})
+    assert "Access-Control-Allow-Origin" not in response.headers
