@@ -8,6 +8,7 @@ killed, cut off, stopped, and all are upgraded, each without a failed request.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -29,6 +30,7 @@ from netns_hosts import (
     install_sh,
     pids_in,
     remove_stack_dir,
+    stack_dir,
 )
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
@@ -239,6 +241,30 @@ def test_hosts_log_the_real_client_and_refuse_everyone_but_the_balancer(all_up):
         for forged in ((), ("-H", f"X-Forwarded-For: {BALANCER_ADDRESS}")):
             response = all_up.curl(direct, *forged, ns=ns)
             assert_json_error(*response[:3], 403, "load balancers only")
+
+
+def test_one_request_id_from_the_balancer_to_the_hosts_logs(all_up):
+    # The balancer makes an id (or keeps the client's sane one) and sends it to the host: its
+    # log and the host's JSON log name the same request.
+    status, _, body, _ = all_up.curl(URL + "&traced=1")
+    assert status == 200, body
+    balancer_line = next(line for line in all_up.balancer.log_lines() if "traced=1" in line)
+    request_id = balancer_line.rsplit("request_id=", 1)[1].strip()
+    assert re.fullmatch(r"[0-9a-f]{32}", request_id), balancer_line
+    host_entries = [
+        json.loads(line)
+        for host in all_up.hosts
+        for line in Path(stack_dir(host.state), "nginx-access.json").read_text().splitlines()
+        if "traced=1" in line
+    ]
+    assert [entry["request_id"] for entry in host_entries] == [request_id]
+    client_id = "client-trace-0001"
+    status, _, body, _ = all_up.curl(URL + "&traced=2", "-H", f"X-Request-Id: {client_id}")
+    assert status == 200, body
+    assert any(
+        "traced=2" in line and line.endswith(f"request_id={client_id}")
+        for line in all_up.balancer.log_lines()
+    )
 
 
 def test_metrics_answer_the_host_itself_not_the_balancers_clients(all_up):
