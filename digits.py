@@ -1,4 +1,4 @@
-"""Handwritten digit classifier: decode an image, reduce it to an 8x8 input, run a small MLP.
+"""Handwritten digit classifier: reduce a decoded image to an 8x8 input, run a small MLP.
 
     model = load_model()  # once per process
     label, probabilities = predict(model, preprocess(image))
@@ -31,8 +31,8 @@ DEFAULT_MODEL = Path(__file__).resolve().parent / "models" / "digits.npz"
 # a tenth as wide as a photo to keep the detail of a 32x32 bitmap, cheap for a 12 MP photo.
 WORK_SIZE = 512
 # What preprocess needs of an upload, as the registry's serve(..., draft=) takes it: grey, and
-# no larger than WORK_SIZE. A JPEG is then decoded by libjpeg at 1/2, 1/4 or 1/8 scale and as
-# its Y channel only (no colour conversion), for a fraction of the time and memory.
+# no larger than what _grey reduces it to (WORK_SIZE). A JPEG is then decoded by libjpeg at 1/2,
+# 1/4 or 1/8 scale and as its Y channel only (no colour conversion): a fraction of the work.
 DRAFT = ("L", WORK_SIZE)
 # Strokes are normalised on a binary bitmap: the digit's longer side is DIGIT_SIZE pixels (8 per
 # cell of the 8x8), on a canvas wide enough for the thickest stroke to grow outwards.

@@ -58,11 +58,13 @@ class Endpoint:
     # The function takes a whole batch in one call: each parameter is a list (list[float] for a
     # float per item) and it returns one result per item, in order (scikit-learn's predict).
     vectorized: bool = False
-    # (mode, side): what the function needs of its images, as Pillow's Image.draft() takes it.
-    # A JPEG is then decoded by libjpeg straight to that mode ("L": grey, no colour conversion)
-    # at the smallest of its scales 1/2, 1/4, 1/8 that keeps the longer side >= side pixels:
-    # for a model that shrinks every image anyway, most of the decoding is never done. Other
-    # formats (PNG) come whole, in their own mode. None: every image whole.
+    # (mode, side): what the function needs of its images, for Pillow's Image.draft(). A JPEG
+    # is then decoded by libjpeg straight to that mode ("L": grey, the Y channel, no colour
+    # conversion; or "RGB") and at a reduced scale (1/2, 1/4 or 1/8): the smallest that is no
+    # smaller than the image reduced by a whole factor until its longer side is at most `side`
+    # (what Image.reduce would give; 640x480 -> 320x240 for 512, 4000x3000 -> 500x375). For a
+    # model that shrinks every image anyway, most of the decoding is never done. Other formats
+    # (PNG) come whole, in their own mode. None: every image whole.
     draft: tuple[str, int] | None = None
 
 
@@ -333,14 +335,17 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         params.append(make_param(label, parameter, hints[parameter.name], endpoint.vectorized))
     if endpoint.draft is not None:
         draft = endpoint.draft
+        # The modes libjpeg decodes to; a bool is not a side.
         if not (
             isinstance(draft, tuple)
             and len(draft) == 2
-            and draft[0] in Image.MODES
-            and isinstance(draft[1], int)
+            and draft[0] in ("L", "RGB")
+            and type(draft[1]) is int
             and draft[1] >= 1
         ):
-            raise TypeError(f"{where}: draft is (mode, side), e.g. ('L', 512); got {draft!r}")
+            raise TypeError(
+                f"{where}: draft is (mode, side), mode 'L' or 'RGB', e.g. ('L', 512); got {draft!r}"
+            )
         if not any(param.is_image for param in params):
             raise TypeError(f"{where}: draft= is for a function of images; this one takes none")
     if sum(param.is_image for param in params) > 1 and endpoint.vectorized:
@@ -896,8 +901,9 @@ def allow_cross_origin(response: Response, allowed: frozenset[str]) -> Response:
         response.headers["Access-Control-Allow-Methods"] = "GET, POST"
         response.headers["Access-Control-Allow-Headers"] = "Content-Type, Authorization"
         response.headers["Access-Control-Max-Age"] = "600"
-        # A page on another origin may read these too: the id to quote, when to retry.
-        response.headers["Access-Control-Expose-Headers"] = "X-Request-Id, Retry-After"
+        # A page on another origin may read the request's id, to quote it. (nginx's own errors,
+        # its 429 among them, carry no CORS headers: such a page sees a network error.)
+        response.headers["Access-Control-Expose-Headers"] = "X-Request-Id"
     response.headers.add("Vary", "Origin")  # the answer depends on Origin: caches keep them apart
     return response
 

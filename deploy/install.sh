@@ -7,7 +7,8 @@
 #
 # Several machines (README "Scale out"): on each host, behind load balancers 10.0.0.1 and 10.0.0.2,
 #     sudo MODELSERVER_LISTEN=10.0.0.5:5555 MODELSERVER_ALLOW=10.0.0.1,10.0.0.2 deploy/install.sh
-# (remembered for the next runs); on the front machine,
+# (remembered for the next runs; MODELSERVER_METRICS_ALLOW=10.0.0.9 lets a Prometheus there read
+# /metrics); on the front machine,
 #     sudo deploy/install.sh --balancer 10.0.0.5:5555 10.0.0.6:5555 10.0.0.7:5555
 # (TLS certificate and key from MODELSERVER_TLS_CERT / MODELSERVER_TLS_KEY, a self-signed pair
 # made when there is none; MODELSERVER_SERVER_NAME for nginx's server_name). --print-site and
@@ -106,9 +107,9 @@ render_host_site() {
             geo+="\n    $address 1;"
             realip+="    set_real_ip_from $address;\n"
         done
-        # A Prometheus may connect (for /metrics; its X-Forwarded-For is not trusted).
+        # A Prometheus may connect, for /metrics only; its X-Forwarded-For is not trusted.
         for address in ${METRICS_ALLOW//,/ }; do
-            geo+="\n    $address 1;"
+            geo+="\n    $address 2;"
         done
         edits+=(-e "/^geo \$realip_remote_addr/,/^}/s|^    default 1;\$|$geo|"
             -e "s|^    real_ip_header X-Forwarded-For;\$|$realip&|")

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import assert_json_error
 from deploy.localstack import Stack, alive, process_tree
 from metrics import unix_listen_queue
+from netns_hosts import install_sh
 
 # The app's own metrics: summed from the workers' files, they must never go backwards. uWSGI's
 # and nginx's (modelserver_uwsgi_*, modelserver_nginx_*) are those servers' own, read live.
@@ -188,31 +189,47 @@ def test_graceful_reload_loses_no_count(metrics_stack):
     assert_exact(metrics_stack)
 
 
-def test_metrics_refused_from_an_address_not_allowed(metrics_stack):
-    # 127.0.0.2 is loopback too, but the site allows only 127.0.0.1 and ::1.
+def request_from(source: str, stack: Stack, path: str) -> tuple[int, dict, bytes]:
+    """GET path through the stack's nginx from another loopback address."""
     conn = http.client.HTTPConnection(
-        "127.0.0.1", metrics_stack.port, timeout=10, source_address=("127.0.0.2", 0)
+        stack.host, stack.port, timeout=10, source_address=(source, 0)
     )
     try:
-        conn.request("GET", "/metrics")
+        conn.request("GET", path)
         response = conn.getresponse()
         headers = {k.lower(): v for k, v in response.getheaders()}
-        body = response.read()
+        return response.status, headers, response.read()
     finally:
         conn.close()
-    assert_json_error(response.status, headers, body, 403, "/metrics")
+
+
+def test_metrics_refused_from_an_address_not_allowed(metrics_stack):
+    # 127.0.0.2 is loopback too, but the site allows only 127.0.0.1 and ::1.
+    status, headers, body = request_from("127.0.0.2", metrics_stack, "/metrics")
+    assert_json_error(status, headers, body, 403, "/metrics")
     assert "modelserver_requests_total" not in body.decode()
     # The API itself still answers that address.
-    conn = http.client.HTTPConnection(
-        "127.0.0.1", metrics_stack.port, timeout=10, source_address=("127.0.0.2", 0)
-    )
-    try:
-        conn.request("GET", "/pisqrt?a=4")
-        response = conn.getresponse()
-        assert response.status == 200
-        assert json.loads(response.read()) == {"result": 3.5449077018110318}
-    finally:
-        conn.close()
+    status, _, body = request_from("127.0.0.2", metrics_stack, "/pisqrt?a=4")
+    assert status == 200, body
+    assert json.loads(body) == {"result": 3.5449077018110318}
+
+
+def test_a_remote_prometheus_reads_metrics_and_nothing_else(tmp_path):
+    # A host behind a balancer (127.0.0.5) with a Prometheus on 127.0.0.2, as install.sh
+    # renders the site; anyone else (127.0.0.3) is refused everything.
+    env = {"MODELSERVER_ALLOW": "127.0.0.5", "MODELSERVER_METRICS_ALLOW": "127.0.0.2"}
+    (tmp_path / "site").write_text(install_sh("--print-site", env=env))
+    with Stack(site_file=tmp_path / "site") as stack:
+        status, _, body = request_from("127.0.0.2", stack, "/metrics")
+        assert status == 200, body
+        assert b"modelserver_requests_total" in body
+        status, headers, body = request_from("127.0.0.2", stack, "/pisqrt?a=4")
+        assert_json_error(status, headers, body, 403, "may read /metrics only")
+        for path in ("/metrics", "/pisqrt?a=4"):
+            status, headers, body = request_from("127.0.0.3", stack, path)
+            assert_json_error(status, headers, body, 403, "load balancers only")
+        status, _, body = request_from("127.0.0.5", stack, "/pisqrt?a=4")  # the balancer
+        assert status == 200, body
 
 
 def test_without_the_stack_metrics_count_in_the_process(client):

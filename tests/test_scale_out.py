@@ -184,7 +184,7 @@ def test_install_renders_each_host_and_refuses_bad_values():
     assert "    set_real_ip_from 10.0.0.1;\n    set_real_ip_from 10.0.1.0/24;\n" in host_site
     assert "set_real_ip_from 10.0.0.9" not in host_site
     geo = host_site.split("$modelserver_client_allowed {\n")[1].split("}")[0]
-    allowed = "default 0; 127.0.0.1 1; ::1 1; 10.0.0.5 1; 10.0.0.1 1; 10.0.1.0/24 1; 10.0.0.9 1;"
+    allowed = "default 0; 127.0.0.1 1; ::1 1; 10.0.0.5 1; 10.0.0.1 1; 10.0.1.0/24 1; 10.0.0.9 2;"
     assert geo.split() == allowed.split()
     # /metrics: this host, also on its listen address (a local Prometheus), and 10.0.0.9.
     metrics = host_site.split("location = /metrics {\n")[1].split("error_page")[0]
@@ -265,6 +265,13 @@ def test_one_request_id_from_the_balancer_to_the_hosts_logs(all_up):
         "traced=2" in line and line.endswith(f"request_id={client_id}")
         for line in all_up.balancer.log_lines()
     )
+    host_ids = [
+        json.loads(line)["request_id"]
+        for host in all_up.hosts
+        for line in Path(stack_dir(host.state), "nginx-access.json").read_text().splitlines()
+        if "traced=2" in line
+    ]
+    assert host_ids == [client_id]
 
 
 def test_metrics_answer_the_host_itself_not_the_balancers_clients(all_up):
@@ -273,7 +280,7 @@ def test_metrics_answer_the_host_itself_not_the_balancers_clients(all_up):
     status, _, body, _ = all_up.curl(f"http://{host.address}:{HOST_PORT}/metrics", ns=host.ns)
     assert status == 200, body
     assert b"modelserver_requests_total" in body
-    # A client through the balancer is judged by its own address (X-Forwarded-For): refused.
+    # A client through the balancer is refused.
     response = all_up.curl(f"https://{BALANCER_ADDRESS}/metrics")
     assert_json_error(*response[:3], 403, "/metrics answers only")
 
