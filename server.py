@@ -306,11 +306,22 @@ class Signature:
         ) and (not any(param.is_list for param in self.params))
 
 
+# An ALGORITHMS name is a path segment: /NAME and /v1/NAME. Not one the service answers itself
+# (probes, metrics, the document, the docs) or nginx serves from disk (static/).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RESERVED_NAMES = frozenset({"healthz", "readyz", "metrics", "openapi.json", "docs", "static", "v1"})
+
+
 def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
     """The Signature of an ALGORITHMS entry, checked at startup: TypeError says what is wrong."""
     endpoint = entry if isinstance(entry, Endpoint) else Endpoint(entry)
     func = endpoint.func
     where = f"ALGORITHMS[{name!r}] ({getattr(func, '__qualname__', func)!r})"
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise TypeError(
+            f"{where}: not a name to serve at /NAME: use letters, digits, '-', '_' and '.', "
+            f"starting with a letter or digit, and none of {', '.join(sorted(RESERVED_NAMES))}"
+        )
     if not callable(func):
         raise TypeError(f"{where}: not a function")
     try:

@@ -277,6 +277,14 @@ def test_a_draft_decodes_a_jpeg_at_reduced_scale_and_leaves_a_png_whole():
         assert json.loads(answer) == {"result": expected}
 
 
+@pytest.mark.parametrize("name", ["metrics", "healthz", "openapi.json", "static", "", "a b", "x/y"])
+def test_a_name_that_is_not_a_free_path_segment_fails_at_startup(name):
+    with pytest.raises(TypeError) as failure:
+        create_app({"TESTING": True, "ALGORITHMS": {name: no_model_param}})
+    assert f"ALGORITHMS[{name!r}]" in str(failure.value)
+    assert "not a name to serve at /NAME" in str(failure.value)
+
+
 def test_readiness_names_every_model():
     working = {"species": usermodels.ALGORITHMS["species"]}
     response = create_app({"TESTING": True, "ALGORITHMS": working}).test_client().get("/readyz")
