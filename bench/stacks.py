@@ -45,7 +45,7 @@ NGINX_ANSWERS = {
 # "Connection: close", or every request opens a new upstream connection. 32 idle connections
 # kept per nginx worker: nginx's docs want the number "small enough to let upstream servers
 # process new incoming connections as well" (their example has 16). Every location that passes
-# to uWSGI (/, /predict, the health checks) passes over HTTP instead, its other lines unchanged.
+# to uWSGI (/, the health checks, /metrics) passes over HTTP instead, its other lines unchanged.
 HTTP_PROXY = {"upstream modelserver {": "upstream modelserver {\n    keepalive 32;"}
 UWSGI_PASS = "include uwsgi_params;"
 HTTP_PASS = 'proxy_http_version 1.1;\n        proxy_set_header Connection "";'

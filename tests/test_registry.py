@@ -6,6 +6,7 @@ import io
 import json
 import time
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -204,6 +205,19 @@ def test_image_parameter(user_client, user_stack, form):
 def flask_post(client, path: str, body: bytes, content_type: str) -> tuple:
     response = client.post(path, data=body, headers={"Content-Type": content_type})
     return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.data
+
+
+def test_a_users_image_function_takes_a_photo_of_several_mb(user_stack):
+    # nginx lets 10 MB through to any function of images, not only to the demo's /predict.
+    noise = np.random.default_rng(0).integers(0, 256, (1000, 1000, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(noise).save(buffer, "PNG")
+    assert len(buffer.getvalue()) > 2 * 1024 * 1024
+    status, _, answer = user_stack.request(
+        "POST", "/size", buffer.getvalue(), {"Content-Type": "image/png"}
+    )
+    assert status == 200, answer
+    assert json.loads(answer) == {"result": {"width": 1000, "height": 1000, "mode": "RGB"}}
 
 
 def test_image_errors_name_the_image(user_client):
