@@ -42,15 +42,17 @@ def test_header_over_8k_is_431_json(stack):
     )
 
 
-def test_body_over_10mb_is_413_json_from_nginx(stack):
+def test_body_over_10mb_is_413_json_from_nginx(user_stack):
     body = b"x" * (10 * 1024 * 1024 + 1)
-    assert_json_error(*stack.request("POST", "/pisqrt", body=body), 413, "at most 10 MB")
+    response = user_stack.request("POST", "/sentiment", body=body)
+    assert_json_error(*response, 413, "at most 10 MB")
 
 
-def test_json_body_over_1mb_is_413_json_from_the_app(stack):
+def test_json_body_over_1mb_is_413_json_from_the_app(user_stack):
     body = b"x" * (1024 * 1024 + 1)
     headers = {"Content-Type": "application/json"}
-    assert_json_error(*stack.request("POST", "/pisqrt", body, headers), 413, "at most 1 MB")
+    response = user_stack.request("POST", "/sentiment", body, headers)
+    assert_json_error(*response, 413, "at most 1 MB")
 
 
 def test_error_page_location_is_not_public(stack):
