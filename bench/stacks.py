@@ -6,13 +6,12 @@ servers); every server runs the same number of workers, WORKERS, as uwsgi.ini.
 """
 
 import os
-import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.localstack import PROJECT, SITE_FILE, Stack, find_nginx
+from deploy.localstack import PROJECT, Stack, find_nginx
 
 BENCH = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -25,12 +24,9 @@ WORKERS = 2
 # The peers' apps import algo from the project and themselves from bench/.
 PEER_ENV = {**os.environ, "PYTHONPATH": f"{BENCH}{os.pathsep}{PROJECT}"}
 
-# The site's location that passes the app's requests to uWSGI, as the site file has it today
-# (comments and all): the stacks without uWSGI replace it, and only it (render_site fails if it
-# is not found exactly once). Not the stub_status server's "location /", which passes nothing.
-APP_LOCATION = re.search(
-    r"location / \{\n        include uwsgi_params;\n.*?\n    \}", SITE_FILE.read_text(), re.DOTALL
-)[0]
+# The site's location that passes the app's requests to uWSGI: the stacks without uWSGI replace
+# it, and only it (render_site fails if it is not found exactly once).
+APP_LOCATION = "location / {\n        uwsgi_pass modelserver;\n    }"
 
 # nginx answers by itself, with the same bytes and Content-Type as the app: the proxy ceiling.
 NGINX_BODY = BODY.decode().replace("\n", "\\n")  # in nginx's string syntax
@@ -44,11 +40,12 @@ NGINX_ANSWERS = {
 # proxy_pass to an HTTP server with keepalive to it, as nginx's docs set it up: HTTP/1.1 and no
 # "Connection: close", or every request opens a new upstream connection. 32 idle connections
 # kept per nginx worker: nginx's docs want the number "small enough to let upstream servers
-# process new incoming connections as well" (their example has 16). Every location that passes
-# to uWSGI (/, the health checks, /metrics) passes over HTTP instead, its other lines unchanged.
+# process new incoming connections as well" (their example has 16). The server's uwsgi settings
+# become HTTP ones and every location that passes to uWSGI (/, the health checks, /metrics)
+# passes over HTTP instead, its other lines unchanged.
 HTTP_PROXY = {"upstream modelserver {": "upstream modelserver {\n    keepalive 32;"}
 UWSGI_PASS = "include uwsgi_params;"
-HTTP_PASS = 'proxy_http_version 1.1;\n        proxy_set_header Connection "";'
+HTTP_PASS = 'proxy_http_version 1.1;\n    proxy_set_header Connection "";'
 
 
 def http_passes(site: str) -> str:
