@@ -57,9 +57,9 @@ def test_a_call_without_the_key_is_a_json_401(keyed_client, headers, words):
 
 def test_the_key_opens_every_function_and_the_rest_is_open_without(keyed_client):
     assert keyed_client.get("/pisqrt?a=25", headers=bearer(KEY)).status_code == 200
-    assert keyed_client.post("/v1/pisqrt", json={"a": 25}, headers=bearer(KEY)).json == {
-        "result": 8.86226925452758
-    }
+    response = keyed_client.post("/v1/pisqrt", json={"a": 25}, headers=bearer(KEY))
+    assert response.status_code == 200, response.data
+    assert response.json == {"result": 8.86226925452758}
     for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/"):
         with keyed_client.get(path) as response:  # the page is a file: closed after
             assert response.status_code == 200, path
@@ -78,7 +78,9 @@ def test_an_unreadable_key_file_stops_the_start(tmp_path):
 
 
 def test_the_document_declares_the_bearer_key(keyed_client):
-    document = keyed_client.get("/openapi.json").json
+    response = keyed_client.get("/openapi.json")
+    assert response.status_code == 200, response.data
+    document = response.json
     assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
     assert document["security"] == [{"apiKey": []}, {}]
 
@@ -114,7 +116,11 @@ def test_through_the_stack_no_key_401_right_key_200_probes_open(keyed_stack):
     assert status == 200, body
     assert stack.request("GET", "/healthz")[0] == 200
     assert stack.request("GET", "/readyz")[0] == 200
-    logs = "".join(log.read_text(errors="replace") for log in Path(stack.dir).glob("*.log"))
+    logs = (
+        "".join(log.read_text(errors="replace") for log in Path(stack.dir).glob("*.log*"))
+        + Path(stack.dir, "nginx-access.json").read_text()
+    )
+    assert "/pisqrt?a=25" in logs  # the calls above are in the logs read
     assert "wrong-one" not in logs and KEY not in logs  # no key is ever logged
 
 

@@ -87,7 +87,9 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     assert sorted({m["stack"] for m in predicts}) == sorted(expected)
     for m in predicts:
         assert m["requests"] > 0 and m["errors"] == 0, m
-    assert all(m["pss_kb"] > 0 for m in results["measurements"] if m["kind"] == "memory")
+    memory = [m for m in results["measurements"] if m["kind"] == "memory"]
+    assert {m["stack"] for m in memory} == set(expected), memory
+    assert all(m["pss_kb"] > 0 for m in memory)
 
     markdown = (tmp_path / "results.md").read_text()
     for name in INSTALLED:

@@ -363,4 +363,5 @@ def test_cross_origin_calls_only_from_the_allowed_origins():
     # None allowed (the default): no CORS header at all.
     plain = create_app({**config, "CORS_ORIGINS": ""}).test_client()
     response = plain.get("/sentiment?text=good", headers={"Origin": "https://app.example"})
+    assert response.status_code == 200, response.data
     assert "Access-Control-Allow-Origin" not in response.headers

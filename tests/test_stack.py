@@ -69,6 +69,7 @@ def test_uwsgi_down_is_502_json():
         deadline = time.monotonic() + 5
         while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.05)
+        assert not any(alive(pid) for pid in workers), workers
         assert_json_error(*stack.request("GET", "/healthz"), 502, "not running")
 
 

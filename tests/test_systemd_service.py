@@ -259,7 +259,7 @@ def test_other_users_cannot_use_the_socket(box):
 def test_metrics_of_the_installed_service(box):
     # The production paths: metrics files in the runtime dir, keyed by worker; uWSGI's stats
     # socket, the kernel's queue (netlink, allowed by the unit) and nginx's stub_status socket.
-    get(box)
+    assert get(box) == (200, RESULT)
     text = sh(box, "curl -sS http://127.0.0.1:5555/metrics")
     for line in (
         'modelserver_requests_total{endpoint="pisqrt",method="GET",status="200"}',
