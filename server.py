@@ -88,7 +88,8 @@ ALGORITHMS: dict[str, Callable | Endpoint] = {
     ),
 }
 
-# Request bodies: at most 1 MB (as nginx), and a batch at most 10,000 items (or list values).
+# JSON bodies: at most 1 MB (nginx lets 10 MB through, for images), and a batch at most 10,000
+# items (or list values).
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 10_000
 BODY_TOO_LARGE = RequestEntityTooLarge.description  # Werkzeug's words for MAX_CONTENT_LENGTH
