@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -343,11 +344,21 @@ def served_endpoints(document: dict) -> list[tuple[str, str]]:
         if path.startswith("/v1/") or "requestBody" not in item.get("post", {}):
             continue
         if "get" in item:
-            query = "&".join(f"{p['name']}={p['example']}" for p in item["get"]["parameters"])
-            endpoints.append(("GET", f"{path}?{query}"))
+            endpoints.append(("GET", f"{path}?{example_query(item['get']['parameters'])}"))
         else:
             endpoints.append(("POST", path))
     return endpoints
+
+
+def example_query(parameters: list[dict]) -> str:
+    """The parameters' examples as a query string the API reads: a list as the parameter
+    repeated (?v=3&v=4), a bool as true or false, text URL-encoded."""
+    pairs = []
+    for parameter in parameters:
+        example = parameter["example"]
+        for value in example if isinstance(example, list) else [example]:
+            pairs.append((parameter["name"], json.dumps(value) if isinstance(value, bool) else value))
+    return urllib.parse.urlencode(pairs)
 
 
 def interrupt(signum, frame) -> None:

@@ -12,6 +12,7 @@ from PIL import Image
 
 import usermodels
 from conftest import assert_json_error, multipart
+from deploy.localstack import served_endpoints
 from server import MAX_BATCH, create_app, serve
 
 JSON = {"Content-Type": "application/json"}
@@ -342,6 +343,28 @@ def test_openapi_is_generated_from_the_type_hints(user_client):
     assert "multipart/form-data" in size["post"]["requestBody"]["content"]
     assert "503" in document["paths"]["/needs-broken"]["post"]["responses"]
 
+
+def test_the_urls_make_run_prints_are_read_as_printed(user_client):
+    """make run lists a GET URL per function from /openapi.json's examples: lists as the
+    parameter repeated, bools as true/false. Each is read as sent; what fails, fails in the
+    function (its own check, its NaN, its bug) or for its model, never in the query."""
+    document = user_client.get("/openapi.json").get_json()
+    endpoints = served_endpoints(document)
+    assert [url for method, url in endpoints if method == "POST"] == ["/size"]  # an image
+    urls = [url for method, url in endpoints if method == "GET"]
+    assert "/flags?on=true&labels=hello&labels=hello&weights=3&weights=3" in urls
+    statuses = {url.split("?")[0]: user_client.get(url).status_code for url in urls}
+    assert statuses == {
+        "/sentiment": 200,
+        "/norm": 200,
+        "/flags": 200,
+        "/classify": 200,
+        "/nan": 500,
+        "/broken": 500,
+        "/species": 400,  # "each row has 4 measures": the function's own check
+        "/species-rows": 400,
+        "/needs-broken": 503,
+    }
 
 def test_cross_origin_calls_only_from_the_allowed_origins():
     config = {
