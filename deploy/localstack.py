@@ -355,9 +355,9 @@ def example_query(parameters: list[dict]) -> str:
     repeated (?v=3&v=4), a bool as true or false, text URL-encoded."""
     pairs = []
     for parameter in parameters:
-        example = parameter["example"]
+        name, example = parameter["name"], parameter["example"]
         for value in example if isinstance(example, list) else [example]:
-            pairs.append((parameter["name"], json.dumps(value) if isinstance(value, bool) else value))
+            pairs.append((name, json.dumps(value) if isinstance(value, bool) else value))
     return urllib.parse.urlencode(pairs)
 
 

@@ -366,6 +366,7 @@ def test_the_urls_make_run_prints_are_read_as_printed(user_client):
         "/needs-broken": 503,
     }
 
+
 def test_cross_origin_calls_only_from_the_allowed_origins():
     config = {
         "TESTING": True,
