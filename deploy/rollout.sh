@@ -21,15 +21,19 @@
 #                               whose address is its first argument: "$MODELSERVER_REMOTE ADDRESS
 #                               sh -s" (default: ssh)
 #   MODELSERVER_UPGRADE         that script (default: cd modelserver && git pull --ff-only &&
-#                               sudo systemctl stop nginx && sudo deploy/install.sh)
+#                               sudo systemctl stop nginx && sudo deploy/install.sh, without
+#                               sudo when the ssh user is root: Debian has no sudo when root
+#                               has a password)
 #   MODELSERVER_BALANCER_SITE   the balancer's site
 #                               (default: /etc/nginx/sites-available/modelserver-balancer)
 #   MODELSERVER_READY_SECONDS   how long a host may take to answer /readyz again (default 120)
 set -euo pipefail
 
+# The default upgrade, as the host's sh runs it (quoted: nothing is expanded here).
+DEFAULT_UPGRADE='as_root=; [ "$(id -u)" = 0 ] || as_root=sudo
+cd modelserver && git pull --ff-only && $as_root systemctl stop nginx && $as_root deploy/install.sh'
 REMOTE=${MODELSERVER_REMOTE:-ssh}
-UPGRADE=${MODELSERVER_UPGRADE:-cd modelserver && git pull --ff-only \
-&& sudo systemctl stop nginx && sudo deploy/install.sh}
+UPGRADE=${MODELSERVER_UPGRADE:-$DEFAULT_UPGRADE}
 SITE=${MODELSERVER_BALANCER_SITE:-/etc/nginx/sites-available/modelserver-balancer}
 READY_SECONDS=${MODELSERVER_READY_SECONDS:-120}
 

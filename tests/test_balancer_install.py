@@ -5,6 +5,9 @@ balancer install on the same box in front of it, as an operator would on a front
 tests run in file order, each on what the one before left, like those of the host install.
 """
 
+import json
+import os
+import subprocess
 import time
 
 import pytest
@@ -16,6 +19,7 @@ from test_systemd_service import (
     REASON,
     RESULT,
     SNAPSHOT,
+    SRC,
     box,  # noqa: F401
     sh,
 )
@@ -77,6 +81,57 @@ def test_host_options_are_kept_by_a_plain_upgrade_and_dropped_when_emptied(box):
     assert dropped.returncode == 0, dropped.stdout + dropped.stderr
     assert "10.9.9.9" not in sh(box, host_site)
 
+
+# rollout.sh's ssh: a key of the test's own, the box's host key taken on first use.
+SSH = (
+    "ssh -i /root/.ssh/rollout -o BatchMode=yes -o StrictHostKeyChecking=accept-new"
+    " -o UserKnownHostsFile=/root/.ssh/rollout-hosts"
+)
+GIT = "git -c user.name=release -c user.email=release@localhost"
+
+
+def download_openssh_server() -> None:
+    """openssh-server's packages into apt's cache on this machine, not installed here (the test
+    machine gets no sshd): the box, whose files lie over this machine's, installs them offline."""
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    download = ["apt-get", "install", "--download-only", "-y", "-qq", "--no-install-recommends"]
+    download.append("openssh-server")
+    if subprocess.run(download, env=env, capture_output=True, timeout=300).returncode != 0:
+        subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, timeout=300)
+        subprocess.run(download, env=env, check=True, capture_output=True, timeout=300)
+
+
+def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box):  # noqa: F811
+    # The host: a real sshd (the box's systemd runs it) that lets root in with the test's key,
+    # and the checkout ~/modelserver, a clone of an origin that then gets a new release.
+    download_openssh_server()
+    sh(
+        box,
+        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-download"
+        " --no-install-recommends openssh-server && systemctl start ssh",
+        timeout=300,
+    )
+    sh(
+        box,
+        "install -d -m 0700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/rollout"
+        " && cat /root/.ssh/rollout.pub >> /root/.ssh/authorized_keys",
+    )
+    sh(
+        box,
+        f"cp -a {SRC} /root/origin && cd /root/origin && git init -q && git add -A"
+        f" && {GIT} commit -qm 'release 1' && git clone -q /root/origin /root/modelserver"
+        " && sed -i 's/Return sqrt(a\\*pi)/Release 2: sqrt(a*pi)/' algo.py"
+        f" && {GIT} commit -qam 'release 2'",
+    )
+    # rollout.sh as shipped (its default upgrade: as root, no sudo, which Debian lacks then).
+    rollout = ["env", f"MODELSERVER_REMOTE={SSH}", f"{SRC}/deploy/rollout.sh", "127.0.0.1:5555"]
+    result = box.run(rollout, check=False, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reloaded modelserver gracefully for the new code" in result.stdout
+    assert result.stdout.strip().endswith("rollout: done: 127.0.0.1:5555 upgraded"), result.stdout
+    document = json.loads(sh(box, "curl -sS -k https://127.0.0.1/openapi.json"))  # via the balancer
+    assert document["paths"]["/pisqrt"]["get"]["summary"].startswith("Release 2: sqrt(a*pi)")
+    assert sh(box, "systemctl is-active nginx modelserver").split() == ["active", "active"]
 
 def test_uninstall_removes_the_balancer_site_too(box):  # noqa: F811
     result = box.run([*INSTALL, "--uninstall"], check=False, timeout=120)
