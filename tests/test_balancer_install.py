@@ -133,6 +133,7 @@ def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box):  #
     assert document["paths"]["/pisqrt"]["get"]["summary"].startswith("Release 2: sqrt(a*pi)")
     assert sh(box, "systemctl is-active nginx modelserver").split() == ["active", "active"]
 
+
 def test_uninstall_removes_the_balancer_site_too(box):  # noqa: F811
     result = box.run([*INSTALL, "--uninstall"], check=False, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
