@@ -13,7 +13,7 @@ VIEWER := static/swagger-ui/.package
 SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
 TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium prometheus
 # The scale-out tests: network namespaces (ip), curl and openssl as clients, a test certificate.
-TEST_PACKAGES += iproute2 curl openssl
+TEST_PACKAGES += iproute2 curl openssl nftables
 
 .PHONY: run test model soak bench bench-quick lint system-packages test-packages bench-packages clean
 

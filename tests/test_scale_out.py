@@ -9,6 +9,8 @@ killed, cut off, stopped, and all are upgraded, each without a failed request.
 import json
 import os
 import re
+import select
+import shlex
 import signal
 import subprocess
 import time
@@ -302,6 +304,61 @@ def test_hosts_do_not_speak_the_uwsgi_protocol_to_the_network(all_up):
     answer = all_up.net.run(all_up.net.lb, "python3", "-c", packet)
     assert answer.stdout.startswith("HTTP/1.1 400"), answer
     assert "result" not in answer.stdout
+
+
+def readme_nft_commands() -> list[list[str]]:
+    """The README's nftables rules against connection floods, as an operator copies them."""
+    lines = (PROJECT / "README.md").read_text().splitlines()
+    return [
+        shlex.split(line.removeprefix("sudo ").split("#")[0])
+        for line in lines
+        if line.startswith("sudo nft ")
+    ]
+
+
+# Opens COUNT connections to ADDRESS:PORT and leaves them silent (a connection flood), prints how
+# many were taken and how many refused, and holds them until its stdin closes (at most 60 s).
+FLOOD = """
+import select, socket, sys
+address, port, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+held, refused = [], 0
+for _ in range(count):
+    try:
+        held.append(socket.create_connection((address, port), timeout=2))
+    except ConnectionRefusedError:
+        refused += 1
+print(len(held), refused, flush=True)
+select.select([sys.stdin], [], [], 60)
+"""
+
+
+def test_the_readmes_firewall_rule_stops_a_connection_flood_from_one_source(all_up):
+    host, net = all_up.hosts[0], all_up.net
+    commands = readme_nft_commands()
+    assert [command[:2] for command in commands] == [["nft", "add"]] * 3 + [["nft", "list"]]
+    try:
+        for command in commands:
+            done = net.run(host.ns, *command)
+            assert done.returncode == 0, done.stderr
+        assert "ct count over 64 } reject with tcp reset" in done.stdout  # the listed table
+        argv = ["python3", "-c", FLOOD, host.address, str(HOST_PORT), "70"]
+        # Leaving the block, on a failure too, closes the flood's stdin: it ends, and is waited for.
+        with subprocess.Popen(
+            ["ip", "netns", "exec", net.client, *argv],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        ) as flood:
+            assert select.select([flood.stdout], [], [], 60)[0], "the flood did not report"
+            assert flood.stdout.readline().split() == ["64", "6"]  # 64 taken, 6 reset at once
+            # Meanwhile another source (the balancer) is served by that host as usual.
+            status, _, body, _ = all_up.curl(
+                f"http://{host.address}:{HOST_PORT}/pisqrt?a=25", ns=net.lb
+            )
+            assert status == 200, body
+            assert json.loads(body) == RESULT
+    finally:
+        net.run(host.ns, "nft", "delete", "table", "inet", "modelserver")
 
 
 # --- failover under load ----------------------------------------------------------------------
