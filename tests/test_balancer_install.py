@@ -88,49 +88,70 @@ SSH = (
     " -o UserKnownHostsFile=/root/.ssh/rollout-hosts"
 )
 GIT = "git -c user.name=release -c user.email=release@localhost"
+ORIGIN = "/srv/origin"  # where the hosts' checkouts pull from
 
 
-def download_openssh_server() -> None:
-    """openssh-server's packages into apt's cache on this machine, not installed here (the test
-    machine gets no sshd): the box, whose files lie over this machine's, installs them offline."""
+def download(*packages: str) -> None:
+    """Debian packages into apt's cache on this machine, not installed here (the test machine
+    gets no sshd): the box, whose files lie over this machine's, installs them offline."""
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    download = ["apt-get", "install", "--download-only", "-y", "-qq", "--no-install-recommends"]
-    download.append("openssh-server")
-    if subprocess.run(download, env=env, capture_output=True, timeout=300).returncode != 0:
+    argv = ["apt-get", "install", "--download-only", "-y", "-qq", "--no-install-recommends"]
+    if subprocess.run([*argv, *packages], env=env, capture_output=True, timeout=300).returncode:
         subprocess.run(["apt-get", "update", "-qq"], env=env, check=True, timeout=300)
-        subprocess.run(download, env=env, check=True, capture_output=True, timeout=300)
+        subprocess.run([*argv, *packages], env=env, check=True, capture_output=True, timeout=300)
 
 
-def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box):  # noqa: F811
-    # The host: a real sshd (the box's systemd runs it) that lets root in with the test's key,
-    # and the checkout ~/modelserver, a clone of an origin that then gets a new release.
-    download_openssh_server()
+def release(box, number: int) -> None:  # noqa: F811
+    """A new commit in the origin: pi_sqrt's docstring, which /openapi.json shows, says it."""
     sh(
         box,
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-download"
-        " --no-install-recommends openssh-server && systemctl start ssh",
-        timeout=300,
+        f'cd {ORIGIN} && sed -i \'s/^    """.*sqrt(a\\*pi)/    """Release {number}: sqrt(a*pi)/\''
+        f" algo.py && {GIT} commit -qam 'release {number}'",
     )
+
+
+@pytest.mark.parametrize(
+    "user, home",
+    [
+        ("root", "/root"),  # no sudo on a Debian whose root has a password (as here)
+        ("deploy", "/home/deploy"),  # the README's way: an ordinary user with sudo
+    ],
+)
+def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box, user, home):  # noqa: F811
+    # The host: a real sshd (the box's systemd runs it) that lets the user in with the test's
+    # key, and the user's checkout ~/modelserver, a clone of an origin that then gets a release.
+    if sh(box, "test -e /srv/origin && echo yes || true") != "yes":
+        download("openssh-server", "sudo")
+        sh(
+            box,
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-download"
+            " --no-install-recommends openssh-server sudo && systemctl start ssh"
+            " && install -d -m 0700 /root/.ssh"
+            " && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/rollout"
+            " && useradd -m deploy && echo 'deploy ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/deploy"
+            " && git config --system safe.directory '*'"
+            f" && cp -a {SRC} {ORIGIN} && cd {ORIGIN} && git init -q && git add -A"
+            f" && {GIT} commit -qm 'release 1'",
+            timeout=300,
+        )
     sh(
         box,
-        "install -d -m 0700 /root/.ssh && ssh-keygen -q -t ed25519 -N '' -f /root/.ssh/rollout"
-        " && cat /root/.ssh/rollout.pub >> /root/.ssh/authorized_keys",
+        f"install -d -m 0700 -o {user} {home}/.ssh"
+        f" && install -m 0600 -o {user} /root/.ssh/rollout.pub {home}/.ssh/authorized_keys"
+        f" && runuser -u {user} -- git clone -q {ORIGIN} {home}/modelserver",
     )
-    sh(
-        box,
-        f"cp -a {SRC} /root/origin && cd /root/origin && git init -q && git add -A"
-        f" && {GIT} commit -qm 'release 1' && git clone -q /root/origin /root/modelserver"
-        " && sed -i 's/Return sqrt(a\\*pi)/Release 2: sqrt(a*pi)/' algo.py"
-        f" && {GIT} commit -qam 'release 2'",
-    )
-    # rollout.sh as shipped (its default upgrade: as root, no sudo, which Debian lacks then).
-    rollout = ["env", f"MODELSERVER_REMOTE={SSH}", f"{SRC}/deploy/rollout.sh", "127.0.0.1:5555"]
+    number = 2 if user == "root" else 3
+    release(box, number)
+    # rollout.sh as shipped: its default upgrade, over ssh.
+    remote = f"MODELSERVER_REMOTE={SSH} -l {user}"
+    rollout = ["env", remote, f"{SRC}/deploy/rollout.sh", "127.0.0.1:5555"]
     result = box.run(rollout, check=False, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reloaded modelserver gracefully for the new code" in result.stdout
     assert result.stdout.strip().endswith("rollout: done: 127.0.0.1:5555 upgraded"), result.stdout
     document = json.loads(sh(box, "curl -sS -k https://127.0.0.1/openapi.json"))  # via the balancer
-    assert document["paths"]["/pisqrt"]["get"]["summary"].startswith("Release 2: sqrt(a*pi)")
+    summary = document["paths"]["/pisqrt"]["get"]["summary"]
+    assert summary.startswith(f"Release {number}: sqrt(a*pi)"), summary
     assert sh(box, "systemctl is-active nginx modelserver").split() == ["active", "active"]
 
 
