@@ -26,10 +26,12 @@ from netns_hosts import (
     BALANCER_ADDRESS,
     CLIENT_ADDRESS,
     HOST_PORT,
+    SUBNET,
     Balancer,
     Host,
     Network,
     install_sh,
+    ip,
     pids_in,
     remove_stack_dir,
     stack_dir,
@@ -359,6 +361,63 @@ def test_the_readmes_firewall_rule_stops_a_connection_flood_from_one_source(all_
             assert json.loads(body) == RESULT
     finally:
         net.run(host.ns, "nft", "delete", "table", "inet", "modelserver")
+
+
+# A greedy client: THREADS keep-alive connections from SOURCE to the balancer, each sending
+# GET /pisqrt as fast as it is answered, for SECONDS; prints the statuses and one 429's answer.
+GREEDY = """
+import collections, http.client, json, ssl, sys, threading, time
+source, balancer, cafile, seconds = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+context = ssl.create_default_context(cafile=cafile)
+stop = time.monotonic() + seconds
+counts, refusal = [], {}
+def client():
+    statuses = collections.Counter()
+    connection = http.client.HTTPSConnection(
+        balancer, context=context, source_address=(source, 0), timeout=10
+    )
+    while time.monotonic() < stop:
+        connection.request("GET", "/pisqrt?a=25")
+        response = connection.getresponse()
+        body = response.read()
+        statuses[response.status] += 1
+        if response.status == 429:
+            refusal.update(retry_after=response.getheader("Retry-After"), body=body.decode())
+    counts.append(statuses)
+threads = [threading.Thread(target=client) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+print(json.dumps({"statuses": sum(counts, collections.Counter()), **refusal}))
+"""
+
+
+def test_behind_the_balancer_the_per_client_limits_count_each_real_client(all_up, figure):
+    # Two more clients, 10.77.0.3 and .4, not exempt from the limits (.2, wrk's, is).
+    net, greedy, other = all_up.net, f"{SUBNET}.3", f"{SUBNET}.4"
+    for address in (greedy, other):
+        ip("-n", net.client, "addr", "add", f"{address}/24", "dev", "eth0")
+    try:
+        argv = ["python3", "-c", GREEDY, greedy, BALANCER_ADDRESS, str(all_up.cert), "4"]
+        done = net.run(net.client, *argv, timeout=60)
+        assert done.returncode == 0, done.stderr
+        report = json.loads(done.stdout)
+        figure("a greedy client through the balancer for 4 s: statuses", report["statuses"])
+        # Each of the 3 hosts lets a client have 200 requests/s and a burst of 400: beyond, 429.
+        assert set(report["statuses"]) == {"200", "429"}, report
+        # At most what 3 hosts x (200/s for the 4 s, half a second's slack, + 400) let through.
+        assert report["statuses"]["200"] <= 3 * (200 * 4.5 + 400), report
+        assert report["retry_after"] == "1"
+        assert json.loads(report["body"])["message"].startswith("too many requests: more than 200")
+        # Right after, the balancer's other clients are not limited with it: the hosts see each
+        # client's own address (X-Forwarded-For), not the balancer's.
+        status, _, body, _ = all_up.curl(URL, "--interface", other)
+        assert status == 200, body
+        assert json.loads(body) == RESULT
+    finally:
+        for address in (greedy, other):
+            ip("-n", net.client, "addr", "del", f"{address}/24", "dev", "eth0")
 
 
 # --- failover under load ----------------------------------------------------------------------
