@@ -120,7 +120,7 @@ def release(box, number: int) -> None:  # noqa: F811
 def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box, user, home):  # noqa: F811
     # The host: a real sshd (the box's systemd runs it) that lets the user in with the test's
     # key, and the user's checkout ~/modelserver, a clone of an origin that then gets a release.
-    if sh(box, "test -e /srv/origin && echo yes || true") != "yes":
+    if sh(box, f"test -e {ORIGIN} && echo yes || true") != "yes":
         download("openssh-server", "sudo")
         sh(
             box,
