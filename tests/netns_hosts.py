@@ -18,6 +18,7 @@ with STATE_DIR in $MODELSERVER_TEST_HOST: rollout.sh's transport in the tests, i
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -212,13 +213,14 @@ class Balancer:
         self.site = dir / "modelserver-site.conf"
         self.site.write_text(site)
         (dir / "nginx.conf").write_text(render_nginx_conf(str(dir)))
-        subprocess.run(["cp", "/etc/nginx/mime.types", str(dir)], check=True)
+        shutil.copy("/etc/nginx/mime.types", dir)
 
     @property
     def nginx(self) -> list[str]:
         """nginx with this balancer's config: add -t, -s reload, or nothing to run it."""
-        conf = self.dir / "nginx.conf"
-        return [find_nginx(), "-p", str(self.dir), "-c", str(conf), "-e", f"{self.dir}/error.log"]
+        conf, errors = self.dir / "nginx.conf", self.dir / "nginx-error.log"
+        # -e: the config's own error log (render_nginx_conf), from before the config is read.
+        return [find_nginx(), "-p", str(self.dir), "-c", str(conf), "-e", str(errors)]
 
     def start(self, timeout: float = 10) -> None:
         subprocess.run(in_ns(self.ns, *self.nginx, "-t", "-q"), check=True)
@@ -263,7 +265,7 @@ class Balancer:
         self.proc = None
 
     def error_log(self) -> str:
-        path = self.dir / "error.log"
+        path = self.dir / "nginx-error.log"
         return path.read_text(errors="replace")[-3000:] if path.exists() else ""
 
     def log_lines(self) -> list[str]:

@@ -38,7 +38,7 @@ def test_balancer_install_serves_over_tls_and_a_second_run_changes_nothing(box):
     assert "made a self-signed certificate /etc/ssl/modelserver/balancer.crt" in result.stdout
     assert "disabled nginx's default site" in result.stdout
     assert result.stdout.strip().endswith(READY)  # its own check, over TLS
-    assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
+    assert sh(box, "curl -fsS -k https://127.0.0.1/pisqrt?a=25") == RESULT
     redirect = (
         "curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1/pisqrt?a=25"
     )
@@ -62,7 +62,7 @@ def test_a_balancer_site_failing_nginx_t_is_refused_and_the_old_one_keeps_servin
     assert result.returncode == 1, result.stdout + result.stderr
     assert "nginx -t failed" in result.stdout + result.stderr
     assert sh(box, f"cat {SITE}") == site
-    assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
+    assert sh(box, "curl -fsS -k https://127.0.0.1/pisqrt?a=25") == RESULT
 
 
 def test_host_options_are_kept_by_a_plain_upgrade_and_dropped_when_emptied(box):  # noqa: F811
@@ -76,7 +76,7 @@ def test_host_options_are_kept_by_a_plain_upgrade_and_dropped_when_emptied(box):
     assert plain.returncode == 0, plain.stdout + plain.stderr
     assert plain.stdout.strip() == READY  # nothing changed; loopback is still allowed
     assert "    set_real_ip_from 10.9.9.9;" in sh(box, host_site)
-    assert sh(box, "curl -sS -k https://127.0.0.1/pisqrt?a=25") == RESULT
+    assert sh(box, "curl -fsS -k https://127.0.0.1/pisqrt?a=25") == RESULT
     dropped = box.run(["env", "MODELSERVER_ALLOW=", *INSTALL], check=False, timeout=300)
     assert dropped.returncode == 0, dropped.stdout + dropped.stderr
     assert "10.9.9.9" not in sh(box, host_site)
@@ -149,7 +149,8 @@ def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box, use
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reloaded modelserver gracefully for the new code" in result.stdout
     assert result.stdout.strip().endswith("rollout: done: 127.0.0.1:5555 upgraded"), result.stdout
-    document = json.loads(sh(box, "curl -sS -k https://127.0.0.1/openapi.json"))  # via the balancer
+    # Through the balancer.
+    document = json.loads(sh(box, "curl -fsS -k https://127.0.0.1/openapi.json"))
     summary = document["paths"]["/pisqrt"]["get"]["summary"]
     assert summary.startswith(f"Release {number}: sqrt(a*pi)"), summary
     assert sh(box, "systemctl is-active nginx modelserver").split() == ["active", "active"]

@@ -258,7 +258,7 @@ def test_metrics_of_the_installed_service(box):
     # The production paths: metrics files in the runtime dir, keyed by worker; uWSGI's stats
     # socket, the kernel's queue (netlink, allowed by the unit) and nginx's stub_status socket.
     assert get(box) == (200, RESULT)
-    text = sh(box, "curl -sS http://127.0.0.1:5555/metrics")
+    text = sh(box, "curl -fsS http://127.0.0.1:5555/metrics")
     for line in (
         'modelserver_requests_total{endpoint="pisqrt",method="GET",status="200"}',
         "modelserver_uwsgi_stats_up 1.0",
@@ -286,7 +286,7 @@ def test_nginx_killed_starts_again_over_its_leftover_status_socket(box):
     sh(box, "systemctl start nginx")
     assert sh(box, "systemctl is-active nginx") == "active"
     assert get(box) == (200, RESULT)
-    assert "modelserver_nginx_up 1.0" in sh(box, "curl -sS http://127.0.0.1:5555/metrics")
+    assert "modelserver_nginx_up 1.0" in sh(box, "curl -fsS http://127.0.0.1:5555/metrics")
 
 
 def test_kill_9_of_the_master_restarts_it_within_2_s(box, figure):
