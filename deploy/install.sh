@@ -87,12 +87,12 @@ check_address() {
 # addresses (and this host itself) and trusting their X-Forwarded-For; /metrics answering this
 # host (on its listen address too) and the Prometheus servers of METRICS_ALLOW.
 render_host_site() {
-    local listen=${LISTEN:-$PORT} geo="" realip="" metrics="" address
+    local listen=${LISTEN:-$PORT} geo="" realip="" metrics="" own address
     local edits=(-e "s|^    listen 5555;\$|    listen $listen;|")
     [[ $listen =~ ^([0-9.]+:|\[[0-9a-fA-F:]+\]:)?[0-9]+$ ]] ||
         die "MODELSERVER_LISTEN must be PORT or ADDRESS:PORT, got '$listen'"
-    address=$(listen_address)
-    [ -n "$address" ] && metrics="        allow $address;\n"
+    own=$(listen_address)
+    [ -n "$own" ] && metrics="        allow $own;\n"
     for address in ${METRICS_ALLOW//,/ }; do
         check_address MODELSERVER_METRICS_ALLOW "$address"
         metrics+="        allow $address;\n"
@@ -100,8 +100,7 @@ render_host_site() {
     if [ -n "$ALLOW" ]; then
         # This host itself may connect too: install.sh's own check, an operator's curl.
         geo="    default 0;\n    127.0.0.1 1;\n    ::1 1;"
-        address=$(listen_address)
-        [ -n "$address" ] && geo+="\n    $address 1;"
+        [ -n "$own" ] && geo+="\n    $own 1;"
         for address in ${ALLOW//,/ }; do
             check_address MODELSERVER_ALLOW "$address"
             geo+="\n    $address 1;"
@@ -345,6 +344,16 @@ install_balancer() {
         "/var/log/nginx/modelserver-balancer.log and error.log"
 }
 
+# remove_site SITE LINK: remove an installed site and have a running nginx drop it; false if
+# there was none.
+remove_site() {
+    [ -e "$1" ] || [ -L "$2" ] || return 1
+    rm -f "$2" "$1"
+    if systemctl is-active --quiet nginx && nginx -t -q; then
+        systemctl reload nginx
+    fi
+}
+
 uninstall() {
     if [ -f "$UNIT" ]; then
         systemctl disable --now modelserver
@@ -358,20 +367,9 @@ uninstall() {
         systemctl daemon-reload
         say "removed $NGINX_DROPIN"
     fi
-    if [ -e "$SITE" ] || [ -L "$SITE_LINK" ]; then
-        rm -f "$SITE_LINK" "$SITE"
-        if systemctl is-active --quiet nginx && nginx -t -q; then
-            systemctl reload nginx
-        fi
-        say "removed the nginx site"
-    fi
-    if [ -e "$BALANCER_SITE" ] || [ -L "$BALANCER_LINK" ]; then
-        rm -f "$BALANCER_LINK" "$BALANCER_SITE"
-        if systemctl is-active --quiet nginx && nginx -t -q; then
-            systemctl reload nginx
-        fi
+    remove_site "$SITE" "$SITE_LINK" && say "removed the nginx site"
+    remove_site "$BALANCER_SITE" "$BALANCER_LINK" &&
         say "removed the balancer site (its certificate stays: $TLS_CERT)"
-    fi
     if id -u modelserver >/dev/null 2>&1; then
         userdel modelserver
         say "removed the user modelserver"
