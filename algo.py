@@ -1,7 +1,7 @@
 """The models: pure functions, no HTTP and no I/O, to test and time them alone.
 
 pi_sqrt is the stand-in; predict_digits runs the handwritten-digit classifier of digits.py on
-images that server.py has decoded.
+images that the server has decoded.
 """
 
 import math

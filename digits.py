@@ -3,7 +3,7 @@
     model = load_model()  # once per process
     label, probabilities = predict(model, preprocess(image))
 
-where image is a Pillow image, as server.decode_image(data, DRAFT) decodes an upload.
+where image is a Pillow image, as modelserver.images.decode_image(data, DRAFT) decodes an upload.
 
 Pure functions of their arguments, no HTTP and no global state: a Model is a tuple of read-only
 numpy arrays, so one loaded model can serve any number of threads. Serving needs numpy and Pillow
@@ -79,7 +79,7 @@ def load_model(path: str | Path = DEFAULT_MODEL) -> Model:
 
 
 def load_digits() -> Model:
-    """The shipped model, models/digits.npz: the loader server.py's registry names."""
+    """The shipped model, models/digits.npz: the loader registry.py names."""
     return load_model()
 
 

@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw
 
 import algo
 import digits
-import server
+import registry
+from modelserver.images import decode_image
 from bench.load import cpu_ticks, other_cpu_pct
 from deploy.localstack import PROJECT
 
@@ -85,9 +86,9 @@ def baseline_module() -> types.ModuleType | None:
 
 
 def served_decode(data: bytes) -> Image.Image:
-    """An upload decoded as POST /predict decodes it: server.py's decoder, with the draft (the
+    """An upload decoded as POST /predict decodes it: the served decoder, with the draft (the
     reduced scale) that the registry's entry asks for."""
-    return server.decode_image(data, server.ALGORITHMS["predict"].draft)
+    return decode_image(data, registry.ENDPOINTS["predict"].draft)
 
 
 def decoder(module: types.ModuleType) -> Callable[[bytes], Image.Image]:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 
 import algo
 import digits
-import server
+from modelserver.images import decode_image
 
 app = FastAPI()
 MODEL = digits.load_model()
@@ -40,6 +40,6 @@ class PredictionResult(BaseModel):
 
 @app.post("/predict")
 async def predict(request: Request) -> PredictionResult:
-    image = server.decode_image(await request.body(), digits.DRAFT)  # as ours decodes it
+    image = decode_image(await request.body(), digits.DRAFT)  # as ours decodes it
     [answer] = algo.predict_digits(MODEL, [image])
     return PredictionResult(result=Prediction(**answer))

@@ -35,7 +35,7 @@ PARTS = {
     "response: WSGI headers and iteration (sansio)": "werkzeug/sansio/response.py",
     "query string parsing (request.args)": "args (werkzeug/",
     "request body read (get_data)": "get_data (werkzeug/",
-    "our code in server.py": "(server.py:",
+    "the framework (modelserver/)": "(modelserver/",
     "json.dumps": "dumps (json/",
     "algo.py": "(algo.py:",
     "digits.py": "(digits.py:",

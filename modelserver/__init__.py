@@ -1,0 +1,1 @@
+"""modelserver: typed Python functions served over HTTP by Flask, under uWSGI, behind nginx."""

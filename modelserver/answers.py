@@ -1,0 +1,110 @@
+"""Answers: results and errors as JSON, and the harakiri deadline turned into a 504."""
+
+import json
+import os
+import signal
+
+import numpy as np
+from flask import Response, current_app, request
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
+
+from modelserver.endpoints import Signature
+from modelserver.limits import BODY_TOO_LARGE
+
+JSON_TYPE = "application/json"
+
+# uwsgi.ini's harakiri-graceful-signal: uWSGI sends it to a worker whose request ran past
+# harakiri, a few seconds before it kills the worker.
+DEADLINE_SIGNAL = signal.SIGSYS
+
+# --- the answer ----------------------------------------------------------------------------
+
+
+def result_response(sig: Signature, result: object) -> Response:
+    """{"result": ...} as JSON: numpy values become plain numbers and lists; NaN, Infinity or
+    a value JSON cannot hold is the function's fault, a 500 naming it, with a log line."""
+    try:
+        return json_response({"result": result})
+    except (TypeError, ValueError) as error:
+        current_app.logger.exception("%s returned a value that is not JSON", sig.name)
+        problem = "NaN or Infinity" if isinstance(error, ValueError) else str(error)
+        raise InternalServerError(
+            f"{sig.name} returned a result that JSON cannot carry: {shorten(problem, 80)}"
+        ) from error
+
+
+def numpy_to_json(value: object) -> object:
+    """json.dumps' fallback: numpy scalars and arrays, tuples inside them, as plain values."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    raise TypeError(f"a {type(value).__name__} is not JSON")
+
+
+def json_response(payload: dict, status: int = 200) -> Response:
+    """payload as JSON, with json.dumps' default spacing: {"result": 8.86226925452758}."""
+    # allow_nan=False: NaN and Infinity are not JSON; emitting them would break clients silently.
+    body = json.dumps(payload, allow_nan=False, default=numpy_to_json) + "\n"
+    return Response(body, status, mimetype=JSON_TYPE)
+
+
+# --- errors ----------------------------------------------------------------------------------
+
+
+class DeadlineExceeded(HTTPException):
+    """The request ran past uWSGI's harakiri; answered 504, then the worker is recycled."""
+
+    code = 504
+    description = "the request ran past the server's time limit and was stopped"
+
+
+def stop_requests_at_the_deadline() -> None:
+    """Under uWSGI, turn the harakiri signal into DeadlineExceeded inside the running request."""
+    try:
+        import uwsgi  # noqa: F401  (exists only inside uWSGI, the one server with harakiri)
+    except ImportError:
+        return
+    signal.signal(DEADLINE_SIGNAL, raise_deadline_exceeded)
+
+
+def raise_deadline_exceeded(signum, frame):
+    raise DeadlineExceeded()
+
+
+def recycle_this_worker() -> None:
+    """Ask uWSGI to replace this worker (SIGHUP: finish, exit, respawn): an interrupted request
+    may have left its state half-changed."""
+    os.kill(os.getpid(), signal.SIGHUP)
+
+
+def shorten(text: str, limit: int = 40) -> str:
+    """Echo at most `limit` characters of client input back in a message."""
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def http_error(error: HTTPException) -> Response:
+    """Every HTTP error as JSON {"message": ...}, keeping its status and headers (e.g. Allow)."""
+    response = error.get_response()
+    response.set_data(json.dumps({"message": error_message(error)}) + "\n")
+    response.content_type = JSON_TYPE
+    if isinstance(error, DeadlineExceeded):
+        response.call_on_close(recycle_this_worker)
+    return response
+
+
+def error_message(error: HTTPException) -> str:
+    """A one-line message naming what was wrong with the request."""
+    if isinstance(error, NotFound):
+        return f"no such path: {shorten(request.path)}"
+    if isinstance(error, RequestEntityTooLarge) and error.description == BODY_TOO_LARGE:
+        limit = request.max_content_length // (1024 * 1024)
+        return f"request body too large: at most {limit} MB"
+    if isinstance(error, MethodNotAllowed):
+        allowed = ", ".join(sorted(error.valid_methods or ()))
+        return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+    return error.description or error.name

@@ -1,0 +1,72 @@
+"""Calling an endpoint's function on rows of arguments: one call, a batch, timed."""
+
+import time
+
+from flask import current_app
+from werkzeug.exceptions import (
+    BadRequest,
+    HTTPException,
+    InternalServerError,
+    ServiceUnavailable,
+)
+
+from modelserver import metrics
+from modelserver.endpoints import Signature
+
+
+def model_of(sig: Signature) -> object:
+    model = current_app.extensions["models"].get(sig.model)
+    if model is None:
+        raise ServiceUnavailable(f"the model {sig.model!r} is not loaded; see /readyz")
+    return model
+
+
+def call_function(sig: Signature, args: tuple, where: str = "") -> object:
+    """sig.func(*args): its domain errors (ValueError, ArithmeticError) are the client's, a 400;
+    anything else is a bug of the function, a 500 whose traceback goes to the log."""
+    try:
+        return sig.func(*args)
+    except (ValueError, ArithmeticError) as error:
+        raise BadRequest(f"{where}{error}") from error
+    except HTTPException:
+        raise
+    except Exception as error:
+        current_app.logger.exception("%s failed", sig.name)
+        raise InternalServerError(
+            f"{sig.name} failed with {type(error).__name__}; the server log has the traceback"
+        ) from error
+
+
+def call_timed(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
+    """call_rows, timed: the time inside the function(s) and the batch size go to the metrics."""
+    start = time.perf_counter()
+    try:
+        return call_rows(sig, prefix, rows, batch)
+    finally:
+        seconds = time.perf_counter() - start
+        model = sig.model or sig.name
+        size = len(rows) if batch else None
+        metrics.observe_model(current_app.extensions["metrics"], model, sig.name, size, seconds)
+
+
+def call_rows(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
+    """The function on each row of arguments: one call for a vectorised function, else one per
+    row; the result of a single row, or the list of them in order for a batch."""
+    if sig.vectorized:
+        if not rows:
+            return []
+        columns = [list(column) for column in zip(*rows, strict=True)]
+        results = call_function(sig, (*prefix, *columns))
+        if not hasattr(results, "__len__") or len(results) != len(rows):
+            raise InternalServerError(
+                f"{sig.name} returned {describe_count(results)} for {len(rows)} item(s); "
+                "a vectorised function returns one result per item"
+            )
+        return list(results) if batch else results[0]
+    if not batch:
+        return call_function(sig, (*prefix, *rows[0]))
+    return [call_function(sig, (*prefix, *row), f"item {i}: ") for i, row in enumerate(rows)]
+
+
+def describe_count(value: object) -> str:
+    return f"{len(value)} result(s)" if hasattr(value, "__len__") else type(value).__name__

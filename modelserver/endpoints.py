@@ -1,0 +1,161 @@
+"""The served thing: serve() declares an endpoint, signature_of() checks it at startup."""
+
+import inspect
+import re
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from pydantic import TypeAdapter
+
+from modelserver.hints import SUPPORTED, Param, make_param
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """A function and how it is served; serve() makes one, a plain function in ALGORITHMS is
+    the same as serve(function)."""
+
+    func: Callable
+    # Called once, in the uWSGI master before the workers fork; its result is passed to the
+    # function's parameter `model`. The model is named after it: load_iris -> "iris".
+    model: Callable[[], object] | None = None
+    # The function takes a whole batch in one call: each parameter is a list (list[float] for a
+    # float per item) and it returns one result per item, in order (scikit-learn's predict).
+    vectorized: bool = False
+    # (mode, side): what the function needs of its images, for Pillow's Image.draft(). A JPEG
+    # is then decoded by libjpeg straight to that mode ("L": grey, the Y channel, no colour
+    # conversion; or "RGB") and at a reduced scale (1/2, 1/4 or 1/8): the smallest that is no
+    # smaller than the image reduced by a whole factor until its longer side is at most `side`
+    # (what Image.reduce would give; 640x480 -> 320x240 for 512, 4000x3000 -> 500x375). For a
+    # model that shrinks every image anyway, most of the decoding is never done. Other formats
+    # (PNG) come whole, in their own mode. None: every image whole.
+    draft: tuple[str, int] | None = None
+
+
+def serve(
+    func: Callable,
+    *,
+    model: Callable[[], object] | None = None,
+    vectorized: bool = False,
+    draft: tuple[str, int] | None = None,
+) -> Endpoint:
+    """An ALGORITHMS entry: func, the loader of the model it needs, whether it is vectorised,
+    and the least it needs of its images (see Endpoint)."""
+    return Endpoint(func, model, vectorized, draft)
+
+
+@dataclass(frozen=True)
+class Signature:
+    """How an endpoint is called: its parameters as the API sees them, and its model's name."""
+
+    name: str
+    func: Callable
+    params: tuple[Param, ...]
+    model: str | None
+    vectorized: bool
+    draft: tuple[str, int] | None  # Endpoint.draft
+    returns: dict  # JSON Schema of one result
+    summary: str
+    description: str
+
+    @property
+    def takes_images(self) -> bool:
+        return any(param.is_image for param in self.params)
+
+    @property
+    def numbers_only(self) -> bool:
+        """Every parameter a single number: the {"a": [1, 25]} batch form applies (deprecated)."""
+        return all(
+            param.kind.schema["type"] in ("number", "integer") for param in self.params
+        ) and (not any(param.is_list for param in self.params))
+
+
+# An ALGORITHMS name is a path segment: /NAME and /v1/NAME. Not one the service answers itself
+# (probes, metrics, the document, the docs) or nginx serves from disk (static/).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+RESERVED_NAMES = frozenset({"healthz", "readyz", "metrics", "openapi.json", "docs", "static", "v1"})
+
+
+def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
+    """The Signature of an ALGORITHMS entry, checked at startup: TypeError says what is wrong."""
+    endpoint = entry if isinstance(entry, Endpoint) else Endpoint(entry)
+    func = endpoint.func
+    where = f"ALGORITHMS[{name!r}] ({getattr(func, '__qualname__', func)!r})"
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise TypeError(
+            f"{where}: not a name to serve at /NAME: use letters, digits, '-', '_' and '.', "
+            f"starting with a letter or digit, and none of {', '.join(sorted(RESERVED_NAMES))}"
+        )
+    if not callable(func):
+        raise TypeError(f"{where}: not a function")
+    try:
+        hints = typing.get_type_hints(func)
+    except Exception as error:  # a hint naming what does not exist: the user's code to fix
+        raise TypeError(f"{where}: its type hints cannot be read: {error}") from error
+    parameters = list(inspect.signature(func).parameters.values())
+    if endpoint.model is not None:
+        if not parameters or parameters[0].name != "model":
+            raise TypeError(
+                f"{where}: serve(..., model=...) passes the model as the first "
+                "parameter, which must be named 'model'"
+            )
+        parameters = parameters[1:]
+    params = []
+    for parameter in parameters:
+        label = f"{where}, parameter {parameter.name!r}"
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            raise TypeError(f"{label}: *args and **kwargs cannot be served; name each parameter")
+        if parameter.name not in hints:
+            raise TypeError(f"{label} has no type hint; give it one of {SUPPORTED}")
+        params.append(make_param(label, parameter, hints[parameter.name], endpoint.vectorized))
+    if endpoint.draft is not None:
+        draft = endpoint.draft
+        # The modes libjpeg decodes to; a bool is not a side.
+        if not (
+            isinstance(draft, tuple)
+            and len(draft) == 2
+            and draft[0] in ("L", "RGB")
+            and type(draft[1]) is int
+            and draft[1] >= 1
+        ):
+            raise TypeError(
+                f"{where}: draft is (mode, side), mode 'L' or 'RGB', e.g. ('L', 512); got {draft!r}"
+            )
+        if not any(param.is_image for param in params):
+            raise TypeError(f"{where}: draft= is for a function of images; this one takes none")
+    if sum(param.is_image for param in params) > 1 and endpoint.vectorized:
+        raise TypeError(f"{where}: a vectorised function takes at most one image parameter")
+    doc = inspect.getdoc(func) or name
+    summary, _, description = doc.partition("\n")
+    model = None if endpoint.model is None else model_name(endpoint.model)
+    returns = result_schema(hints.get("return"), endpoint.vectorized)
+    return Signature(
+        name,
+        func,
+        tuple(params),
+        model,
+        endpoint.vectorized,
+        endpoint.draft,
+        returns,
+        summary.strip(),
+        description.strip(),
+    )
+
+
+def model_name(loader: Callable[[], object]) -> str:
+    """A model is named after its loader, less "load_": load_iris -> "iris"."""
+    return getattr(loader, "__name__", "model").removeprefix("load_")
+
+
+def result_schema(hint: object, vectorized: bool) -> dict:
+    """The JSON Schema of one result, from the return hint where it is a plain type; {} (any
+    JSON) for numpy arrays and other types that become JSON only when they are answered."""
+    if hint is None:
+        return {}
+    if vectorized and typing.get_origin(hint) is list:
+        (hint,) = typing.get_args(hint)
+    try:
+        return TypeAdapter(hint).json_schema()
+    except Exception:  # pydantic has no schema for it (numpy, a model's own class)
+        return {}

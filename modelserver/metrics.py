@@ -1,0 +1,199 @@
+"""Prometheus metrics of the service and request ids in its log lines.
+
+Under uWSGI every worker counts in its own file of prometheus_client's multiprocess directory
+($PROMETHEUS_MULTIPROC_DIR, set by uwsgi.ini: /run/modelserver/metrics in production), and
+GET /metrics sums all the files, so the totals are those of the whole service whichever worker
+answers the scrape. The files are keyed by uWSGI worker id, not by PID: a worker that is
+respawned (kill -9, harakiri, max-requests, a graceful reload) opens its predecessor's file and
+counts on from its values, so no total goes backwards and files do not pile up. The directory is
+emptied when the service starts, never on a graceful reload.
+
+Without uWSGI (Flask's test client, the development server) the metrics live in the process.
+MODELSERVER_METRICS=0 turns all of it off: nothing is counted and /metrics is 404.
+"""
+
+import os
+import shutil
+import time
+from collections.abc import Callable
+
+from flask import Flask, Response, request
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    values,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from modelserver.serverstats import ServerCollector
+
+try:
+    import uwsgi
+except ImportError:  # not under uWSGI
+    uwsgi = None
+
+ENABLED = os.environ.get("MODELSERVER_METRICS", "1") != "0"
+MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+
+# From a fast GET (a fraction of a millisecond) to uWSGI's harakiri bound (30 s).
+DURATION_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+# Any other method token a client sends is counted as "other": labels stay few.
+METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"})
+START = "modelserver.start"  # the request's start time, in its WSGI environ
+
+
+def multiprocess() -> bool:
+    """Counting in files shared by all workers: under uWSGI, with a directory given."""
+    return ENABLED and uwsgi is not None and bool(MULTIPROC_DIR)
+
+
+def worker_key() -> int:
+    """The uWSGI worker id (0 in the master): unique among the processes running at once, and
+    the same for a respawned worker as for the one it replaces."""
+    return uwsgi.worker_id()
+
+
+def prepare_directory() -> None:
+    """In the master, before any worker forks: an empty directory at service start (counters
+    start at 0, as Prometheus expects after a restart); kept as it is on a graceful reload
+    (uWSGI re-executes the master with UWSGI_RELOADS >= 1), so the totals go on."""
+    if uwsgi.worker_id() != 0:
+        return
+    if os.environ.get("UWSGI_RELOADS", "0") == "0":
+        shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
+    os.makedirs(MULTIPROC_DIR, exist_ok=True)
+
+
+class Metrics:
+    """The service's metrics; one per app."""
+
+    def __init__(self, registry: CollectorRegistry | None):
+        self.children = {}  # see child()
+        self.requests = Counter(
+            "modelserver_requests",
+            "HTTP requests answered by the app, by endpoint, method and status.",
+            ["endpoint", "method", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "modelserver_request_duration_seconds",
+            "Time from the request reaching the app to its response, by endpoint.",
+            ["endpoint"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.model_duration = Histogram(
+            "modelserver_model_duration_seconds",
+            "Time inside the model function only, per request, by model.",
+            ["model"],
+            buckets=DURATION_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "modelserver_batch_size",
+            "Items per batch request, by endpoint (single-item requests are not counted).",
+            ["endpoint"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        # Set in the master before fork; workers write 0 to their own files, so "max" is the
+        # master's value.
+        self.model_loaded = Gauge(
+            "modelserver_model_loaded",
+            "1 when the model loaded, 0 when it failed (its endpoints answer 503).",
+            ["model"],
+            multiprocess_mode="max",
+            registry=registry,
+        )
+
+    def child(self, metric, *labels: str):
+        """metric.labels(*labels), remembered: labels() takes a lock and builds its key on each
+        call, a third of the metrics' cost per request (measured: 6.8 us -> 4.4 us)."""
+        key = (metric._name, labels)
+        found = self.children.get(key)
+        if found is None:
+            found = self.children[key] = metric.labels(*labels)
+        return found
+
+
+def instrument(app: Flask, model_names: list[str], models: dict) -> None:
+    """Count every request of app, record which models loaded, and serve GET /metrics."""
+    if not ENABLED:
+        app.extensions["metrics"] = None
+        return
+    registry = None
+    if multiprocess():
+        prepare_directory()
+        # Values in the directory's files, named by worker id instead of PID (module docs).
+        values.ValueClass = values.MultiProcessValue(process_identifier=worker_key)
+    else:
+        registry = CollectorRegistry()
+    metrics = Metrics(registry)
+    app.extensions["metrics"] = metrics
+    for name in model_names:
+        metrics.model_loaded.labels(name).set(1 if name in models else 0)
+    app.wsgi_app = timed(app.wsgi_app)
+    app.after_request(lambda response: count_response(metrics, response))
+    app.add_url_rule("/metrics", "metrics", lambda: exposition(registry))
+
+
+def timed(wsgi_app: Callable) -> Callable:
+    """The WSGI app, noting when each request starts: before Flask's own work and any
+    before_request check, at a fraction of a before_request function's cost."""
+
+    def start_timer(environ: dict, start_response: Callable):
+        environ[START] = time.perf_counter()
+        return wsgi_app(environ, start_response)
+
+    return start_timer
+
+
+def count_response(metrics: Metrics, response: Response) -> Response:
+    """One count and one duration per response the app gives, errors included."""
+    environ = request.environ
+    endpoint = request.endpoint or "none"
+    method = environ["REQUEST_METHOD"]
+    method = method if method in METHODS else "other"
+    metrics.child(metrics.requests, endpoint, method, str(response.status_code)).inc()
+    metrics.child(metrics.duration, endpoint).observe(time.perf_counter() - environ[START])
+    return response
+
+
+def observe_model(metrics: Metrics | None, model: str, endpoint: str, batch: int | None, seconds):
+    """One call of an endpoint's function(s): the time inside them, and the size of a batch
+    request (None for a single item: a GET, or a POST of one)."""
+    if metrics is not None:
+        metrics.child(metrics.model_duration, model).observe(seconds)
+        if batch is not None:
+            metrics.child(metrics.batch_size, endpoint).observe(batch)
+
+
+def exposition(registry: CollectorRegistry | None) -> Response:
+    """The Prometheus text format: the app's metrics summed over every worker's file, and uWSGI's
+    and nginx's own figures read now."""
+    if registry is None:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, MULTIPROC_DIR)
+        registry.register(ServerCollector())
+    return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
