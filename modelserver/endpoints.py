@@ -13,7 +13,7 @@ from modelserver.hints import SUPPORTED, Param, make_param
 
 @dataclass(frozen=True)
 class Endpoint:
-    """A function and how it is served; serve() makes one, a plain function in ALGORITHMS is
+    """A function and how it is served; serve() makes one, a plain function in ENDPOINTS is
     the same as serve(function)."""
 
     func: Callable
@@ -40,7 +40,7 @@ def serve(
     vectorized: bool = False,
     draft: tuple[str, int] | None = None,
 ) -> Endpoint:
-    """An ALGORITHMS entry: func, the loader of the model it needs, whether it is vectorised,
+    """An ENDPOINTS entry: func, the loader of the model it needs, whether it is vectorised,
     and the least it needs of its images (see Endpoint)."""
     return Endpoint(func, model, vectorized, draft)
 
@@ -71,17 +71,17 @@ class Signature:
         ) and (not any(param.is_list for param in self.params))
 
 
-# An ALGORITHMS name is a path segment: /NAME and /v1/NAME. Not one the service answers itself
+# An ENDPOINTS name is a path segment: /NAME and /v1/NAME. Not one the service answers itself
 # (probes, metrics, the document, the docs) or nginx serves from disk (static/).
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 RESERVED_NAMES = frozenset({"healthz", "readyz", "metrics", "openapi.json", "docs", "static", "v1"})
 
 
 def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
-    """The Signature of an ALGORITHMS entry, checked at startup: TypeError says what is wrong."""
+    """The Signature of an ENDPOINTS entry, checked at startup: TypeError says what is wrong."""
     endpoint = entry if isinstance(entry, Endpoint) else Endpoint(entry)
     func = endpoint.func
-    where = f"ALGORITHMS[{name!r}] ({getattr(func, '__qualname__', func)!r})"
+    where = f"ENDPOINTS[{name!r}] ({getattr(func, '__qualname__', func)!r})"
     if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
         raise TypeError(
             f"{where}: not a name to serve at /NAME: use letters, digits, '-', '_' and '.', "
