@@ -54,4 +54,4 @@ flask_app.add_url_rule("/pid", "pid", pid_route)
 
 
 # A user's functions instead of the project's demos: what the framework's tests serve.
-user_app = create_app({"ALGORITHMS": usermodels.ALGORITHMS})
+user_app = create_app({"ENDPOINTS": usermodels.ENDPOINTS})

@@ -6,7 +6,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from server import serve
+from modelserver.endpoints import serve
 
 
 def sentiment(text: str, times: int = 1) -> dict:
@@ -96,7 +96,7 @@ def image_size(image: Image.Image, scale: float = 1.0) -> dict:
     return {"width": image.width * scale, "height": image.height * scale, "mode": image.mode}
 
 
-ALGORITHMS = {
+ENDPOINTS = {
     "sentiment": sentiment,
     "norm": norm,
     "flags": flags,

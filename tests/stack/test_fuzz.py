@@ -19,7 +19,9 @@ from hypothesis import strategies as st
 
 import usermodels
 from conftest import record_figure
-from server import ALGORITHMS, openapi, signature_of
+from modelserver.endpoints import signature_of
+from modelserver.openapi import openapi
+from registry import ENDPOINTS
 
 FUZZED: Counter = Counter()
 SLOW_FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
@@ -32,8 +34,8 @@ def document(algorithms: dict) -> dict:
     return openapi([signature_of(name, entry) for name, entry in algorithms.items()])
 
 
-SERVED = document(ALGORITHMS)
-USERS = document({k: v for k, v in usermodels.ALGORITHMS.items() if k not in FAILING_BY_DESIGN})
+SERVED = document(ENDPOINTS)
+USERS = document({k: v for k, v in usermodels.ENDPOINTS.items() if k not in FAILING_BY_DESIGN})
 del USERS["paths"]["/readyz"]
 SCHEMAS = SERVED["components"]["schemas"]
 # Every function's paths that take a query string or a JSON body, and its parameters' names.

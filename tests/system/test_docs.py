@@ -25,7 +25,7 @@ def test_docs_list_every_function_and_call_one(browser, user_stack):
     )
     try:
         page.goto(f"{user_stack.url}/docs")
-        for name in usermodels.ALGORITHMS:
+        for name in usermodels.ENDPOINTS:
             expect(page.locator(f"[data-path='/{name}']").first).to_be_visible(timeout=15_000)
         operation = page.locator("#operations-default-get_sentiment")
         operation.locator(".opblock-summary").click()

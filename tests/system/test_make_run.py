@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import PROJECT, alive, free_port
-from server import ALGORITHMS, signature_of
+from modelserver.endpoints import signature_of
+from registry import ENDPOINTS
 
 UP = re.compile(r"modelserver is up: (\S+) +\(uWSGI pid (\d+), nginx pid (\d+)")
 DOCS = re.compile(r"^  docs (\S+)/docs$", re.MULTILINE)
@@ -91,7 +92,7 @@ def check_run(argv: list[str]) -> None:
         socket_path = SOCKET.search(output).group(1)
         printed = re.findall(r"^  GET  (\S+)$", output, re.MULTILINE)
         served = [
-            name for name, entry in ALGORITHMS.items() if not signature_of(name, entry).takes_images
+            name for name, entry in ENDPOINTS.items() if not signature_of(name, entry).takes_images
         ]
         assert len(printed) == len(served), output
         for endpoint in printed:

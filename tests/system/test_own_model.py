@@ -36,7 +36,7 @@ def edit(path: Path, old: str, new: str) -> None:
     path.write_text(text.replace(old, new))
 
 
-REGISTRY_START = "ALGORITHMS: dict[str, Callable | Endpoint] = {\n"
+REGISTRY_START = "ENDPOINTS: dict[str, Callable | Endpoint] = {\n"
 
 
 def post(url: str, body: object) -> tuple[int, object]:
@@ -56,8 +56,8 @@ def test_the_readme_example_serves_an_iris_classifier(tmp_path):
     app = copy_checkout(tmp_path / "app")
     (app / "train_iris.py").write_text(readme_block("train_iris.py"))
     (app / "iris.py").write_text(readme_block("iris.py"))
-    edit(app / "server.py", REGISTRY_START, REGISTRY_START + readme_block("registry"))
-    edit(app / "server.py", "import algo\n", "import algo\nimport iris\n")
+    edit(app / "registry.py", REGISTRY_START, REGISTRY_START + readme_block("registry"))
+    edit(app / "registry.py", "import algo\n", "import algo\nimport iris\n")
     subprocess.run([PYTHON, "train_iris.py"], cwd=app, check=True, timeout=120)
     assert (app / "models" / "iris.joblib").stat().st_size > 0
     run = Run([PYTHON, "deploy/localstack.py", "--port", str(free_port())], cwd=app)
@@ -103,7 +103,7 @@ def test_removing_the_demos_leaves_the_framework_tests_green(tmp_path):
         (app / name).unlink()
     # Their functions and registry lines, as the README says.
     (app / "algo.py").write_text('"""The models: pure functions, no HTTP and no I/O."""\n')
-    server = app / "server.py"
+    server = app / "registry.py"
     edit(server, "import algo\nimport digits\n", "")
     registry = re.search(re.escape(REGISTRY_START) + r"(.*?)\n}\n", server.read_text(), re.S)
     edit(server, registry.group(1), "")

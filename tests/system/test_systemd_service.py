@@ -17,7 +17,8 @@ import pytest
 
 from conftest import copy_checkout
 from deploy.localstack import PROJECT
-from server import ALGORITHMS, signature_of
+from modelserver.endpoints import signature_of
+from registry import ENDPOINTS
 from systemd_box import SystemdBox, cannot_boot_reason, wait_for
 
 REASON = cannot_boot_reason()
@@ -28,7 +29,7 @@ SRC = "/srv/modelserver-src"  # where the box sees the checkout
 URL = "http://127.0.0.1:5555/pisqrt?a=25"
 RESULT = '{"result": 8.86226925452758}'
 # What install.sh prints last, its check of /readyz: every model of the registry loaded.
-MODELS = sorted({signature_of(name, entry).model for name, entry in ALGORITHMS.items()} - {None})
+MODELS = sorted({signature_of(name, entry).model for name, entry in ENDPOINTS.items()} - {None})
 READY = json.dumps({"status": "ready", "models": MODELS})
 INSTALL = ["env", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=/srv/wheels", f"{SRC}/deploy/install.sh"]
 KEYS = "/etc/modelserver/api-keys"

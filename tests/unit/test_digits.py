@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFile, ImageOps
 
 import digits
-import server
+from modelserver.images import decode_image
 from conftest import record_figure
 from models import train_digits
 
 
 def decode(data: bytes) -> Image.Image:
     """An upload as POST /predict decodes it: at the reduced scale the model asks for."""
-    return server.decode_image(data, digits.DRAFT)
+    return decode_image(data, digits.DRAFT)
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,9 @@ from PIL import Image
 import usermodels
 from conftest import assert_json_error, multipart
 from deploy.localstack import served_endpoints
-from server import MAX_BATCH, create_app, serve
+from modelserver.endpoints import serve
+from modelserver.limits import MAX_BATCH
+from server import create_app
 
 JSON = {"Content-Type": "application/json"}
 INT64_SCHEMA = {"minimum": -(2**63), "maximum": 2**63 - 1}
@@ -142,7 +144,7 @@ PARAMS = [
 
 @pytest.fixture(scope="module")
 def user_client():
-    return create_app({"TESTING": True, "ALGORITHMS": usermodels.ALGORITHMS}).test_client()
+    return create_app({"TESTING": True, "ENDPOINTS": usermodels.ENDPOINTS}).test_client()
 
 
 @pytest.mark.parametrize("method,path,body,expected_status,expected", PARAMS)
@@ -257,8 +259,8 @@ def no_model_param(a: float) -> float:
 @pytest.mark.parametrize(
     "entry,words",
     [
-        (untyped, ("ALGORITHMS['bad']", "'a'", "no type hint", "list[float]")),
-        (dict_param, ("ALGORITHMS['bad']", "'a'", "dict", "not supported", "list[str]")),
+        (untyped, ("ENDPOINTS['bad']", "'a'", "no type hint", "list[float]")),
+        (dict_param, ("ENDPOINTS['bad']", "'a'", "dict", "not supported", "list[str]")),
         (star_args, ("*args",)),
         (either, ("'a'", "int | str", "not supported")),
         (serve(not_lists, model=usermodels.load_iris, vectorized=True), ("vectorised", "lists")),
@@ -272,7 +274,7 @@ def no_model_param(a: float) -> float:
 )
 def test_an_unsupported_function_fails_at_startup(entry, words):
     with pytest.raises(TypeError) as failure:
-        create_app({"TESTING": True, "ALGORITHMS": {"bad": entry}})
+        create_app({"TESTING": True, "ENDPOINTS": {"bad": entry}})
     for word in words:
         assert word in str(failure.value), (word, str(failure.value))
 
@@ -280,7 +282,7 @@ def test_an_unsupported_function_fails_at_startup(entry, words):
 def test_a_draft_decodes_a_jpeg_at_reduced_scale_and_leaves_a_png_whole():
     # The function asks for grey at >= 100 pixels: a 1000x800 JPEG comes at libjpeg's 1/8 scale.
     thumb = serve(usermodels.image_size, draft=("L", 100))
-    client = create_app({"TESTING": True, "ALGORITHMS": {"thumb": thumb}}).test_client()
+    client = create_app({"TESTING": True, "ENDPOINTS": {"thumb": thumb}}).test_client()
     photo = io.BytesIO()
     Image.new("RGB", (1000, 800), "white").save(photo, "JPEG")
     for data, content_type, expected in (
@@ -295,14 +297,14 @@ def test_a_draft_decodes_a_jpeg_at_reduced_scale_and_leaves_a_png_whole():
 @pytest.mark.parametrize("name", ["metrics", "healthz", "openapi.json", "static", "", "a b", "x/y"])
 def test_a_name_that_is_not_a_free_path_segment_fails_at_startup(name):
     with pytest.raises(TypeError) as failure:
-        create_app({"TESTING": True, "ALGORITHMS": {name: no_model_param}})
-    assert f"ALGORITHMS[{name!r}]" in str(failure.value)
+        create_app({"TESTING": True, "ENDPOINTS": {name: no_model_param}})
+    assert f"ENDPOINTS[{name!r}]" in str(failure.value)
     assert "not a name to serve at /NAME" in str(failure.value)
 
 
 def test_readiness_names_every_model():
-    working = {"species": usermodels.ALGORITHMS["species"]}
-    response = create_app({"TESTING": True, "ALGORITHMS": working}).test_client().get("/readyz")
+    working = {"species": usermodels.ENDPOINTS["species"]}
+    response = create_app({"TESTING": True, "ENDPOINTS": working}).test_client().get("/readyz")
     assert response.status_code == 200
     assert response.get_json() == {"status": "ready", "models": ["iris"]}
 
@@ -313,7 +315,7 @@ def test_openapi_is_generated_from_the_type_hints(user_client):
     assert response.content_type == "application/json"
     document = response.get_json()
     assert set(document["paths"]) >= {
-        f"{p}/{name}" for name in usermodels.ALGORITHMS for p in ("", "/v1")
+        f"{p}/{name}" for name in usermodels.ENDPOINTS for p in ("", "/v1")
     }
     sentiment = document["paths"]["/sentiment"]
     assert (
@@ -370,7 +372,7 @@ def test_the_urls_make_run_prints_are_read_as_printed(user_client):
 def test_cross_origin_calls_only_from_the_allowed_origins():
     config = {
         "TESTING": True,
-        "ALGORITHMS": usermodels.ALGORITHMS,
+        "ENDPOINTS": usermodels.ENDPOINTS,
         "CORS_ORIGINS": "https://app.example",
     }
     client = create_app(config).test_client()
