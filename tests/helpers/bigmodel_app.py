@@ -1,8 +1,8 @@
-"""A synthetic large model served by the production wsgi.py, for tests/test_memory.py.
+"""A synthetic large model served by the production wsgi.py, for tests/stack/test_memory.py.
 
-Run under uWSGI (`--pythonpath tests --module bigmodel_app:app`): the model is built at import,
-in the master, before wsgi.py creates the app and freezes the garbage collector, as a real model
-loaded by create_app would be. MEMTEST_UNFREEZE=1 undoes the freeze: the control case.
+Run under uWSGI (`--pythonpath tests/helpers --module bigmodel_app:app`): the model is built at
+import, in the master, before wsgi.py creates the app and freezes the garbage collector, as a real
+model loaded by create_app would be. MEMTEST_UNFREEZE=1 undoes the freeze: the control case.
 """
 
 import gc

@@ -5,6 +5,8 @@ import math
 
 import pytest
 
+from helpers import assert_json_error
+
 RESULT_25 = 8.86226925452758  # sqrt(25·π), the README's example
 RESULT_1 = math.sqrt(math.pi)
 
@@ -72,3 +74,19 @@ def contract_cases():
         pytest.param(*case, id=f"{case[0]} {case[1][:40]} {(case[2] or '')[:30]}".strip())
         for case in CONTRACT
     ]
+
+
+JSON = {"Content-Type": "application/json"}
+
+
+def check(status: int, headers: dict, body: bytes, method: str, expected_status: int, expected):
+    """Assert one response against its contract row (status first, then body)."""
+    if expected_status == 200:
+        assert status == 200, body
+        assert headers["content-type"] == "application/json"
+        assert json.loads(body) == expected
+        assert body == (json.dumps(expected) + "\n").encode()  # full precision, one line
+    else:
+        assert_json_error(status, headers, body, expected_status, *expected)
+    if expected_status == 405:
+        assert {"GET", "POST"} <= set(headers["allow"].split(", "))

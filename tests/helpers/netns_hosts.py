@@ -7,12 +7,12 @@
 The veth pairs are made inside the namespaces, so the root namespace gets no interface and no
 route to these addresses: every request of the tests is sent from inside a namespace.
 
-A host runs `python tests/netns_hosts.py serve STATE_DIR` inside its namespace: the real stack
-(deploy/localstack.py's Stack) with the host site as `deploy/install.sh --print-site` renders it,
-until SIGTERM (a graceful stop); SIGHUP restarts it with the uWSGI arguments in
+A host runs `python tests/helpers/netns_hosts.py serve STATE_DIR` inside its namespace: the real
+stack (deploy/localstack.py's Stack) with the host site as `deploy/install.sh --print-site` renders
+it, until SIGTERM (a graceful stop); SIGHUP restarts it with the uWSGI arguments in
 STATE_DIR/release.json (new code). `upgrade STATE_DIR` does that and waits until the new stack is
-ready, like install.sh; `on-host HOSTS_JSON ADDRESS CMD...` runs CMD in that host's namespace
-with STATE_DIR in $MODELSERVER_TEST_HOST: rollout.sh's transport in the tests, in place of ssh.
+ready, like install.sh; `on-host HOSTS_JSON ADDRESS CMD...` runs CMD in that host's namespace with
+STATE_DIR in $MODELSERVER_TEST_HOST: rollout.sh's transport in the tests, in place of ssh.
 """
 
 import contextlib
@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
+PROJECT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(PROJECT))
 
 from deploy.localstack import Stack, find_nginx, render_nginx_conf, replace  # noqa: E402

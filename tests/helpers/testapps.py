@@ -10,10 +10,10 @@ import os
 import signal
 import time
 
+import usermodels
 import uwsgi  # exists only inside a uWSGI process
 from flask import request
 
-import usermodels
 from server import create_app
 
 

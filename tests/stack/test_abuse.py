@@ -14,8 +14,8 @@ from contextlib import ExitStack
 import pytest
 from PIL import Image, ImageDraw
 
-from conftest import assert_json_error, multipart
 from deploy.localstack import Stack
+from helpers import assert_json_error, multipart
 
 ATTACKER = "127.0.0.2"
 # Tests of one limit each have their own address: a rate spent by the tests before them would

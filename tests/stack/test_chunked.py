@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from conftest import assert_json_error, multipart
-from test_predict import ONE_PNG, SEVEN_JPEG
+from helpers import assert_json_error, multipart
+from helpers.predict_cases import ONE_PNG, SEVEN_JPEG
 
 
 def send(stack, path: str, body: bytes, content_type: str, chunked: bool) -> tuple:

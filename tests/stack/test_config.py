@@ -1,4 +1,5 @@
-"""Configs are code: nginx -t on the site file, and uWSGI's effective options as it runs them."""
+"""Configs are code: nginx -t on the site file, and uWSGI's effective options as it runs them.
+(unit/test_config_render.py: the site as the local stack renders it.)"""
 
 import json
 import os
@@ -10,33 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.localstack import PROJECT, SITE_FILE, Stack, find_nginx, render_site
-
-TESTS = str(Path(__file__).parent)
-
-
-def test_local_run_changes_only_listen_and_socket():
-    original = SITE_FILE.read_text().splitlines()
-    rendered = render_site(SITE_FILE.read_text(), 8080, "/srv/x.sock", {}).splitlines()
-    changed = [(old, new) for old, new in zip(original, rendered, strict=True) if old != new]
-    socket = "    server unix:/run/modelserver/modelserver.sock max_fails=0"
-    assert changed == [
-        (f"{socket};", "    server unix:/srv/x.sock max_fails=0;"),
-        (f"{socket} backup;", "    server unix:/srv/x.sock max_fails=0 backup;"),
-        ("    include /etc/modelserver/exempt-clients;", "    # none exempt"),
-        # nginx's stub_status socket and the JSON access log, in the run dir (metrics.py).
-        (
-            "    listen unix:/run/modelserver-nginx-status.sock;",
-            "    listen unix:/srv/nginx-status.sock;",
-        ),
-        ("    listen 5555;", "    listen 127.0.0.1:8080;"),
-        (
-            "    access_log /var/log/nginx/modelserver.access.log modelserver_json;",
-            "    access_log /srv/nginx-access.json modelserver_json; "
-            "access_log /srv/nginx-access.log;",
-        ),
-        ("        root /opt/modelserver/app;", f"        root {PROJECT};"),
-    ]
+from deploy.localstack import SITE_FILE, Stack, find_nginx
+from helpers import uwsgi_app
 
 
 def test_nginx_accepts_the_local_config():
@@ -76,7 +52,7 @@ def test_nginx_accepts_the_site_next_to_debians_default_site(tmp_path):
 
 def test_uwsgi_effective_options():
     # A test app that reports uwsgi.opt, run under the project's uwsgi.ini.
-    with Stack(uwsgi_args=("--pythonpath", TESTS, "--module", "testapps:options")) as stack:
+    with Stack(uwsgi_args=uwsgi_app("testapps:options")) as stack:
         status, _, body = stack.request("GET", "/options")
         # The master logs each worker's spawn as it forks it; the app may answer before the
         # second line is written, so wait for it (bounded) rather than race it.
@@ -107,7 +83,6 @@ def test_uwsgi_effective_options():
         "harakiri-graceful-timeout": "5",
         "harakiri-graceful-signal": "31",
         "max-requests": "1000000",
-        "reload-on-rss": "512",
         "disable-logging": "true",
         "log-4xx": "true",
         "log-5xx": "true",
@@ -115,6 +90,10 @@ def test_uwsgi_effective_options():
         "worker-reload-mercy": "40",
     }
     assert {name: options.get(name) for name in expected} == expected
+    # The memory guard is the app's, looking once a second, not uWSGI's reload-on-rss, which
+    # reads /proc after every request.
+    assert "reload-on-rss" not in options
+    assert "MODELSERVER_MAX_RSS_MB=512" in options["env"]
     # What the kernel granted, and the mode uWSGI ran in, from its own startup log.
     assert "your server socket listen backlog is limited to 1024 connections" in log
     assert "*** Operational MODE: preforking ***" in log

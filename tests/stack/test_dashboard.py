@@ -74,8 +74,8 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def prometheus(user_stack):
-    """Prometheus scraping the stack of tests/usermodels.py every second, with the alert rules;
-    that stack has a function that fails (5xx) and a model that did not load."""
+    """Prometheus scraping the stack of tests/helpers/usermodels.py every second, with the alert
+    rules; that stack has a function that fails (5xx) and a model that did not load."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="modelserver-prometheus-") as work:
         config = Path(work, "prometheus.yml")

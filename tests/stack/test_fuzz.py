@@ -17,8 +17,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import usermodels
-from conftest import record_figure
+from helpers import record_figure, usermodels
 from modelserver.endpoints import signature_of
 from modelserver.openapi import openapi
 from registry import ENDPOINTS

@@ -1,6 +1,6 @@
 """One model copy for all workers: wsgi.py's gc.freeze() keeps the pages they share shared.
 
-A synthetic large model (tests/bigmodel_app.py: 256 MB of numpy weights and a 400,000-entry
+A synthetic large model (tests/helpers/bigmodel_app.py: 256 MB of numpy weights and a 400,000-entry
 Python dict) is built in the uWSGI master, which forks 4 workers; each request runs a full
 garbage collection, as a long-lived worker eventually does. Memory is read from
 /proc/PID/smaps_rollup: PSS divides each shared page among the processes that map it, so the PSS
@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import record_figure
 from deploy.localstack import Stack
+from helpers import record_figure, uwsgi_app
 
-TESTS = str(Path(__file__).resolve().parent)
 WORKERS = 4
 # The master and 4 workers together may cost this much more than the master alone, which holds
 # one copy of everything (the interpreter, the libraries, the model).
@@ -55,7 +54,7 @@ def memory_of(unfreeze: bool, monkeypatch) -> dict:
         monkeypatch.setenv("MEMTEST_UNFREEZE", "1")
     else:
         monkeypatch.delenv("MEMTEST_UNFREEZE", raising=False)
-    argv = ("--pythonpath", TESTS, "--module", "bigmodel_app:app", "--processes", str(WORKERS))
+    argv = (*uwsgi_app("bigmodel_app:app"), "--processes", str(WORKERS))
     with Stack(uwsgi_args=argv, ready_path="/big") as stack:
         workers = serve_until_every_worker_answered(stack)
         master = stack.uwsgi.pid

@@ -9,12 +9,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from metrics import unix_listen_queue
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import assert_json_error
 from deploy.localstack import Stack, alive, process_tree
-from metrics import unix_listen_queue
-from netns_hosts import install_sh
+from helpers import assert_json_error, uwsgi_app
+from helpers.netns_hosts import install_sh
 
 # The app's own metrics: summed from the workers' files, they must never go backwards. uWSGI's
 # and nginx's (modelserver_uwsgi_*, modelserver_nginx_*) are those servers' own, read live.
@@ -232,26 +232,10 @@ def test_a_remote_prometheus_reads_metrics_and_nothing_else(tmp_path):
         assert status == 200, body
 
 
-def test_without_the_stack_metrics_count_in_the_process(client):
-    assert client.get("/pisqrt?a=4").status_code == 200
-    assert client.get("/pisqrt?a=x").status_code == 400
-    response = client.get("/metrics")
-    assert response.status_code == 200
-    samples = {
-        (s.name, tuple(sorted(s.labels.items()))): s.value
-        for family in text_string_to_metric_families(response.get_data(as_text=True))
-        for s in family.samples
-    }
-    total = "modelserver_requests_total"
-    assert value(samples, total, endpoint="pisqrt", method="GET", status="200") == 1
-    assert value(samples, total, endpoint="pisqrt", method="GET", status="400") == 1
-
-
 def test_listen_queue_is_read_from_the_kernel():
     # uWSGI's stats say 0 for a unix socket's queue on a stock kernel; sock_diag tells the truth.
     # (A scrape would wait in that same queue, so the function is asked directly.)
-    tests = str(Path(__file__).parent)
-    uwsgi_args = ("--pythonpath", tests, "--module", "testapps:flask_app")
+    uwsgi_args = uwsgi_app("testapps:flask_app")
     with Stack(uwsgi_args=uwsgi_args) as stack:
         assert unix_listen_queue(stack.socket_path) == 0
         with ThreadPoolExecutor(6) as pool:

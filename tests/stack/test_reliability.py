@@ -12,14 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_json_error
 from deploy.localstack import Stack, alive, process_tree
+from helpers import HELPERS, assert_json_error, uwsgi_app
 
-TESTS = Path(__file__).parent
-FLASK_TEST_APP = ("--pythonpath", str(TESTS), "--module", "testapps:flask_app")
+FLASK_TEST_APP = uwsgi_app("testapps:flask_app")
 RESULT = '{"result": 8.86226925452758}'
-# The load below comes from one address, past the site's per-client limits (tests/test_abuse.py
-# tests those): it is exempt, as the session's `stack` is.
+# The load below comes from one address, past the site's per-client limits (test_abuse.py tests
+# those): it is exempt, as the session's `stack` is.
 LOAD_GENERATOR = ("127.0.0.1",)
 
 
@@ -33,7 +32,7 @@ def wrk(url: str, connections: int, seconds: int) -> dict:
         "--timeout",
         "10s",
         "-s",
-        str(TESTS / "wrk_statuses.lua"),
+        str(HELPERS / "wrk_statuses.lua"),
         url,
     ]
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
@@ -45,10 +44,10 @@ def wrk(url: str, connections: int, seconds: int) -> dict:
 
 
 def load(stack: Stack, seconds: float, threads: int = 8) -> subprocess.Popen:
-    """tests/loadclient.py against the stack in the background: finish with outcomes()."""
+    """tests/helpers/loadclient.py against the stack in the background: finish with outcomes()."""
     argv = [
         sys.executable,
-        str(TESTS / "loadclient.py"),
+        str(HELPERS / "loadclient.py"),
         f"{stack.url}/pisqrt?a=25",
         str(seconds),
         str(threads),

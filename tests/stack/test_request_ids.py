@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_json_error
 from deploy.localstack import Stack
+from helpers import assert_json_error
 
 NGINX_ID = re.compile(r"[0-9a-f]{32}")  # nginx's $request_id
 

@@ -7,10 +7,8 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import assert_json_error
 from deploy.localstack import Stack, alive, process_tree
-
-TESTS = str(Path(__file__).parent)
+from helpers import assert_json_error, uwsgi_app
 
 
 def test_socket_is_660_and_three_uwsgi_processes(stack):
@@ -75,7 +73,7 @@ def test_uwsgi_down_is_502_json():
 
 def test_upstream_timeout_is_504_json():
     # A test app that sleeps, and nginx told to wait 1 s instead of 40 s.
-    uwsgi_args = ("--pythonpath", TESTS, "--module", "testapps:flask_app")
+    uwsgi_args = uwsgi_app("testapps:flask_app")
     with Stack(
         uwsgi_args=uwsgi_args, site_changes={"uwsgi_read_timeout 40s;": "uwsgi_read_timeout 1s;"}
     ) as stack:
@@ -103,7 +101,7 @@ def test_stop_leaves_no_process_or_directory():
 
 def test_sigterm_lets_requests_in_flight_finish():
     # systemd stops with SIGTERM: a request already running must get its answer, not a 502.
-    with Stack(uwsgi_args=("--pythonpath", TESTS, "--module", "testapps:flask_app")) as stack:
+    with Stack(uwsgi_args=uwsgi_app("testapps:flask_app")) as stack:
         answers = []
         request = threading.Thread(
             target=lambda: answers.append(stack.request("GET", "/slow?seconds=2"))

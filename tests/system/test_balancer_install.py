@@ -1,6 +1,6 @@
 """`deploy/install.sh --balancer` under a real systemd: TLS in front of the host installed there.
 
-The box of tests/test_systemd_service.py (its own, for this module): the host install, then the
+The box of test_systemd_service.py (its own, for this module): the host install, then the
 balancer install on the same box in front of it, as an operator would on a front machine. The
 tests run in file order, each on what the one before left, like those of the host install.
 """
@@ -12,27 +12,26 @@ import time
 
 import pytest
 
-# box: their fixture, a box with the host install, one for this module (F811: taken by name).
-from test_systemd_service import (
-    INSTALL,
-    READY,
-    REASON,
-    RESULT,
-    SNAPSHOT,
-    SRC,
-    box,  # noqa: F401
-    sh,
-)
+from helpers.installed import INSTALL, READY, REASON, RESULT, SNAPSHOT, SRC, installed_box, sh
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no systemd box here: {REASON}")
 
 BALANCER = [*INSTALL, "--balancer", "127.0.0.1:5555"]
 SITE = "/etc/nginx/sites-available/modelserver-balancer"
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    """A box with the host install, for this module: the balancer goes in front of it."""
+    with installed_box(tmp_path_factory.mktemp("box")) as box:
+        yield box
+
+
 # The snapshot of the host install, and the certificate the balancer install makes.
 FILES = SNAPSHOT.replace("/etc/nginx ", "/etc/nginx /etc/ssl/modelserver ")
 
 
-def test_balancer_install_serves_over_tls_and_a_second_run_changes_nothing(box):  # noqa: F811
+def test_balancer_install_serves_over_tls_and_a_second_run_changes_nothing(box):
     result = box.run(BALANCER, check=False, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "made a self-signed certificate /etc/ssl/modelserver/balancer.crt" in result.stdout
@@ -55,7 +54,7 @@ def test_balancer_install_serves_over_tls_and_a_second_run_changes_nothing(box):
     assert sh(box, FILES) == before
 
 
-def test_a_balancer_site_failing_nginx_t_is_refused_and_the_old_one_keeps_serving(box):  # noqa: F811
+def test_a_balancer_site_failing_nginx_t_is_refused_and_the_old_one_keeps_serving(box):
     site = sh(box, f"cat {SITE}")
     # The box has no DNS: nginx -t cannot resolve this host and fails.
     result = box.run([*INSTALL, "--balancer", "nosuchhost.invalid:5555"], check=False)
@@ -65,7 +64,7 @@ def test_a_balancer_site_failing_nginx_t_is_refused_and_the_old_one_keeps_servin
     assert sh(box, "curl -fsS -k https://127.0.0.1/pisqrt?a=25") == RESULT
 
 
-def test_host_options_are_kept_by_a_plain_upgrade_and_dropped_when_emptied(box):  # noqa: F811
+def test_host_options_are_kept_by_a_plain_upgrade_and_dropped_when_emptied(box):
     host_site = "cat /etc/nginx/sites-available/modelserver"
     allow = box.run(["env", "MODELSERVER_ALLOW=10.9.9.9", *INSTALL], check=False, timeout=300)
     assert allow.returncode == 0, allow.stdout + allow.stderr
@@ -101,7 +100,7 @@ def download(*packages: str) -> None:
         subprocess.run([*argv, *packages], env=env, check=True, capture_output=True, timeout=300)
 
 
-def release(box, number: int) -> None:  # noqa: F811
+def release(box, number: int) -> None:
     """A new commit in the origin: pi_sqrt's docstring, which /openapi.json shows, says it."""
     sh(
         box,
@@ -117,7 +116,7 @@ def release(box, number: int) -> None:  # noqa: F811
         ("deploy", "/home/deploy"),  # the README's way: an ordinary user with sudo
     ],
 )
-def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box, user, home):  # noqa: F811
+def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box, user, home):
     # The host: a real sshd (the box's systemd runs it) that lets the user in with the test's
     # key, and the user's checkout ~/modelserver, a clone of an origin that then gets a release.
     if sh(box, f"test -e {ORIGIN} && echo yes || true") != "yes":
@@ -156,7 +155,7 @@ def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box, use
     assert sh(box, "systemctl is-active nginx modelserver").split() == ["active", "active"]
 
 
-def test_uninstall_removes_the_balancer_site_too(box):  # noqa: F811
+def test_uninstall_removes_the_balancer_site_too(box):
     result = box.run([*INSTALL, "--uninstall"], check=False, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "removed the balancer site" in result.stdout

@@ -5,8 +5,7 @@ import re
 
 from playwright.sync_api import expect
 
-import usermodels
-from conftest import ARTIFACTS, record_figure
+from helpers import ARTIFACTS, record_figure, usermodels
 
 
 def test_docs_list_every_function_and_call_one(browser, user_stack):

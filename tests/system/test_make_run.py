@@ -2,84 +2,19 @@
 
 import json
 import os
-import queue
 import re
-import signal
-import subprocess
-import threading
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from deploy.localstack import PROJECT, alive, free_port
+from helpers.commands import UP, Run
 from modelserver.endpoints import signature_of
 from registry import ENDPOINTS
 
-UP = re.compile(r"modelserver is up: (\S+) +\(uWSGI pid (\d+), nginx pid (\d+)")
 DOCS = re.compile(r"^  docs (\S+)/docs$", re.MULTILINE)
 SOCKET = re.compile(r"bound to UNIX address (\S+) ")
-
-
-class Run:
-    """A command in its own process group, its output collected line by line by a thread."""
-
-    def __init__(self, argv: list[str], cwd: Path = PROJECT):
-        self.proc = subprocess.Popen(
-            argv,
-            cwd=cwd,
-            stdout=subprocess.PIPE,
-            text=True,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.output: list[str] = []
-        self.reader = threading.Thread(target=self.read, daemon=True)
-        self.reader.start()
-
-    def read(self) -> None:
-        for line in self.proc.stdout:
-            self.lines.put(line)
-
-    def wait_for(self, pattern: re.Pattern, timeout: float) -> re.Match:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                line = self.lines.get(timeout=0.2)
-            except queue.Empty:
-                if self.proc.poll() is not None and self.lines.empty():
-                    break
-                continue
-            self.output.append(line)
-            if match := pattern.search(line):
-                return match
-        self.kill()
-        pytest.fail(f"no {pattern.pattern!r} in the output:\n{''.join(self.output)}")
-
-    def interrupt(self, timeout: float) -> str:
-        """Ctrl-C as a terminal sends it: SIGINT to the process group; returns all the output."""
-        os.killpg(self.proc.pid, signal.SIGINT)
-        try:
-            self.proc.wait(timeout)
-        finally:
-            self.kill()
-        while not self.lines.empty():
-            self.output.append(self.lines.get())
-        return "".join(self.output)
-
-    def kill(self) -> None:
-        """Kill what is left of the group by its PID (the leader may be gone while its children
-        are not); close the pipe once the reader is done."""
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:  # nothing left
-            pass
-        self.proc.wait()
-        self.reader.join(5)
-        self.proc.stdout.close()
 
 
 def check_run(argv: list[str]) -> None:

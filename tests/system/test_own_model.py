@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import copy_checkout
 from deploy.localstack import PROJECT, free_port
-from test_make_run import UP, Run
+from helpers import copy_checkout
+from helpers.commands import UP, Run
 
 README = (PROJECT / "README.md").read_text()
 PYTHON = str(PROJECT / ".venv" / "bin" / "python")
@@ -82,18 +82,28 @@ def test_the_readme_example_serves_an_iris_classifier(tmp_path):
         run.kill()
 
 
-# The framework's own tests: they serve tests/usermodels.py, never a demo.
-FRAMEWORK_TESTS = ["test_registry.py", "test_stack.py", "test_config.py", "test_docs.py"]
+# The framework's own tests: they serve tests/helpers/usermodels.py, never a demo.
+FRAMEWORK_TESTS = [
+    "unit/test_registry.py",
+    "unit/test_config_render.py",
+    "stack/test_registry_stack.py",
+    "stack/test_stack.py",
+    "stack/test_config.py",
+    "system/test_docs.py",
+]
 DEMO_FILES = [
     "digits.py",
     "models/digits.npz",
     "models/train_digits.py",
-    "tests/contract.py",
-    "tests/test_contract.py",
-    "tests/test_algo.py",
-    "tests/test_predict.py",
-    "tests/test_digits.py",
-    "tests/test_page.py",
+    "tests/helpers/contract.py",
+    "tests/helpers/predict_cases.py",
+    "tests/unit/test_contract.py",
+    "tests/stack/test_contract_stack.py",
+    "tests/unit/test_algo.py",
+    "tests/unit/test_predict.py",
+    "tests/stack/test_predict_stack.py",
+    "tests/unit/test_digits.py",
+    "tests/system/test_page.py",
 ]
 
 

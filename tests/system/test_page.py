@@ -3,7 +3,7 @@
 import pytest
 from playwright.sync_api import expect
 
-from conftest import ARTIFACTS, record_figure
+from helpers import ARTIFACTS, record_figure
 
 
 @pytest.fixture

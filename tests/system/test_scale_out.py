@@ -2,7 +2,7 @@
 
 Real components: each host runs nginx + uWSGI with the host site as install.sh renders it, the
 balancer runs nginx with the balancer site install.sh renders, over TLS, and every request comes
-from a client namespace (tests/netns_hosts.py). Under load (wrk, bounded in time), a host is
+from a client namespace (tests/helpers/netns_hosts.py). Under load (wrk, bounded in time), a host is
 killed, cut off, stopped, and all are upgraded, each without a failed request.
 """
 
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_json_error
 from deploy.localstack import PROJECT, find_nginx
-from netns_hosts import (
+from helpers import HELPERS, assert_json_error
+from helpers.netns_hosts import (
     BALANCER_ADDRESS,
     CLIENT_ADDRESS,
     HOST_PORT,
@@ -39,7 +39,6 @@ from netns_hosts import (
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
-TESTS = Path(__file__).parent
 URL = f"https://{BALANCER_ADDRESS}/pisqrt?a=25"
 RESULT = {"result": 8.86226925452758}
 CONNECTIONS = 16  # wrk's clients: enough to keep all three hosts busy on this 2-core machine
@@ -78,7 +77,7 @@ class Cluster:
     def wrk(self, seconds: float) -> subprocess.Popen:
         """wrk from the client namespace over TLS, bounded in time; finish with wrk_report()."""
         argv = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--timeout", "30s"]
-        argv += ["-s", str(TESTS / "wrk_statuses.lua"), URL]
+        argv += ["-s", str(HELPERS / "wrk_statuses.lua"), URL]
         return subprocess.Popen(in_ns(self.net.client, *argv), stdout=subprocess.PIPE, text=True)
 
     def up_hosts_answering(self) -> set[str]:
@@ -91,7 +90,7 @@ class Cluster:
 
 
 def wrk_report(proc: subprocess.Popen) -> dict:
-    """wrk's result line (tests/wrk_statuses.lua): statuses counted, socket errors, p99, max."""
+    """wrk's result line (helpers/wrk_statuses.lua): statuses counted, socket errors, p99, max."""
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 0, out
     report = json.loads(out.strip().splitlines()[-1])
@@ -567,7 +566,7 @@ def rollout_env(cluster, tmp_path: Path, **settings: str) -> dict:
     """rollout.sh's settings for the test balancer, with netns_hosts.py on-host in place of ssh."""
     hosts = {h.address: [h.ns, str(h.state)] for h in cluster.hosts}
     (tmp_path / "hosts.json").write_text(json.dumps(hosts))
-    helper = f"{os.sys.executable} {TESTS / 'netns_hosts.py'}"
+    helper = f"{os.sys.executable} {HELPERS / 'netns_hosts.py'}"
     return {
         **os.environ,
         "MODELSERVER_BALANCER_SITE": str(cluster.balancer.site),

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from systemd_box import SystemdBox, cannot_boot_reason
+from helpers.systemd_box import SystemdBox, cannot_boot_reason
 
 REASON = cannot_boot_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=REASON or "")

@@ -5,91 +5,38 @@ check, crash, reload, upgrade, stop, reboot, reinstall, uninstall. The box has n
 pip installs from a wheelhouse built here first (PIP_NO_INDEX / PIP_FIND_LINKS).
 """
 
-import hashlib
 import json
 import re
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
-from conftest import copy_checkout
 from deploy.localstack import PROJECT
-from modelserver.endpoints import signature_of
-from registry import ENDPOINTS
-from systemd_box import SystemdBox, cannot_boot_reason, wait_for
+from helpers.installed import (
+    INSTALL,
+    MODELS,
+    READY,
+    REASON,
+    RESULT,
+    SNAPSHOT,
+    SRC,
+    URL,
+    installed_box,
+    sh,
+)
+from helpers.systemd_box import wait_for
 
-REASON = cannot_boot_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no systemd box here: {REASON}")
 
 UNIT_FILE = PROJECT / "deploy" / "systemd" / "modelserver.service"
-SRC = "/srv/modelserver-src"  # where the box sees the checkout
-URL = "http://127.0.0.1:5555/pisqrt?a=25"
-RESULT = '{"result": 8.86226925452758}'
-# What install.sh prints last, its check of /readyz: every model of the registry loaded.
-MODELS = sorted({signature_of(name, entry).model for name, entry in ENDPOINTS.items()} - {None})
-READY = json.dumps({"status": "ready", "models": MODELS})
-INSTALL = ["env", "PIP_NO_INDEX=1", "PIP_FIND_LINKS=/srv/wheels", f"{SRC}/deploy/install.sh"]
 KEYS = "/etc/modelserver/api-keys"
-EXEMPT = "/etc/modelserver/exempt-clients"
-# Everything the installer writes, with owners, modes and content hashes.
-SNAPSHOT = (
-    "find /opt/modelserver /etc/modelserver /etc/systemd/system /etc/nginx /etc/passwd /etc/group "
-    "-xdev \\( -type f -o -type l \\) -printf '%p %U %G %m %l ' -exec md5sum {} \\; | sort"
-)
-
-
-def wheelhouse() -> Path:
-    """Wheels of requirements.txt and of the docs viewer for the box, built once per version."""
-    requirements = PROJECT / "requirements.txt"
-    viewer = PROJECT / "deploy" / "docs-viewer.sh"
-    digest = hashlib.sha256(requirements.read_bytes() + viewer.read_bytes()).hexdigest()[:12]
-    wheels = PROJECT / ".cache" / f"wheels-{digest}"
-    if not wheels.exists():
-        building = wheels.with_suffix(".partial")
-        shutil.rmtree(building, ignore_errors=True)
-        # Built by the venv's Python, Debian's python3, which is also the box's.
-        subprocess.run(
-            [
-                str(PROJECT / ".venv" / "bin" / "pip"),
-                "wheel",
-                "--quiet",
-                "--use-pep517",
-                "--no-cache-dir",
-                "-r",
-                str(requirements),
-                "-w",
-                str(building),
-            ],
-            check=True,
-            timeout=600,
-        )
-        package = re.search(r"^PACKAGE=(\S+)", viewer.read_text(), re.MULTILINE)[1]
-        pip_download = [str(PROJECT / ".venv" / "bin" / "pip"), "download", "--quiet", "--no-deps"]
-        subprocess.run([*pip_download, "-d", str(building), package], check=True, timeout=300)
-        building.rename(wheels)
-    return wheels
 
 
 @pytest.fixture(scope="module")
 def box(tmp_path_factory):
-    # The copy is the box's source checkout; tests change it to play a new release.
-    src = copy_checkout(tmp_path_factory.mktemp("box") / "src")
-    with SystemdBox(binds={str(src): SRC, str(wheelhouse()): "/srv/wheels"}) as box:
-        box.src = src
-        installed = box.run(INSTALL, check=False, timeout=600)
-        assert installed.returncode == 0, installed.stdout + installed.stderr
-        # The load tests below come from 127.0.0.1: exempt it from the per-client limits, as an
-        # operator would exempt a load generator (test_per_client_limits_... uses 127.0.0.2).
-        sh(box, f"echo '127.0.0.1 1;' > {EXEMPT} && systemctl reload nginx")
+    with installed_box(tmp_path_factory.mktemp("box")) as box:
         yield box
-
-
-def sh(box, command: str, timeout: float = 60) -> str:
-    """Run a shell command in the box; its stdout, stripped."""
-    return box.run(command, timeout=timeout).stdout.strip()
 
 
 def get(box) -> tuple[int, str]:
@@ -114,14 +61,14 @@ def wait_for_answer(box, timeout: float) -> float:
 
 
 def start_load(box, seconds: float, threads: int = 8) -> subprocess.Popen:
-    """tests/loadclient.py inside the box, in the background; finish with load_result()."""
+    """tests/helpers/loadclient.py inside the box, in the background; finish with load_result()."""
     argv = [
         "nsenter",
         "-t",
         str(box.pid1),
         "-a",
         "python3",
-        f"{SRC}/tests/loadclient.py",
+        f"{SRC}/tests/helpers/loadclient.py",
         URL,
         str(seconds),
         str(threads),

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from PIL import Image, ImageDraw, ImageFile, ImageOps
 
 import digits
-from modelserver.images import decode_image
-from conftest import record_figure
+from helpers import record_figure
 from models import train_digits
+from modelserver.images import decode_image
 
 
 def decode(data: bytes) -> Image.Image:

@@ -1,0 +1,82 @@
+"""Plain helpers the tests import (fixtures live in the conftest.py files): the one JSON error
+shape, request bodies, the one way to wait for a condition, figures and artifacts of a run."""
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from deploy.localstack import PROJECT
+
+T = TypeVar("T")
+
+# This folder: uWSGI finds the test apps (testapps.py, bigmodel_app.py) on it.
+HELPERS = Path(__file__).resolve().parent
+ARTIFACTS = PROJECT / ".artifacts"  # screenshots, for a person to look at
+
+
+def uwsgi_app(module: str) -> tuple[str, ...]:
+    """uWSGI arguments that serve a test app of this folder, e.g. "testapps:flask_app"."""
+    return ("--pythonpath", str(HELPERS), "--module", module)
+
+
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "the condition did not hold",
+) -> T:
+    """Call predicate every interval s until it returns something truthy, and return that.
+    After timeout s the test fails with message (a callable: called then, to show late state,
+    a log say). The predicate may fail sooner itself, e.g. when the process it waits on died."""
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()):
+        if time.monotonic() > deadline:
+            text = message() if callable(message) else message
+            raise AssertionError(f"{text} (waited {timeout} s)")
+        time.sleep(interval)
+    return result
+
+
+def assert_json_error(
+    status: int, headers: dict, body: bytes, expected_status: int, *words: str
+) -> str:
+    """The one error shape: the status, JSON content, {"message": "..."} naming each word."""
+    assert status == expected_status, body
+    assert headers["content-type"] == "application/json"
+    payload = json.loads(body)
+    assert list(payload) == ["message"], payload
+    for word in words:
+        assert word in payload["message"], (word, payload["message"])
+    return payload["message"]
+
+
+def multipart(*fields: tuple[str, bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type: each (name, bytes) a field; a field
+    named "image" is sent as a file, the others as text."""
+    boundary = "modelserver-test-boundary"
+    parts = []
+    for i, (name, data) in enumerate(fields):
+        filename = f'; filename="f{i}.png"' if name == "image" else ""
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"{filename}\r\n\r\n'
+        parts.append(head.encode() + data + b"\r\n")
+    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+def copy_checkout(dest: Path) -> Path:
+    """The checkout without venv, caches and git: what a user would copy to a server."""
+    ignore = shutil.ignore_patterns(
+        ".venv", ".git", ".cache", "__pycache__", ".*_cache", ".hypothesis"
+    )
+    return Path(shutil.copytree(PROJECT, dest, ignore=ignore))
+
+
+FIGURES: list[tuple[str, str]] = []
+
+
+def record_figure(name: str, value) -> None:
+    """A measured figure, printed in a summary at the end of the run."""
+    FIGURES.append((name, str(value)))

@@ -1,0 +1,102 @@
+"""Digit images for POST /predict, and one table of cases (good and bad bodies, the status and
+answer each must get) that the in-process and the stack tests both run."""
+
+import io
+import json
+import struct
+import zlib
+
+import pytest
+from PIL import Image, ImageDraw
+
+from helpers import assert_json_error, multipart
+
+
+def drawing(strokes: list[list[tuple[int, int]]], size=(280, 280), ink=0, paper=255) -> Image.Image:
+    """A digit drawn the way a person does on a canvas: thick round strokes."""
+    image = Image.new("L", size, paper)
+    pen = ImageDraw.Draw(image)
+    for stroke in strokes:
+        pen.line(stroke, fill=ink, width=18, joint="curve")
+    return image
+
+
+ONE = [[(140, 40), (140, 240)]]
+SEVEN = [[(80, 50), (210, 50), (120, 240)]]
+
+
+def encode(image: Image.Image, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header claims width x height pixels: a decompression bomb's shape."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    pixels = zlib.compress(bytes(1000))  # a few rows; a real bomb's zeros compress 1000:1
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+ONE_PNG = encode(drawing(ONE), "PNG")
+SEVEN_JPEG = encode(drawing(SEVEN).convert("RGB"), "JPEG")
+SEVEN_LIGHT_ON_DARK = encode(drawing(SEVEN, ink=255, paper=0), "PNG")
+BLANK = encode(Image.new("RGB", (100, 100), "white"), "PNG")
+GIF = encode(drawing(ONE), "GIF")
+
+# (name, body, content type, status, expected): expected is the label (or list of labels) of a
+# 200, or the words the error message must contain.
+CASES = [
+    ("raw PNG", ONE_PNG, "image/png", 200, 1),
+    ("raw JPEG", SEVEN_JPEG, "image/jpeg", 200, 7),
+    ("light on dark", SEVEN_LIGHT_ON_DARK, "image/png", 200, 7),
+    ("JPEG labelled PNG", SEVEN_JPEG, "image/png", 200, 7),
+    ("multipart one", *multipart(("image", ONE_PNG)), 200, 1),
+    ("multipart batch", *multipart(("image", ONE_PNG), ("image", SEVEN_JPEG)), 200, [1, 7]),
+    ("empty", b"", "image/png", 400, ("empty",)),
+    ("not an image", b"hello, this is text", "image/png", 400, ("not a PNG or JPEG",)),
+    ("GIF", GIF, "image/png", 400, ("not a PNG or JPEG",)),
+    ("truncated PNG", ONE_PNG[: len(ONE_PNG) // 2], "image/png", 400, ("truncated or corrupt",)),
+    ("truncated JPEG", SEVEN_JPEG[: len(SEVEN_JPEG) * 2 // 3], "image/jpeg", 400, ("truncated",)),
+    ("JPEG header only", SEVEN_JPEG[:300], "image/jpeg", 400, ("JPEG header is invalid",)),
+    ("bomb", png_claiming(100_000, 100_000), "image/png", 400, ("100000x100000", "limit")),
+    ("zero width", png_claiming(0, 10), "image/png", 400, ()),
+    ("blank page", BLANK, "image/png", 400, ("no digit",)),
+    ("wrong type", ONE_PNG, "text/plain", 415, ("image/png", "multipart")),
+    ("no content type", ONE_PNG, "", 415, ("image/png",)),
+    ("multipart without image", *multipart(("file", ONE_PNG)), 400, ("no field 'image'",)),
+    (
+        "batch with a bad image",
+        *multipart(("image", ONE_PNG), ("image", b"xx")),
+        400,
+        ("image 1:", "not a PNG or JPEG"),
+    ),
+    ("65 images", *multipart(*[("image", ONE_PNG)] * 65), 413, ("at most 64 images",)),
+    ("11 MB", b"\x89PNG\r\n\x1a\n" + bytes(11 * 1024 * 1024), "image/png", 413, ("10 MB",)),
+]
+
+
+def check(status: int, headers: dict, body: bytes, expected_status: int, expected) -> None:
+    if expected_status != 200:
+        assert_json_error(status, headers, body, expected_status, *expected)
+        return
+    assert status == 200, body
+    assert headers["content-type"] == "application/json"
+    answer = json.loads(body)["result"]
+    answers = answer if isinstance(expected, list) else [answer]
+    assert [item["label"] for item in answers] == (
+        expected if isinstance(expected, list) else [expected]
+    )
+    for item in answers:
+        assert len(item["probabilities"]) == 10
+        assert sum(item["probabilities"]) == pytest.approx(1)
+        assert max(item["probabilities"]) == item["probabilities"][item["label"]]
+
+
+PARAMS = [pytest.param(*case[1:], id=case[0]) for case in CASES]

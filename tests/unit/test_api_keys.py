@@ -1,0 +1,71 @@
+"""Optional API keys: a key file with keys makes every call of a served function need one;
+the probes, the page and the documents stay open (through the stack and in a browser:
+stack/test_api_keys_stack.py, system/test_api_keys_page.py)."""
+
+import pytest
+
+from helpers import assert_json_error
+from helpers.keys import KEY, bearer
+from server import create_app
+
+
+@pytest.fixture
+def keyed_client(tmp_path):
+    keys = tmp_path / "keys"
+    keys.write_text(f"# the first team\n{KEY}\n\n")
+    return create_app({"TESTING": True, "API_KEYS_FILE": str(keys)}).test_client()
+
+
+# (name, headers, status, words in the message)
+REFUSED = [
+    ("no header", {}, "needs a key", "Authorization: Bearer"),
+    ("wrong key", bearer("guess"), "not valid"),
+    ("a prefix of the key", bearer(KEY[:-1]), "not valid"),
+    ("another scheme", {"Authorization": f"Basic {KEY}"}, "needs a key"),
+    ("empty bearer", {"Authorization": "Bearer "}, "needs a key"),
+]
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"), [(c[1], c[2:]) for c in REFUSED], ids=[c[0] for c in REFUSED]
+)
+def test_a_call_without_the_key_is_a_json_401(keyed_client, headers, words):
+    response = keyed_client.get("/pisqrt?a=25", headers=headers)
+    assert_json_error(
+        response.status_code,
+        {k.lower(): v for k, v in response.headers.items()},
+        response.data,
+        401,
+        *words,
+    )
+    assert response.headers["WWW-Authenticate"] == "Bearer realm=modelserver"
+
+
+def test_the_key_opens_every_function_and_the_rest_is_open_without(keyed_client):
+    assert keyed_client.get("/pisqrt?a=25", headers=bearer(KEY)).status_code == 200
+    response = keyed_client.post("/v1/pisqrt", json={"a": 25}, headers=bearer(KEY))
+    assert response.status_code == 200, response.data
+    assert response.json == {"result": 8.86226925452758}
+    for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/"):
+        with keyed_client.get(path) as response:  # the page is a file: closed after
+            assert response.status_code == 200, path
+
+
+def test_without_a_key_file_no_key_is_needed(tmp_path):
+    (tmp_path / "empty").write_text("\n")
+    for keys in ("", str(tmp_path / "empty")):
+        client = create_app({"TESTING": True, "API_KEYS_FILE": keys}).test_client()
+        assert client.get("/pisqrt?a=25").status_code == 200
+
+
+def test_an_unreadable_key_file_stops_the_start(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        create_app({"TESTING": True, "API_KEYS_FILE": str(tmp_path / "missing")})
+
+
+def test_the_document_declares_the_bearer_key(keyed_client):
+    response = keyed_client.get("/openapi.json")
+    assert response.status_code == 200, response.data
+    document = response.json
+    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert document["security"] == [{"apiKey": []}, {}]
