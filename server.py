@@ -11,10 +11,21 @@ from collections.abc import Callable
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
-from modelserver import answers, cors, keys, loading, metrics, openapi, requestids
-from modelserver.arguments import image_rows, json_body, json_rows, query_value
+from modelserver import (
+    answers,
+    cors,
+    keys,
+    loading,
+    memoryguard,
+    metrics,
+    openapi,
+    requestids,
+    streaming,
+)
+from modelserver.arguments import json_body, json_rows, query_value, upload_rows
 from modelserver.calls import call_timed, model_of
 from modelserver.endpoints import Endpoint, Signature, signature_of
+from modelserver.lean import App
 from modelserver.limits import MAX_BODY_BYTES
 
 # Every route answers unversioned and under /v1, so clients can pin the contract they wrote for.
@@ -26,7 +37,7 @@ def create_app(config: dict | None = None) -> Flask:
 
     config["ENDPOINTS"] replaces registry.ENDPOINTS, the functions to serve.
     """
-    app = Flask(__name__)
+    app = App(__name__)
     # The same body cap as nginx's client_max_body_size, for whatever reaches Flask another way.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config.from_mapping(config or {})
@@ -44,7 +55,7 @@ def create_app(config: dict | None = None) -> Flask:
     requestids.log_request_ids()
     for sig in signatures:
         view = endpoint_view(sig)
-        methods = ["POST"] if sig.takes_images else ["GET", "POST"]
+        methods = ["POST"] if sig.takes_uploads else ["GET", "POST"]
         for prefix in PREFIXES:
             app.add_url_rule(f"{prefix}/{sig.name}", sig.name, view, methods=methods)
     # The browser page and the API's docs; behind nginx, nginx serves them from disk.
@@ -64,6 +75,7 @@ def create_app(config: dict | None = None) -> Flask:
         frozenset(sig.name for sig in signatures),
     )
     answers.stop_requests_at_the_deadline()
+    app.wsgi_app = memoryguard.guarded(app.wsgi_app)
     return app
 
 
@@ -74,10 +86,12 @@ def endpoint_view(sig: Signature) -> Callable[[], Response]:
         prefix = () if sig.model is None else (model_of(sig),)
         if request.method == "GET":
             rows, batch = [[query_value(param) for param in sig.params]], False
-        elif sig.takes_images:
-            rows, batch = image_rows(sig)
+        elif sig.takes_uploads:
+            rows, batch = upload_rows(sig)
         else:
             rows, batch = json_rows(sig, json_body())
+        if sig.streams:  # a generator: its items as they come (modelserver.streaming)
+            return streaming.stream_response(sig, prefix, rows, batch)
         return answers.result_response(sig, call_timed(sig, prefix, rows, batch))
 
     return view

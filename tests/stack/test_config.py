@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import SITE_FILE, Stack, find_nginx
-from helpers import uwsgi_app
+from helpers import uwsgi_app, wait_for
 
 
 def test_nginx_accepts_the_local_config():
@@ -57,10 +57,11 @@ def test_uwsgi_effective_options():
         # The master logs each worker's spawn as it forks it; the app may answer before the
         # second line is written, so wait for it (bounded) rather than race it.
         log_file = Path(stack.dir, "uwsgi.log")
-        deadline = time.monotonic() + 10
-        while len(re.findall(r"spawned uWSGI worker \d", log_file.read_text())) < 2:
-            assert time.monotonic() < deadline, log_file.read_text()
-            time.sleep(0.05)
+        wait_for(
+            lambda: len(re.findall(r"spawned uWSGI worker \d", log_file.read_text())) >= 2,
+            10,
+            message=log_file.read_text,
+        )
         log = log_file.read_text()
         socket_path = stack.socket_path
     assert status == 200, body

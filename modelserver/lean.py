@@ -1,0 +1,69 @@
+"""Flask less the per-request work this app never uses: sessions, async checks, host checks."""
+
+from collections.abc import Callable
+
+from flask import Flask, Request
+from flask.sessions import NullSession, SessionInterface
+from werkzeug.routing import MapAdapter
+
+
+class NoSessions(SessionInterface):
+    """The app keeps no session: every request shares one empty, read-only session instead of
+    Flask building one, finding no secret key, and building a null one in its place."""
+
+    null_session = NullSession()
+
+    def open_session(self, app, request):
+        return self.null_session
+
+    def save_session(self, app, session, response) -> None:
+        return None
+
+
+class App(Flask):
+    """The Flask app: the same routing, hooks and errors, with less done per request."""
+
+    session_interface = NoSessions()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sync_functions: dict[Callable, Callable] = {}
+
+    def ensure_sync(self, func: Callable) -> Callable:
+        """Flask's answer for each view and hook, remembered: it asks inspect whether the
+        function is a coroutine on every call, though the answer never changes."""
+        found = self.sync_functions.get(func)
+        if found is None:
+            found = self.sync_functions[func] = super().ensure_sync(func)
+        return found
+
+    def create_url_adapter(self, request: Request | None) -> MapAdapter | None:
+        """Flask's adapter, bound from the environ directly when nothing needs the host checked
+        or matched (no TRUSTED_HOSTS, SERVER_NAME, host or subdomain matching): Flask would
+        work out the host twice, once for itself and once inside bind_to_environ."""
+        if request is None or not self.plain_routing():
+            return super().create_url_adapter(request)
+        environ = request.environ
+        return self.url_map.bind(
+            environ.get("HTTP_HOST") or environ["SERVER_NAME"],
+            script_name=environ.get("SCRIPT_NAME") or "/",
+            subdomain=self.url_map.default_subdomain or "",
+            url_scheme=environ["wsgi.url_scheme"],
+            default_method=environ["REQUEST_METHOD"],
+            path_info=wsgi_text(environ.get("PATH_INFO", "")),
+            query_args=wsgi_text(environ.get("QUERY_STRING", "")),
+        )
+
+    def plain_routing(self) -> bool:
+        config = self.config
+        return (
+            config["TRUSTED_HOSTS"] is None
+            and config["SERVER_NAME"] is None
+            and not self.url_map.host_matching
+            and not self.subdomain_matching
+        )
+
+
+def wsgi_text(value: str) -> str:
+    """A WSGI environ string (bytes as latin-1) as the text it is, as Werkzeug decodes it."""
+    return value.encode("latin1").decode(errors="replace")
