@@ -6,6 +6,7 @@ import signal
 
 import numpy as np
 from flask import Response, current_app, request
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 from werkzeug.exceptions import (
     HTTPException,
     InternalServerError,
@@ -40,7 +41,19 @@ def result_response(sig: Signature, result: object) -> Response:
 
 
 def numpy_to_json(value: object) -> object:
-    """json.dumps' fallback: numpy scalars and arrays, tuples inside them, as plain values."""
+    """json.dumps' fallback, called only for what JSON has no form of (a float, a list or a dict
+    never comes here, so plain answers cost nothing more): numpy scalars and arrays as plain
+    values; whatever else pydantic serializes (a BaseModel, a dataclass, a datetime, a UUID, a
+    Decimal, an Enum, a set), with numpy values inside it, as pydantic gives it in JSON."""
+    if isinstance(value, np.ndarray | np.generic):
+        return value.tolist()
+    try:
+        return to_jsonable_python(value, fallback=numpy_or_fail)
+    except PydanticSerializationError as error:
+        raise TypeError(f"a {type(value).__name__} is not JSON") from error
+
+
+def numpy_or_fail(value: object) -> object:
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
     raise TypeError(f"a {type(value).__name__} is not JSON")

@@ -1,6 +1,7 @@
 """A request's arguments: from the query string, a JSON body or a multipart form."""
 
 import json
+import re
 
 from flask import request
 from pydantic import ValidationError
@@ -12,6 +13,7 @@ from werkzeug.exceptions import (
 
 from modelserver.answers import shorten
 from modelserver.endpoints import Signature
+from modelserver.files import File
 from modelserver.hints import INT64_RANGE, Param
 from modelserver.images import IMAGE_TYPES, ImageUpload, decode_field, decode_upload
 from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES
@@ -22,9 +24,15 @@ from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES
 def query_value(param: Param) -> object:
     """Parameter `param` from the query string: given once, or repeated for a list."""
     texts = request.args.getlist(param.name)
+    if not texts and not param.required:
+        return param.default
+    if not param.in_query:
+        raise BadRequest(
+            f"parameter {param.name!r} ({param.kind.name}) cannot come in a query string: "
+            f"POST {request.path} a JSON body (Content-Type: application/json) such as "
+            f"{field_example(param)}"
+        )
     if not texts:
-        if not param.required:
-            return param.default
         raise BadRequest(
             f"query parameter {param.name!r} is missing; send e.g. {query_example(param)}"
         )
@@ -46,9 +54,18 @@ def text_value(param: Param, text: str) -> object:
             f"{query_text(param.kind.example)}"
         )
     try:
-        return param.kind.parse_text(text)
+        value = param.kind.parse_text(text)
     except ValueError as error:
         raise BadRequest(f"query parameter {param.name!r} {error}, got {shorten(text)!r}") from None
+    if param.constrained:  # Field(ge=0, max_length=8, ...): checked as in a JSON body
+        try:
+            param.adapter.validate_python([value] if param.is_list else value)
+        except ValidationError as error:
+            problem = pydantic_problem(error.errors()[0])
+            raise BadRequest(
+                f"query parameter {param.name!r} {problem}, got {shorten(text)!r}"
+            ) from None
+    return value
 
 
 def query_example(param: Param) -> str:
@@ -105,6 +122,8 @@ def object_row(sig: Signature, body: object, where: str = "") -> list:
     """The arguments in a JSON object, each checked against its parameter's type."""
     if not isinstance(body, dict):
         raise BadRequest(f"{where}must be a JSON object such as {json_example(sig)}")
+    if sig.params and sig.params[0].whole_body:  # the object is the model, as in FastAPI
+        return [validated(sig.params[0], "", body, where)]
     row = [field_value(param, body, where) for param in sig.params]
     refuse_unknown_fields(sig, body, where)
     return row
@@ -124,9 +143,9 @@ def field_value(param: Param, body: dict, where: str = "") -> object:
     if param.name not in body:
         if not param.required:
             return param.default
-        example = json.dumps({param.name: param.example()})
         raise BadRequest(
-            f"{where}field {param.name!r} is missing from the body; send e.g. {example}"
+            f"{where}field {param.name!r} is missing from the body; send e.g. "
+            f"{field_example(param)}"
         )
     return validated(param, param.name, body[param.name], where)
 
@@ -138,10 +157,18 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
             f"{where}{name} holds at most {MAX_BATCH} values; got {len(value)}"
         )
     try:
-        value = param.adapter.validate_python(value)
+        if not param.via_json:
+            return param.adapter.validate_python(value)
+        # From its JSON text: the JSON form of a date, an Enum's value, a tuple as a list.
+        try:
+            text = json.dumps(value, allow_nan=False)
+        except ValueError:  # json.loads made a number of too many digits infinite
+            raise BadRequest(
+                f"{where}{name} holds a number that overflows a 64-bit float"
+            ) from None
+        return param.adapter.validate_json(text, strict=True)
     except ValidationError as error:
         raise BadRequest(f"{where}{complaint(name, error.errors()[0])}") from None
-    return value
 
 
 # pydantic's error types -> how the contract words them.
@@ -152,21 +179,51 @@ COMPLAINTS = {
     "string_type": "must be a string",
     "list_type": "must be a list",
     "finite_number": "overflows a 64-bit float",
-    "greater_than_equal": INT64_RANGE,
-    "less_than_equal": INT64_RANGE,
+    "missing": "is missing",
+    "extra_forbidden": "is not a field of it",
 }
+# JSON_INT's bounds are those of a 64-bit integer; a Field(ge=...) of a function's own says its
+# bound in pydantic's words.
+INT64_BOUNDS = {"greater_than_equal": -(2**63), "less_than_equal": 2**63 - 1}
 
 
 def complaint(name: str, error: dict) -> str:
-    """'a[1] must be a number, got "x"' from one pydantic error of parameter `name`."""
-    where = name + "".join(f"[{part}]" for part in error["loc"] if isinstance(part, int))
+    """'a[1] must be a number, got "x"', 'items[2].when is missing' from one pydantic error of
+    parameter `name` ("" for a model that is the whole body)."""
+    where = field_path(name, error["loc"])
     value = error.get("input")
     if error["type"] == "float_type" and type(value) is int:  # more digits than a float holds
         return f"{where} overflows a 64-bit float"
-    problem = COMPLAINTS.get(error["type"], error["msg"])
-    if error["type"] == "finite_number":
+    problem = pydantic_problem(error)
+    if error["type"] in ("finite_number", "missing", "extra_forbidden"):
         return f"{where} {problem}"
     return f"{where} {problem}, got {shorten(json.dumps(value, default=repr))}"
+
+
+def field_path(name: str, loc: tuple) -> str:
+    """("items", 2, "when") of parameter "order" -> "order.items[2].when"."""
+    path = name
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "the body"
+
+
+# pydantic's own words, in the contract's: "Input should be a valid date" -> "must be ...".
+SHOULD = re.compile(
+    r"^(?:Input|Value|String|List|Dictionary|Tuple|Number|Decimal) should (?:be |have )?"
+)
+
+
+def pydantic_problem(error: dict) -> str:
+    if error["type"] in COMPLAINTS:
+        return COMPLAINTS[error["type"]]
+    if INT64_BOUNDS.get(error["type"], 0.5) in error.get("ctx", {}).values():
+        return INT64_RANGE
+    message = error["msg"]
+    if SHOULD.match(message):
+        verb = "must have " if " should have " in message else "must be "
+        return SHOULD.sub(verb, message, count=1)
+    return "is not valid: " + message.removeprefix("Value error, ")
 
 
 def columns_rows(sig: Signature, body: dict) -> list[list]:
@@ -192,39 +249,87 @@ def columns_rows(sig: Signature, body: dict) -> list[list]:
 
 
 def json_example(sig: Signature) -> str:
-    return json.dumps({p.name: p.example() for p in sig.params if p.required})
+    if sig.params and sig.params[0].whole_body:
+        return f"a {sig.params[0].kind.name}"
+    return "{" + ", ".join(field_text(p) for p in sig.params if p.required) + "}"
 
 
-# --- arguments from uploaded images --------------------------------------------------------
+def field_example(param: Param) -> str:
+    """{"a": 25}, or {"when": ...} for a type with no example to give."""
+    return "{" + field_text(param) + "}"
 
 
-def image_rows(sig: Signature) -> tuple[list[list], bool]:
-    """The rows of arguments of an upload: a PNG or JPEG body for a function of one image, or
-    a multipart form whose fields are the parameters (an image field given n times: n items)."""
+def field_text(param: Param) -> str:
+    example = param.example()
+    return f"{json.dumps(param.name)}: {'...' if example is None else json.dumps(example)}"
+
+
+# --- arguments from uploads: images, bytes, files ------------------------------------------
+
+
+def upload_rows(sig: Signature) -> tuple[list[list], bool]:
+    """The rows of arguments of an upload: a multipart form whose fields are the parameters (an
+    upload field given n times: n items), a PNG or JPEG body for a function of one image, or
+    the raw body for a function of bytes or a File (its other parameters in the query string)."""
     request.max_content_length = MAX_IMAGE_BODY_BYTES  # before the body is read
-    if request.mimetype in IMAGE_TYPES:
-        images = [param for param in sig.params if param.is_image]
-        missing = [p.name for p in sig.params if p.required and p not in images[:1]]
-        if missing:
-            raise BadRequest(f"send {', '.join(missing)} too: use a multipart/form-data form")
-        data = request.get_data()
-        row = [decode_upload(data, sig.draft) if p is images[0] else p.default for p in sig.params]
-        return [row], False
-    if request.mimetype != "multipart/form-data":
+    if request.mimetype == "multipart/form-data":
+        return form_rows(sig)
+    raw = next((p for p in sig.params if p.upload in (bytes, File) and not p.many), None)
+    if sig.takes_images and (request.mimetype in IMAGE_TYPES or raw is None):
+        return image_body_rows(sig)
+    if raw is None:
+        raise UnsupportedMediaType(
+            f"send the files as multipart/form-data; got {request.mimetype or 'no Content-Type'!r}"
+        )
+    data = request.get_data()
+    if not data and raw.required:
+        raise BadRequest(
+            f"the body is empty; send {raw.name!r} as the request body, or as a part of a "
+            "multipart/form-data form"
+        )
+    if raw.upload is File:
+        data = File(data, "", request.mimetype or "application/octet-stream")
+    return [[data if p is raw else raw_body_other(p) for p in sig.params]], False
+
+
+def raw_body_other(param: Param) -> object:
+    """A parameter beside a raw body: from the query string; an upload must come in a form."""
+    if param.upload is None:
+        return query_value(param)
+    if not param.required:
+        return param.default
+    raise BadRequest(f"send {param.name!r} too: use a multipart/form-data form")
+
+
+def image_body_rows(sig: Signature) -> tuple[list[list], bool]:
+    """A PNG or JPEG body for a function of one image; anything else is refused."""
+    if request.mimetype not in IMAGE_TYPES:
         raise UnsupportedMediaType(
             "send a PNG or JPEG image as the body (Content-Type: image/png or image/jpeg), or as "
             f"multipart/form-data; got {request.mimetype or 'no Content-Type'!r}"
         )
+    images = [param for param in sig.params if param.is_image]
+    missing = [p.name for p in sig.params if p.required and p not in images[:1]]
+    if missing:
+        raise BadRequest(f"send {', '.join(missing)} too: use a multipart/form-data form")
+    data = request.get_data()
+    row = [decode_upload(data, sig.draft) if p is images[0] else p.default for p in sig.params]
+    return [row], False
+
+
+def form_rows(sig: Signature) -> tuple[list[list], bool]:
+    """A multipart form's rows: an upload field given n times makes n items."""
     fields = {param.name: form_values(param) for param in sig.params}
     refuse_unknown_fields(sig, {**request.form, **request.files})
     count = max(map(len, fields.values()), default=1)
     if count > MAX_IMAGES:
-        raise RequestEntityTooLarge(f"at most {MAX_IMAGES} images at once; got {count}")
+        what = "images" if sig.takes_images else "uploads"
+        raise RequestEntityTooLarge(f"at most {MAX_IMAGES} {what} at once; got {count}")
     for name, values in fields.items():
         if len(values) not in (1, count):
             raise BadRequest(
                 f"field {name!r} is given {len(values)} times; give it once, or "
-                f"once per image ({count})"
+                f"once per {'image' if sig.takes_images else 'upload'} ({count})"
             )
     rows = [
         [values[i if len(values) > 1 else 0] for values in fields.values()] for i in range(count)
@@ -237,13 +342,47 @@ def image_rows(sig: Signature) -> tuple[list[list], bool]:
 
 
 def form_values(param: Param) -> list:
-    """The values of one multipart field: file bytes for an image, text parsed as in a query."""
-    if param.is_image:
-        values = [ImageUpload(file.read()) for file in request.files.getlist(param.name)]
-    else:
+    """The values of one multipart field: an upload's files, text parsed as in a query (JSON
+    for a type that needs it)."""
+    if param.upload is not None:
+        values = [upload_value(param, part) for part in request.files.getlist(param.name)]
+        # A field sent as text (curl -F name=value) is a file's bytes all the same.
+        values += [upload_value(param, text) for text in request.form.getlist(param.name)]
+        if param.many:
+            if len(values) > MAX_IMAGES:
+                raise RequestEntityTooLarge(
+                    f"field {param.name!r}: at most {MAX_IMAGES} files; got {len(values)}"
+                )
+            values = [values] if values else []
+    elif param.in_query:
         values = [text_value(param, text) for text in request.form.getlist(param.name)]
+    else:
+        values = [form_json(param, text) for text in request.form.getlist(param.name)]
     if values:
         return values
     if not param.required:
         return [param.default]
     raise BadRequest(f"the multipart form has no field {param.name!r}")
+
+
+def upload_value(param: Param, part: object) -> object:
+    """One part of a form as the parameter's upload type."""
+    if isinstance(part, str):
+        data, filename, content_type = part.encode(), "", "text/plain"
+    else:
+        data, filename = part.read(), part.filename or ""
+        content_type = part.mimetype or "application/octet-stream"
+    if param.is_image:
+        return ImageUpload(data)
+    return data if param.upload is bytes else File(data, filename, content_type)
+
+
+def form_json(param: Param, text: str) -> object:
+    """A form field of a type that needs JSON: its text is the JSON value."""
+    try:
+        value = json.loads(text, parse_constant=refuse_constant)
+    except ValueError as error:
+        raise BadRequest(
+            f"field {param.name!r} ({param.kind.name}) must be JSON text: {error}"
+        ) from None
+    return validated(param, param.name, value)

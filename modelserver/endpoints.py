@@ -3,12 +3,13 @@
 import inspect
 import re
 import typing
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterable, Callable, Iterable
+from dataclasses import dataclass, replace
 
 from pydantic import TypeAdapter
 
-from modelserver.hints import SUPPORTED, Param, make_param
+from modelserver import eventloop
+from modelserver.hints import SUPPORTED, Param, is_model, make_param
 
 
 @dataclass(frozen=True)
@@ -58,16 +59,25 @@ class Signature:
     returns: dict  # JSON Schema of one result
     summary: str
     description: str
+    # A generator (plain or async): answered as a stream of items, `returns` each item's schema.
+    streams: bool = False
+    # The return hint, for the document's schema of a result (None: not given).
+    returns_hint: object = None
 
     @property
     def takes_images(self) -> bool:
         return any(param.is_image for param in self.params)
 
     @property
+    def takes_uploads(self) -> bool:
+        """An image, bytes or a File: the body is the upload or a multipart form (POST only)."""
+        return any(param.upload is not None for param in self.params)
+
+    @property
     def numbers_only(self) -> bool:
         """Every parameter a single number: the {"a": [1, 25]} batch form applies (deprecated)."""
         return all(
-            param.kind.schema["type"] in ("number", "integer") for param in self.params
+            param.kind.schema.get("type") in ("number", "integer") for param in self.params
         ) and (not any(param.is_list for param in self.params))
 
 
@@ -126,13 +136,24 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
             raise TypeError(f"{where}: draft= is for a function of images; this one takes none")
     if sum(param.is_image for param in params) > 1 and endpoint.vectorized:
         raise TypeError(f"{where}: a vectorised function takes at most one image parameter")
+    if len(params) == 1 and is_model(hints[params[0].name]) and not endpoint.vectorized:
+        # FastAPI's way: a function of one model takes the body as that model.
+        params[0] = replace(params[0], whole_body=True)
+    streams = eventloop.streams(func)
+    if streams and endpoint.vectorized:
+        raise TypeError(
+            f"{where}: a generator streams the items of one call; it cannot be vectorised"
+        )
     doc = inspect.getdoc(func) or name
     summary, _, description = doc.partition("\n")
     model = None if endpoint.model is None else model_name(endpoint.model)
-    returns = result_schema(hints.get("return"), endpoint.vectorized)
+    returns_hint = item_hint(hints.get("return")) if streams else hints.get("return")
+    if endpoint.vectorized and typing.get_origin(returns_hint) is list:
+        (returns_hint,) = typing.get_args(returns_hint)
+    returns = result_schema(returns_hint)
     return Signature(
         name,
-        func,
+        eventloop.plain(func),  # an async def runs on the worker's loop (modelserver.eventloop)
         tuple(params),
         model,
         endpoint.vectorized,
@@ -140,6 +161,8 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         returns,
         summary.strip(),
         description.strip(),
+        streams,
+        returns_hint,
     )
 
 
@@ -148,14 +171,24 @@ def model_name(loader: Callable[[], object]) -> str:
     return getattr(loader, "__name__", "model").removeprefix("load_")
 
 
-def result_schema(hint: object, vectorized: bool) -> dict:
-    """The JSON Schema of one result, from the return hint where it is a plain type; {} (any
+def result_schema(hint: object) -> dict:
+    """The JSON Schema of one result, from the return hint where pydantic knows the type; {} (any
     JSON) for numpy arrays and other types that become JSON only when they are answered."""
     if hint is None:
         return {}
-    if vectorized and typing.get_origin(hint) is list:
-        (hint,) = typing.get_args(hint)
     try:
-        return TypeAdapter(hint).json_schema()
+        return TypeAdapter(hint).json_schema(mode="serialization")
     except Exception:  # pydantic has no schema for it (numpy, a model's own class)
         return {}
+
+
+def item_hint(hint: object) -> object:
+    """Iterator[X], Generator[X, ...], AsyncIterator[X] -> X: what a generator yields."""
+    origin = typing.get_origin(hint)
+    if (
+        isinstance(origin, type)
+        and issubclass(origin, Iterable | AsyncIterable)
+        and typing.get_args(hint)
+    ):
+        return typing.get_args(hint)[0]
+    return None

@@ -1,5 +1,12 @@
-"""Type hints to parameters: how each supported type is read from text, checked and shown."""
+"""Type hints to parameters: how each type is read from a query string or JSON, checked, shown.
 
+Simple types (float, int, bool, str, a Literal or Enum of strings or integers, lists of them)
+come in a query string as well as in a JSON body. Any other type pydantic validates (dicts,
+nested lists, tuples, datetimes, UUIDs, Decimals, models, dataclasses, TypedDicts) comes in a
+JSON body. Uploads: a PIL image, bytes (the raw body) and File (a part of a multipart form).
+"""
+
+import enum
 import inspect
 import math
 import re
@@ -7,10 +14,12 @@ import types
 import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import Annotated, Literal
 
 from PIL import Image
-from pydantic import ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from modelserver.files import File
 
 # A plain decimal number as people type it (25, -1.5, .5, 2e10). float() alone would also take
 # "nan", "inf", "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
@@ -36,7 +45,7 @@ class Kind:
 
     name: str  # in messages: "must be {name}"
     parse_text: Callable[[str], object] | None  # None: cannot come in a query string
-    example: object  # a value that fits, for messages and the document
+    example: object  # a value that fits, for messages and the document; None: none to give
     schema: dict
 
 
@@ -74,9 +83,63 @@ KINDS: dict[object, Kind] = {
     int: Kind("an integer", parse_int, 3, {"type": "integer", "format": "int64"}),
     bool: Kind("true or false", parse_bool, True, {"type": "boolean"}),
     str: Kind("a string", str, "hello", {"type": "string"}),
-    Image.Image: Kind("a PNG or JPEG image", None, None, {"type": "string", "format": "binary"}),
 }
-SUPPORTED = "float, int, bool, str, list[float], list[int], list[str], PIL.Image.Image"
+# Uploads: they come as the body or as parts of a multipart form, never in JSON.
+BINARY = {"type": "string", "format": "binary"}
+UPLOADS: dict[object, Kind] = {
+    Image.Image: Kind("a PNG or JPEG image", None, None, BINARY),
+    bytes: Kind("the request body", None, None, BINARY),
+    File: Kind("a file", None, None, BINARY),
+}
+SUPPORTED = (
+    "float, int, bool, str, list[float], list[int], list[str], a Literal or Enum, "
+    "any type pydantic validates from JSON (dict[str, float], datetime, a BaseModel, ...), "
+    "PIL.Image.Image, bytes, modelserver.files.File"
+)
+
+
+def choice_kind(hint: object) -> Kind | None:
+    """The Kind of a Literal or Enum whose values are strings or integers: one of a few words
+    (or numbers) that a query string can carry as they are; None for any other type."""
+    if typing.get_origin(hint) is Literal:
+        choices = {str(value): value for value in typing.get_args(hint)}
+        values = list(choices.values())
+    elif isinstance(hint, type) and issubclass(hint, enum.Enum):
+        choices = {str(member.value): member for member in hint}
+        values = [member.value for member in hint]
+    else:
+        return None
+    if not values or not all(type(value) in (str, int) for value in values):
+        return None
+    name = "one of " + ", ".join(repr(value) for value in values)
+
+    def parse(text: str) -> object:
+        try:
+            return choices[text]
+        except KeyError:
+            raise ValueError(f"must be {name}") from None
+
+    return Kind(name, parse, values[0], {})
+
+
+def without_annotations(hint: object) -> object:
+    """Annotated[float, Field(ge=0)] -> float: the type that decides how the value is read."""
+    while typing.get_origin(hint) is Annotated:
+        hint = typing.get_args(hint)[0]
+    return hint
+
+
+def query_kind(hint: object) -> Kind | None:
+    """The Kind of a type a query string can carry, or None for one that needs JSON."""
+    base = without_annotations(hint)
+    return KINDS.get(base) if base in KINDS else choice_kind(base)
+
+
+def type_name(hint: object) -> str:
+    """datetime.date -> "date", dict[str, float] -> "dict[str, float]": the type as written."""
+    if isinstance(hint, type) and not typing.get_args(hint):
+        return hint.__name__
+    return re.sub(r"\b(?:typing|datetime|decimal|uuid|__main__)\.", "", repr(hint))
 
 
 class Required:
@@ -95,10 +158,19 @@ class Param:
 
     name: str
     kind: Kind  # of the value, or of each item of a list
-    is_list: bool = False
+    is_list: bool = False  # a list of a query string's type: ?v=1&v=2
     optional: bool = False  # None is a value (a hint of X | None)
     default: object = REQUIRED
     adapter: TypeAdapter | None = field(default=None, compare=False)  # checks JSON values
+    # How a JSON value is checked: False, as Python (fast; the plain types); True, from its JSON
+    # text, for the types strict Python checks would refuse in their JSON form (an Enum's value,
+    # a date as text, a tuple as a list).
+    via_json: bool = False
+    # A query string's value is checked by the adapter too: constraints (Field(ge=0)).
+    constrained: bool = False
+    whole_body: bool = False  # a lone BaseModel parameter: the JSON body is the model
+    upload: type | None = None  # Image.Image, bytes or File: from the body or a form's part
+    many: bool = False  # list[File]: every part of its name, as one list
 
     @property
     def required(self) -> bool:
@@ -106,18 +178,29 @@ class Param:
 
     @property
     def is_image(self) -> bool:
-        return self.kind is KINDS[Image.Image]
+        return self.upload is Image.Image
+
+    @property
+    def in_query(self) -> bool:
+        """The value can come in a query string (or a form's text field)."""
+        return self.kind.parse_text is not None
 
     def example(self) -> object:
         if self.default is not REQUIRED and self.default is not None:
-            return self.default
-        return [self.kind.example, self.kind.example] if self.is_list else self.kind.example
+            return to_plain(self.default)
+        example = to_plain(self.kind.example)
+        return [example, example] if self.is_list and example is not None else example
 
     def schema(self) -> dict:
         schema = self.adapter.json_schema() if self.adapter else dict(self.kind.schema)
         if self.default is not REQUIRED and self.default is not None:
-            schema["default"] = self.default
+            schema["default"] = to_plain(self.default)
         return schema
+
+
+def to_plain(value: object) -> object:
+    """An example or default as JSON has it: an Enum member as its value."""
+    return value.value if isinstance(value, enum.Enum) else value
 
 
 def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_list: bool) -> Param:
@@ -125,23 +208,62 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
     optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
         others = [arg for arg in typing.get_args(hint) if arg is not type(None)]
-        if len(others) != 1:  # int | str: which would "25" be?
+        if len(others) > 1 and all(query_kind(arg) for arg in others):
+            # int | str: which would "25" in a query string be?
             raise TypeError(f"{where}: type hint {hint!r} is not supported; use one type")
-        optional, hint = True, others[0]
+        if len(others) == 1:
+            optional, hint = len(others) < len(typing.get_args(hint)), others[0]
     if row_of_list:  # a vectorised function's list[X] is an X per item
         if typing.get_origin(hint) is not list:
             raise TypeError(f"{where}: a vectorised function takes lists; got {hint!r}")
         (hint,) = typing.get_args(hint)
-    is_list = typing.get_origin(hint) is list
+    default = REQUIRED if parameter.default is parameter.empty else parameter.default
+    name = parameter.name
+    upload = upload_param(where, name, hint, optional, default)
+    if upload is not None:
+        return upload
+    is_list = typing.get_origin(hint) is list and query_kind(typing.get_args(hint)[0]) is not None
     item = typing.get_args(hint)[0] if is_list else hint
-    if item not in KINDS:
-        raise TypeError(f"{where}: type hint {hint!r} is not supported; use one of {SUPPORTED}")
-    if is_list and item is Image.Image:
-        raise TypeError(f"{where}: take one image; serve(..., vectorized=True) for many at once")
-    adapter = None
-    if item is not Image.Image:
+    kind = query_kind(item)
+    if kind is not None and without_annotations(item) in KINDS:
+        # The plain types: checked as Python values, strictly, at a fraction of the JSON cost.
         json_item = JSON_INT if item is int else item
         json_hint = list[json_item] if is_list else json_item
         adapter = TypeAdapter(json_hint | None if optional else json_hint, config=STRICT)
-    default = REQUIRED if parameter.default is parameter.empty else parameter.default
-    return Param(parameter.name, KINDS[item], is_list, optional, default, adapter)
+        constrained = item is not without_annotations(item)
+        return Param(name, kind, is_list, optional, default, adapter, False, constrained)
+    adapter = json_adapter(where, hint | None if optional else hint)
+    if kind is None:
+        kind = Kind(type_name(hint), None, None, {})
+    return Param(name, kind, is_list, optional, default, adapter, True)
+
+
+def is_model(hint: object) -> bool:
+    return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def json_adapter(where: str, hint: object) -> TypeAdapter:
+    """The TypeAdapter that checks a value of `hint` from JSON; TypeError, with pydantic's reason,
+    for a type it cannot validate: the function cannot be served, so the app does not start."""
+    try:
+        return TypeAdapter(hint)
+    except Exception as error:  # PydanticSchemaGenerationError, PydanticUserError, TypeError
+        reason = str(error).split("\n")[0]
+        raise TypeError(
+            f"{where}: type hint {hint!r} is not supported: pydantic cannot validate it "
+            f"({reason}); use one of {SUPPORTED}"
+        ) from error
+
+
+def upload_param(where: str, name: str, hint: object, optional: bool, default: object):
+    """The Param of an upload (an image, bytes, a File or list[File]), or None for any other."""
+    many = typing.get_origin(hint) is list and typing.get_args(hint) == (File,)
+    item = File if many else hint
+    if item not in UPLOADS:
+        if typing.get_origin(hint) is list and typing.get_args(hint)[0] in UPLOADS:
+            raise TypeError(
+                f"{where}: take one {type_name(typing.get_args(hint)[0])}, or list[File] for "
+                "several files; serve(..., vectorized=True) for a batch of images"
+            )
+        return None
+    return Param(name, UPLOADS[item], False, optional, default, upload=item, many=many)

@@ -62,7 +62,11 @@ def untyped(a):
     return a
 
 
-def dict_param(a: dict) -> float:
+class Opaque:
+    """A class of a model's own that pydantic cannot validate from JSON."""
+
+
+def opaque_param(a: Opaque) -> float:
     return 0.0
 
 
@@ -86,7 +90,7 @@ def no_model_param(a: float) -> float:
     "entry,words",
     [
         (untyped, ("ENDPOINTS['bad']", "'a'", "no type hint", "list[float]")),
-        (dict_param, ("ENDPOINTS['bad']", "'a'", "dict", "not supported", "list[str]")),
+        (opaque_param, ("ENDPOINTS['bad']", "'a'", "Opaque", "not supported", "pydantic")),
         (star_args, ("*args",)),
         (either, ("'a'", "int | str", "not supported")),
         (serve(not_lists, model=usermodels.load_iris, vectorized=True), ("vectorised", "lists")),
