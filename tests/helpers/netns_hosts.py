@@ -26,9 +26,11 @@ import time
 from pathlib import Path
 
 PROJECT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(PROJECT))
+# Run as a script in a host's namespace, it imports like the tests: the project, then tests/.
+sys.path[:0] = [str(PROJECT), str(PROJECT / "tests")]
 
 from deploy.localstack import Stack, find_nginx, render_nginx_conf, replace  # noqa: E402
+from helpers import wait_for  # noqa: E402
 
 SUBNET = "10.77.0"
 BALANCER_ADDRESS = f"{SUBNET}.1"
@@ -227,11 +229,15 @@ class Balancer:
         log = open(self.dir / "nginx.log", "ab")
         with log:
             self.proc = subprocess.Popen(in_ns(self.ns, *self.nginx), stdout=log, stderr=log)
-        deadline = time.monotonic() + timeout
-        while ":443 " not in ip("netns", "exec", self.ns, "ss", "-Hltn"):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the balancer did not start: {self.error_log()}")
-            time.sleep(0.05)
+
+        def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the balancer exited: {self.error_log()}")
+            return ":443 " in ip("netns", "exec", self.ns, "ss", "-Hltn")
+
+        wait_for(
+            listening, timeout, message=lambda: f"the balancer did not start: {self.error_log()}"
+        )
 
     @contextlib.contextmanager
     def changed(self, changes: dict[str, str]):
@@ -285,15 +291,15 @@ def remove_stack_dir(state: Path) -> None:
 
 def wait_for_generation(state: Path, at_least: int, timeout: float, proc=None) -> None:
     """Wait until the host's stack number `at_least` answers /readyz (serve writes the count)."""
-    deadline = time.monotonic() + timeout
     path = state / "generation"
-    while not (path.exists() and int(path.read_text() or 0) >= at_least):
+
+    def ready() -> bool:
         if proc is not None and proc.poll() is not None:
             log = (state / "serve.log").read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the host's stack exited with {proc.returncode}:\n{log}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"host stack {state} not ready in {timeout} s")
-        time.sleep(0.05)
+        return path.exists() and int(path.read_text() or 0) >= at_least
+
+    wait_for(ready, timeout, message=f"host stack {state} not ready")
 
 
 def serve(state: Path) -> int:

@@ -34,8 +34,8 @@ import subprocess
 import tempfile
 import termios
 import time
-from collections.abc import Callable
-from typing import TypeVar
+
+from helpers import wait_for
 
 SYSTEMD_BINARY = "/lib/systemd/systemd"
 TOOLS = ("unshare", "nsenter", "setpriv", "pgrep", "ip", "sh")
@@ -132,8 +132,6 @@ export container=unshare
 exec setpriv --bounding-set -sys_module,-sys_time -- /lib/systemd/systemd --system --show-status=yes
 """
 
-T = TypeVar("T")
-
 
 def cannot_boot_reason() -> str | None:
     """None if this machine can boot a SystemdBox, else a one-line reason."""
@@ -165,16 +163,6 @@ def cgroup2_mount() -> str | None:
             if fstype == "cgroup2":
                 return mountpoint
     return None
-
-
-def wait_for(condition: Callable[[], T], timeout: float, what: str) -> T:
-    """Poll condition until it returns something truthy; after timeout s, TimeoutError(what)."""
-    deadline = time.monotonic() + timeout
-    while not (result := condition()):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{what} (waited {timeout} s)")
-        time.sleep(0.05)
-    return result
 
 
 class SystemdBox:
@@ -224,7 +212,7 @@ class SystemdBox:
             file.write(self._boot_script())
         os.mkdir(self.cgroup_dir)
         self._launcher = self._launch(script)
-        self.pid1 = wait_for(self._forked_pid1, 10, "the box's PID 1 did not start")
+        self.pid1 = wait_for(self._forked_pid1, 10, message="the box's PID 1 did not start")
         return self.wait_until_running(timeout)
 
     def poweroff(self, timeout: float = 20) -> None:
@@ -294,7 +282,7 @@ class SystemdBox:
             state = self.systemctl("is-system-running", check=False).stdout.strip()
             return state if state in ("running", "degraded") else None
 
-        state = wait_for(finished, timeout, "the box did not finish booting")
+        state = wait_for(finished, timeout, message="the box did not finish booting")
         if state == "degraded":
             failed = self.systemctl("list-units", "--failed", "--no-legend", check=False).stdout
             print(f"systemd-box is degraded, failed units:\n{failed}")
@@ -379,7 +367,7 @@ class SystemdBox:
                 raise RuntimeError(f"the state keeper exited with {self._keeper.returncode}")
             return os.path.isdir(ready)
 
-        wait_for(keeper_ready, 10, "the state keeper did not mount its tmpfs")
+        wait_for(keeper_ready, 10, message="the state keeper did not mount its tmpfs")
 
     def _forked_pid1(self) -> int | None:
         """The host PID of the child that `unshare --fork` made, once it exists."""

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import Stack
-from helpers import assert_json_error
+from helpers import assert_json_error, wait_for
 from helpers.keys import KEY, OTHER_KEY, bearer, keyed_stack
 
 
@@ -75,7 +75,9 @@ def test_a_new_key_takes_effect_with_a_reload_and_no_request_fails(keyed, figure
     figure("calls with the old key across a reload that adds a key", dict(seen))
     assert set(seen) == {200}
     assert sum(seen.values()) > 100
-    deadline = time.monotonic() + 10
-    while stack.request("GET", "/pisqrt?a=25", headers=bearer(OTHER_KEY))[0] != 200:
-        assert time.monotonic() < deadline, "the new key was not taken in by the reload"
-        time.sleep(0.1)
+    wait_for(
+        lambda: stack.request("GET", "/pisqrt?a=25", headers=bearer(OTHER_KEY))[0] == 200,
+        10,
+        interval=0.1,
+        message="the new key was not taken in by the reload",
+    )

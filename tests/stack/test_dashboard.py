@@ -4,7 +4,6 @@ Prometheus (Debian's package) that scrapes the real stack."""
 import json
 import subprocess
 import tempfile
-import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import PROJECT, free_port
+from helpers import wait_for
 
 RULES = PROJECT / "deploy" / "prometheus" / "modelserver-alerts.yml"
 DASHBOARD = PROJECT / "deploy" / "grafana" / "modelserver-dashboard.json"
@@ -59,17 +59,16 @@ def api(port: int, path: str, **params) -> dict:
         return json.loads(response.read())
 
 
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
+def prometheus_says(condition):
+    """condition, False while Prometheus is not listening yet; waited for every 0.25 s."""
+
+    def check() -> bool:
         try:
-            if condition():
-                return
-        except OSError:  # Prometheus not listening yet
-            pass
-        if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not within {timeout} s")
-        time.sleep(0.25)
+            return condition()
+        except OSError:
+            return False
+
+    return check
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +88,12 @@ def prometheus(user_stack):
         log = open(Path(work, "prometheus.log"), "wb")
         process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
         try:
-            wait_for(lambda: api(port, "query", query="up")["status"] == "success", 30, "start")
+            wait_for(
+                prometheus_says(lambda: api(port, "query", query="up")["status"] == "success"),
+                30,
+                interval=0.25,
+                message="Prometheus did not start",
+            )
             yield port
         finally:
             process.terminate()
@@ -118,7 +122,12 @@ def test_dashboard_queries_answer_from_a_real_prometheus(prometheus, user_stack)
         result = api(prometheus, "query", query=query)["data"]["result"]
         return bool(result) and min(float(r["value"][1]) for r in result) >= 5
 
-    wait_for(scraped_traffic_twice, 60, "five scrapes with traffic")
+    wait_for(
+        prometheus_says(scraped_traffic_twice),
+        60,
+        interval=0.25,
+        message="five scrapes with traffic",
+    )
     up = api(prometheus, "query", query='up{job="modelserver"}')["data"]["result"]
     assert [float(r["value"][1]) for r in up] == [1.0], up
     empty = []
@@ -140,7 +149,7 @@ def test_alert_rules_evaluate_in_prometheus(prometheus):
             rule.get("lastEvaluation", "").startswith("2") for rule in rules
         )
 
-    wait_for(evaluated, 30, "rules evaluated")
+    wait_for(prometheus_says(evaluated), 30, interval=0.25, message="rules evaluated")
     rules = {
         rule["name"]: rule
         for group in api(prometheus, "rules")["data"]["groups"]

@@ -8,13 +8,12 @@ of the master and its workers added up is what the service really costs.
 """
 
 import concurrent.futures
-import time
 from pathlib import Path
 
 import pytest
 
 from deploy.localstack import Stack
-from helpers import record_figure, uwsgi_app
+from helpers import record_figure, uwsgi_app, wait_for
 
 WORKERS = 4
 # The master and 4 workers together may cost this much more than the master alone, which holds
@@ -34,18 +33,24 @@ def smaps_kb(pid: int) -> dict[str, int]:
 def serve_until_every_worker_answered(stack: Stack, times: int = 3) -> set[int]:
     """GET /big from 8 threads until each worker answered `times` times; bounded in time."""
     seen: dict[int, int] = {}
-    deadline = time.monotonic() + 30
 
     def get(_) -> int:
         status, _headers, body = stack.request("GET", "/big", timeout=20)
         assert status == 200, body
         return int(body.split(b'"pid":')[1].split(b",")[0])
 
+    def every_worker_answered() -> bool:
+        for pid in pool.map(get, range(16)):
+            seen[pid] = seen.get(pid, 0) + 1
+        return len(seen) >= WORKERS and min(seen.values()) >= times
+
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        while len(seen) < WORKERS or min(seen.values()) < times:
-            assert time.monotonic() < deadline, f"not every worker answered: {seen}"
-            for pid in pool.map(get, range(16)):
-                seen[pid] = seen.get(pid, 0) + 1
+        wait_for(
+            every_worker_answered,
+            30,
+            interval=0,
+            message=lambda: f"not every worker answered: {seen}",
+        )
     return set(seen)
 
 

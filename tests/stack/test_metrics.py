@@ -4,7 +4,6 @@ import http.client
 import json
 import os
 import signal
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -13,7 +12,7 @@ from metrics import unix_listen_queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.localstack import Stack, alive, process_tree
-from helpers import assert_json_error, uwsgi_app
+from helpers import assert_json_error, uwsgi_app, wait_for
 from helpers.netns_hosts import install_sh
 
 # The app's own metrics: summed from the workers' files, they must never go backwards. uWSGI's
@@ -129,13 +128,6 @@ def workers(stack: Stack) -> set[int]:
     return {pid for pid in process_tree(stack.uwsgi.pid) if alive(pid)} - {stack.uwsgi.pid}
 
 
-def wait_until(condition, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time limit"
-        time.sleep(0.05)
-
-
 def test_counts_are_exact_over_both_workers(metrics_stack):
     assert_exact(metrics_stack)
 
@@ -159,7 +151,7 @@ def test_kill_9_of_a_worker_loses_no_count(metrics_stack):
     old = workers(metrics_stack)
     victim = min(old)
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: victim not in workers(metrics_stack) and len(workers(metrics_stack)) == 2)
+    wait_for(lambda: victim not in workers(metrics_stack) and len(workers(metrics_stack)) == 2, 20)
     after = scrape(metrics_stack)
     assert_nothing_went_back(before, after)
     respawns = sum(
@@ -180,9 +172,9 @@ def test_graceful_reload_loses_no_count(metrics_stack):
     reloads = log.read_text().count("binary reloading uWSGI")
     # What `systemctl reload` does (deploy/systemd/modelserver.service).
     Path(metrics_stack.socket_path + ".fifo").write_text("r")
-    wait_until(lambda: log.read_text().count("binary reloading uWSGI") > reloads)
-    wait_until(lambda: len(workers(metrics_stack)) == 2 and not workers(metrics_stack) & old)
-    wait_until(lambda: metrics_stack.request("GET", "/readyz")[0] == 200)
+    wait_for(lambda: log.read_text().count("binary reloading uWSGI") > reloads, 20)
+    wait_for(lambda: len(workers(metrics_stack)) == 2 and not workers(metrics_stack) & old, 20)
+    wait_for(lambda: metrics_stack.request("GET", "/readyz")[0] == 200, 20)
     after = scrape(metrics_stack)
     assert_nothing_went_back(before, after)
     assert value(after, "modelserver_model_loaded", model="digits") == 1
@@ -240,5 +232,5 @@ def test_listen_queue_is_read_from_the_kernel():
         assert unix_listen_queue(stack.socket_path) == 0
         with ThreadPoolExecutor(6) as pool:
             slow = [pool.submit(stack.request, "GET", "/slow?seconds=1.5") for _ in range(6)]
-            wait_until(lambda: unix_listen_queue(stack.socket_path) == 4, timeout=5)
+            wait_for(lambda: unix_listen_queue(stack.socket_path) == 4, 5)
             assert [future.result()[0] for future in slow] == [200] * 6

@@ -10,10 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from deploy.localstack import Stack, alive, process_tree
-from helpers import HELPERS, assert_json_error, uwsgi_app
+from helpers import HELPERS, assert_json_error, uwsgi_app, wait_for
 
 FLASK_TEST_APP = uwsgi_app("testapps:flask_app")
 RESULT = '{"result": 8.86226925452758}'
@@ -71,13 +69,10 @@ def rss_kb(pid: int) -> int:
     return int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
 
 
-def wait_until(condition, timeout: float) -> float:
+def seconds_until(condition, timeout: float) -> float:
     """Seconds until condition() holds; fails after timeout."""
     start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > timeout:
-            pytest.fail(f"not within {timeout} s")
-        time.sleep(0.01)
+    wait_for(condition, timeout, interval=0.01)
     return time.monotonic() - start
 
 
@@ -120,7 +115,7 @@ def test_stuck_request_gets_json_504_and_its_worker_is_recycled(figure):
         stuck.join(30)
         seconds = time.monotonic() - start
         message = assert_json_error(*answers[0], 504, "time limit")
-        wait_until(lambda: len(workers(stack)) == 2 and workers(stack) != before, timeout=5)
+        wait_for(lambda: len(workers(stack)) == 2 and workers(stack) != before, 5, interval=0.01)
         replaced = before - workers(stack)
     figure("stuck request answered (harakiri 2 s)", f"{seconds:.2f} s: 504 {message!r}")
     assert 1.5 <= seconds < 4  # uWSGI checks harakiri once a second
@@ -139,7 +134,7 @@ def test_request_stuck_in_c_is_killed_with_json_502_and_worker_respawned():
         response = stack.request("GET", "/slow?seconds=20&block=1", timeout=30)
         assert_json_error(*response, 502, "died")
         assert time.monotonic() - start < 5  # once, not retried
-        wait_until(lambda: len(workers(stack)) == 2 and workers(stack) != before, timeout=5)
+        wait_for(lambda: len(workers(stack)) == 2 and workers(stack) != before, 5, interval=0.01)
         assert stack.request("GET", "/pisqrt?a=25")[0] == 200
 
 
@@ -195,7 +190,7 @@ def test_kill_9_of_a_worker_under_load(stack, figure):
     time.sleep(1.5)
     victim = min(workers(stack))
     os.kill(victim, signal.SIGKILL)
-    respawn = wait_until(lambda: len(workers(stack) - {victim}) == 2, timeout=5)
+    respawn = seconds_until(lambda: len(workers(stack) - {victim}) == 2, timeout=5)
     seen = outcomes(client)
     figure("kill -9 of a worker under load: respawn (s)", f"{respawn:.3f}")
     figure("kill -9 of a worker under load: outcomes", seen)

@@ -2,13 +2,12 @@
 
 import json
 import re
-import time
 from pathlib import Path
 
 import pytest
 
 from deploy.localstack import Stack
-from helpers import assert_json_error
+from helpers import assert_json_error, wait_for
 
 NGINX_ID = re.compile(r"[0-9a-f]{32}")  # nginx's $request_id
 
@@ -16,12 +15,12 @@ NGINX_ID = re.compile(r"[0-9a-f]{32}")  # nginx's $request_id
 def logged(path: Path, needle: str, at_least: int = 1, timeout: float = 5) -> list[str]:
     """The lines of a log that contain needle, waiting (bounded) until there are at_least of
     them: the writers flush late, and uWSGI writes its request line after the app's lines."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def enough() -> list[str] | None:
         lines = [line for line in path.read_text().splitlines() if needle in line]
-        if len(lines) >= at_least or time.monotonic() > deadline:
-            return lines
-        time.sleep(0.05)
+        return lines if len(lines) >= at_least else None
+
+    return wait_for(enough, timeout, message=f"fewer than {at_least} lines with {needle} in {path}")
 
 
 def access_entry(stack: Stack, request_id: str) -> dict:

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from deploy.localstack import Stack, alive, process_tree
-from helpers import assert_json_error, uwsgi_app
+from helpers import assert_json_error, uwsgi_app, wait_for
 
 
 def test_socket_is_660_and_three_uwsgi_processes(stack):
@@ -64,10 +64,7 @@ def test_uwsgi_down_is_502_json():
         stack.uwsgi.wait(5)
         # The workers notice their master is gone within a second (no-orphans) and exit; until
         # then one may still answer from the socket's backlog.
-        deadline = time.monotonic() + 5
-        while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not any(alive(pid) for pid in workers), workers
+        wait_for(lambda: not any(alive(pid) for pid in workers), 5, message=f"alive: {workers}")
         assert_json_error(*stack.request("GET", "/healthz"), 502, "not running")
 
 
@@ -92,10 +89,11 @@ def test_stop_leaves_no_process_or_directory():
         pids = stack.pids()
         assert len(pids) >= 4  # uWSGI master + 2 workers, nginx master + workers
     # stop() itself raises on a leak; check once more from the outside.
-    deadline = time.monotonic() + 5
-    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [pid for pid in pids if alive(pid)] == []
+    wait_for(
+        lambda: [pid for pid in pids if alive(pid)] == [],
+        5,
+        message=lambda: f"alive: {[pid for pid in pids if alive(pid)]}",
+    )
     assert not os.path.exists(stack.dir)
 
 

@@ -8,10 +8,10 @@ tests run in file order, each on what the one before left, like those of the hos
 import json
 import os
 import subprocess
-import time
 
 import pytest
 
+from helpers import wait_for
 from helpers.installed import INSTALL, READY, REASON, RESULT, SNAPSHOT, SRC, installed_box, sh
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no systemd box here: {REASON}")
@@ -42,10 +42,12 @@ def test_balancer_install_serves_over_tls_and_a_second_run_changes_nothing(box):
         "curl -sS -o /dev/null -w '%{http_code} %{redirect_url}' http://127.0.0.1/pisqrt?a=25"
     )
     # nginx's old workers may take one more connection just after a reload: poll.
-    deadline = time.monotonic() + 5
-    while (answer := sh(box, redirect)) != "301 https://127.0.0.1/pisqrt?a=25":
-        assert time.monotonic() < deadline, answer
-        time.sleep(0.1)
+    wait_for(
+        lambda: sh(box, redirect) == "301 https://127.0.0.1/pisqrt?a=25",
+        5,
+        interval=0.1,
+        message=lambda: sh(box, redirect),
+    )
     assert sh(box, "stat -c '%a %U' /etc/ssl/modelserver/balancer.key") == "600 root"
     before = sh(box, FILES)
     again = box.run(BALANCER, check=False, timeout=300)

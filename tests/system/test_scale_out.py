@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import PROJECT, find_nginx
-from helpers import HELPERS, assert_json_error
+from helpers import HELPERS, assert_json_error, wait_for
 from helpers.netns_hosts import (
     BALANCER_ADDRESS,
     CLIENT_ADDRESS,
@@ -471,13 +471,17 @@ def balancer_view(lines: list[str]) -> dict:
 
 def wait_for_traffic(cluster, host: Host, timeout: float = 15) -> float:
     """Seconds until the balancer sends requests to host again (it probes after fail_timeout)."""
-    start = time.monotonic()
-    while f"{host.address}:{HOST_PORT}" not in cluster.up_hosts_answering():
-        assert time.monotonic() - start < timeout, "the host got no traffic back"
+
+    def back_in_rotation() -> bool:
+        if f"{host.address}:{HOST_PORT}" in cluster.up_hosts_answering():
+            return True
         for _ in range(6):
             status, _, body, _ = cluster.curl()
             assert status == 200, body
-        time.sleep(0.2)
+        return False
+
+    start = time.monotonic()
+    wait_for(back_in_rotation, timeout, interval=0.2, message="the host got no traffic back")
     return time.monotonic() - start
 
 

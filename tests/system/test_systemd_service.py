@@ -13,6 +13,7 @@ import time
 import pytest
 
 from deploy.localstack import PROJECT
+from helpers import wait_for
 from helpers.installed import (
     INSTALL,
     MODELS,
@@ -25,7 +26,6 @@ from helpers.installed import (
     installed_box,
     sh,
 )
-from helpers.systemd_box import wait_for
 
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no systemd box here: {REASON}")
 
@@ -53,11 +53,8 @@ def main_pid(box) -> int:
 def wait_for_answer(box, timeout: float) -> float:
     """Seconds until the service answers 200 through nginx; fails after timeout."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if get(box)[0] == 200:
-            return time.monotonic() - start
-        time.sleep(0.05)
-    pytest.fail(f"no answer within {timeout} s")
+    wait_for(lambda: get(box)[0] == 200, timeout, message="no answer")
+    return time.monotonic() - start
 
 
 def start_load(box, seconds: float, threads: int = 8) -> subprocess.Popen:
@@ -165,7 +162,7 @@ def test_key_file_is_private_and_keys_change_with_a_reload(box):
     try:
         sh(box, f"echo box-key-1 > {KEYS} && systemctl reload modelserver")
         # systemctl reload returns before the reload is done.
-        wait_for(lambda: get(box)[0] == 401, 15, "the key taken in by the reload")
+        wait_for(lambda: get(box)[0] == 401, 15, message="the key taken in by the reload")
         keyed = box.run(["curl", "-s", "-H", "Authorization: Bearer box-key-1", URL], check=False)
         assert keyed.stdout.strip() == RESULT
         assert (
@@ -228,7 +225,9 @@ def test_nginx_killed_starts_again_over_its_leftover_status_socket(box):
     socket = "/run/modelserver-nginx-status.sock"
     sh(box, "systemctl kill -s KILL nginx")
     wait_for(
-        lambda: sh(box, "systemctl is-active nginx || true") != "active", 10, "nginx to be dead"
+        lambda: sh(box, "systemctl is-active nginx || true") != "active",
+        10,
+        message="nginx to be dead",
     )
     assert box.run(["test", "-S", socket], check=False).returncode == 0  # left behind
     sh(box, "systemctl start nginx")
