@@ -1,4 +1,8 @@
-# modelserver: `make run` serves the stack on http://127.0.0.1:$(PORT); `make test` runs every test.
+# modelserver: `make run` serves the stack on http://127.0.0.1:$(PORT).
+# `make check` is the way to iterate: lint, format and the unit tests (tests/unit, in-process, no
+# server), in seconds. `make test` runs lint, format and every layer: unit, stack (real nginx and
+# uWSGI) and system (systemd, network namespaces, the browser, `make run`). One file or test:
+# `make test PYTEST_ARGS="tests/stack/test_stack.py -k 502"`.
 
 PORT ?= 5555
 # The virtualenv is built on the system's Python (Debian's /usr/bin/python3), the interpreter
@@ -15,13 +19,16 @@ TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium prometheus
 # The scale-out tests: network namespaces (ip), curl and openssl as clients, a test certificate.
 TEST_PACKAGES += iproute2 curl openssl nftables
 
-.PHONY: run test model soak bench bench-quick lint system-packages test-packages bench-packages clean
+.PHONY: run check test model soak bench bench-quick lint system-packages test-packages bench-packages clean
 
 run: system-packages $(VENV)/.service $(VIEWER)
 	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
 
-test: test-packages $(VENV)/.tests $(VIEWER)
-	$(VENV)/bin/ruff check .
+# The unit layer needs neither nginx nor a browser: only the venv (and what building it takes).
+check: system-packages lint
+	$(VENV)/bin/python -m pytest -q tests/unit
+
+test: test-packages lint $(VIEWER)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # Train the digit classifier again from scikit-learn's bundled digits (fixed seed, same file).
@@ -30,7 +37,7 @@ model: $(VENV)/.tests
 
 # The load test for 10 minutes instead of 15 s: 0 errors and no worker growth over a long run.
 soak: test-packages $(VENV)/.tests
-	MODELSERVER_LOAD_SECONDS=600 $(VENV)/bin/python -m pytest -k 64_clients tests/test_reliability.py
+	MODELSERVER_LOAD_SECONDS=600 $(VENV)/bin/python -m pytest -k 64_clients tests/stack/test_reliability.py
 
 # The side-by-side benchmark (bench/README.md): about 11 min; bench-quick in about 2.
 # Both write bench/results.md, .json and .png and print the table.
