@@ -1,1 +1,1 @@
-"""The side-by-side benchmark of issue 5: `make bench` runs bench/run.py."""
+"""The side-by-side benchmark: `make bench` runs bench/run.py."""

@@ -23,11 +23,11 @@ from PIL import Image, ImageDraw
 import algo
 import digits
 import registry
-from modelserver.images import decode_image
 from bench.load import cpu_ticks, other_cpu_pct
 from deploy.localstack import PROJECT
+from modelserver.images import decode_image
 
-# The last commit before issue 13 changed the image path: the "before" of the A/B.
+# The last commit before the image path was made faster: the "before" of the A/B.
 BASELINE = "2d6b810"
 BATCH_ROWS = 10_000
 LABEL = 5  # the digit both files show

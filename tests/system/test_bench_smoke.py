@@ -95,8 +95,8 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     for name in INSTALLED:
         assert f"| {BY_NAME[name].label} | 8 |" in markdown
     assert (
-        "Targets of issues 5 (the HTTP path) and 12 (the metrics' cost):" in markdown
-        and "Targets of issue 13:" in markdown
+        "Targets of the HTTP path and of the metrics' cost:" in markdown
+        and "Targets of the image path:" in markdown
     )
     assert markdown in done.stdout  # the table is printed at the end of the run
 
