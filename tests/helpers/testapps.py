@@ -47,10 +47,22 @@ def pid_route() -> dict:
     return {"pid": os.getpid()}
 
 
-# The production app plus two routes that only tests have: a slow one, and one naming the worker.
+HELD: list[bytes] = []
+
+
+def grow_route() -> dict:
+    """Hold ?mb=N more megabytes in this worker, as a leaking model would; every page touched,
+    so it counts in the worker's resident memory."""
+    HELD.append(b"\x01" * (int(request.args["mb"]) * 1024 * 1024))
+    return {"pid": os.getpid()}
+
+
+# The production app plus routes that only tests have: a slow one, one naming the worker, and one
+# that makes the worker hold memory.
 flask_app = create_app()
 flask_app.add_url_rule("/slow", "slow", slow_route)
 flask_app.add_url_rule("/pid", "pid", pid_route)
+flask_app.add_url_rule("/grow", "grow", grow_route)
 
 
 # A user's functions instead of the project's demos: what the framework's tests serve.
