@@ -355,6 +355,8 @@ def example_query(parameters: list[dict]) -> str:
     repeated (?v=3&v=4), a bool as true or false, text URL-encoded."""
     pairs = []
     for parameter in parameters:
+        if "example" not in parameter:  # a type with no example to give (Field(pattern=...))
+            continue
         name, example = parameter["name"], parameter["example"]
         for value in example if isinstance(example, list) else [example]:
             pairs.append((name, json.dumps(value) if isinstance(value, bool) else value))

@@ -27,10 +27,10 @@ def query_value(param: Param) -> object:
     if not texts and not param.required:
         return param.default
     if not param.in_query:
+        body = f"an {param.kind.name} object" if param.whole_body else field_example(param)
         raise BadRequest(
             f"parameter {param.name!r} ({param.kind.name}) cannot come in a query string: "
-            f"POST {request.path} a JSON body (Content-Type: application/json) such as "
-            f"{field_example(param)}"
+            f"POST {request.path} a JSON body (Content-Type: application/json) such as {body}"
         )
     if not texts:
         raise BadRequest(
@@ -209,9 +209,7 @@ def field_path(name: str, loc: tuple) -> str:
 
 
 # pydantic's own words, in the contract's: "Input should be a valid date" -> "must be ...".
-SHOULD = re.compile(
-    r"^(?:Input|Value|String|List|Dictionary|Tuple|Number|Decimal) should (?:be |have )?"
-)
+SHOULD = re.compile(r"^\w+ should ")
 
 
 def pydantic_problem(error: dict) -> str:
@@ -221,8 +219,7 @@ def pydantic_problem(error: dict) -> str:
         return INT64_RANGE
     message = error["msg"]
     if SHOULD.match(message):
-        verb = "must have " if " should have " in message else "must be "
-        return SHOULD.sub(verb, message, count=1)
+        return SHOULD.sub("must ", message, count=1)
     return "is not valid: " + message.removeprefix("Value error, ")
 
 

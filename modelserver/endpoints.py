@@ -100,7 +100,7 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
     if not callable(func):
         raise TypeError(f"{where}: not a function")
     try:
-        hints = typing.get_type_hints(func)
+        hints = typing.get_type_hints(func, include_extras=True)  # Field() constraints kept
     except Exception as error:  # a hint naming what does not exist: the user's code to fix
         raise TypeError(f"{where}: its type hints cannot be read: {error}") from error
     parameters = list(inspect.signature(func).parameters.values())

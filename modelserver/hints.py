@@ -13,11 +13,12 @@ import re
 import types
 import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from modelserver.files import File
 
@@ -199,8 +200,12 @@ class Param:
 
 
 def to_plain(value: object) -> object:
-    """An example or default as JSON has it: an Enum member as its value."""
-    return value.value if isinstance(value, enum.Enum) else value
+    """An example or default as JSON has it: an Enum member as its value, a date as text; None
+    for one JSON has no form of."""
+    try:
+        return to_jsonable_python(value)
+    except PydanticSerializationError:
+        return None
 
 
 def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_list: bool) -> Param:
@@ -231,6 +236,8 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
         json_hint = list[json_item] if is_list else json_item
         adapter = TypeAdapter(json_hint | None if optional else json_hint, config=STRICT)
         constrained = item is not without_annotations(item)
+        if constrained:
+            kind = replace(kind, example=fitting_example(TypeAdapter(item), kind.example))
         return Param(name, kind, is_list, optional, default, adapter, False, constrained)
     adapter = json_adapter(where, hint | None if optional else hint)
     if kind is None:
@@ -240,6 +247,18 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
 
 def is_model(hint: object) -> bool:
     return isinstance(hint, type) and issubclass(hint, BaseModel)
+
+
+def fitting_example(adapter: TypeAdapter, example: object) -> object:
+    """The type's example if it meets the constraints, else a bound that does (Field(ge=0,
+    le=1): 0), else None: no example to give."""
+    schema = adapter.json_schema()
+    for candidate in (example, schema.get("minimum"), schema.get("maximum")):
+        try:
+            return adapter.validate_python(candidate, strict=True)
+        except ValidationError:
+            continue
+    return None
 
 
 def json_adapter(where: str, hint: object) -> TypeAdapter:

@@ -1,8 +1,18 @@
 """The OpenAPI document, generated from the endpoints' signatures."""
 
+from pydantic import TypeAdapter
+
 from modelserver.answers import JSON_TYPE
 from modelserver.endpoints import Signature
+from modelserver.hints import BINARY, REQUIRED, Param
 from modelserver.limits import MAX_BATCH, MAX_IMAGES
+from modelserver.streaming import EVENT_STREAM, NDJSON
+
+# Models, dataclasses, TypedDicts and Enums are named schemas of the document's components,
+# referred to from every place that uses them.
+REF = "#/components/schemas/{model}"
+# The schemas of the document being made (openapi() fills it): name -> schema.
+COMPONENTS: dict[str, dict] = {}
 
 # --- the OpenAPI document ------------------------------------------------------------------
 
@@ -20,6 +30,52 @@ def result_content(schema: dict, example: object = None) -> dict:
     if example is not None:
         content["example"] = {"result": example}
     return {"description": "the result", "content": {JSON_TYPE: content}}
+
+
+def stream_content(item: dict) -> dict:
+    """A generator's answer: a line {"result": item} per item, or the same as events."""
+    line = {"type": "object", "required": ["result"], "properties": {"result": item}}
+    return {
+        "description": "the items as they are made, a JSON line each; a last line "
+        '{"message": ...} if the function fails midway. With Accept: text/event-stream, '
+        "the same lines as Server-Sent Events (an error as event: error)",
+        "content": {NDJSON: {"schema": line}, EVENT_STREAM: {"schema": {"type": "string"}}},
+    }
+
+
+def schema_of(adapter: TypeAdapter | None, fallback: dict, mode: str = "validation") -> dict:
+    """The adapter's JSON Schema in OpenAPI 3.0's dialect, its named parts moved to the
+    document's components; fallback where there is no adapter or pydantic has no schema."""
+    if adapter is None:
+        return dict(fallback)
+    try:
+        schema = adapter.json_schema(ref_template=REF, mode=mode)
+    except Exception:  # a type pydantic validates but cannot describe (arbitrary types)
+        return dict(fallback)
+    for name, part in schema.pop("$defs", {}).items():
+        COMPONENTS[name] = openapi_schema(part)
+    if "title" in schema:  # a model, dataclass, TypedDict or Enum itself: a named one too
+        COMPONENTS[schema["title"]] = openapi_schema(schema)
+        return {"$ref": REF.format(model=schema["title"])}
+    return openapi_schema(schema)
+
+
+def param_schema(param: Param) -> dict:
+    schema = schema_of(param.adapter, param.kind.schema)
+    if param.default is not REQUIRED and param.default is not None:
+        schema["default"] = param.example()
+    return schema
+
+
+def result_schema(sig: Signature) -> dict:
+    """One result's (or streamed item's) schema, from the return hint; {} (any JSON) without."""
+    if sig.returns_hint is None:
+        return {}
+    try:
+        adapter = TypeAdapter(sig.returns_hint)
+    except Exception:  # numpy arrays, a model's own class: any JSON
+        return {}
+    return schema_of(adapter, {}, "serialization")
 
 
 def common_errors(body: bool) -> dict:
@@ -60,9 +116,10 @@ def openapi(signatures: list[Signature]) -> dict:
             "get": status_operation("every model is loaded (503 names those that are not)")
         },
     }
+    COMPONENTS.clear()
     for sig in signatures:
         operations = {"post": post_operation(sig)}
-        if not sig.takes_images:
+        if not sig.takes_uploads and all(p.in_query for p in sig.params if p.required):
             operations = {"get": get_operation(sig), **operations}
         paths[f"/{sig.name}"] = operations
         paths[f"/v1/{sig.name}"] = {"$ref": "#/paths/~1" + sig.name}
@@ -77,6 +134,7 @@ def openapi(signatures: list[Signature]) -> dict:
         "paths": paths,
         "components": {
             "schemas": {
+                **COMPONENTS,
                 "Result": {"type": "object", "required": ["result"]},
                 "Error": {
                     "type": "object",
@@ -131,26 +189,34 @@ def describe(sig: Signature) -> dict:
 
 
 def get_operation(sig: Signature) -> dict:
+    """The query-string form: the parameters a query can carry (a type that needs JSON is
+    POST only)."""
     parameters = []
     for param in sig.params:
+        if not param.in_query:
+            continue
         item = {
             "name": param.name,
             "in": "query",
             "required": param.required,
-            "schema": openapi_schema(param.schema()),
-            "example": param.example(),
+            "schema": param_schema(param),
         }
+        if param.example() is not None:
+            item["example"] = param.example()
         if param.is_list:  # ?values=1.5&values=2
             item.update(style="form", explode=True)
         parameters.append(item)
-    responses = {"200": result_content(openapi_schema(sig.returns)), **common_errors(False)}
+    one = result_schema(sig)
+    answer = stream_content(one) if sig.streams else result_content(one)
+    responses = {"200": answer, **common_errors(False)}
     return {**describe(sig), "parameters": parameters, "responses": responses}
 
 
 def post_operation(sig: Signature) -> dict:
-    one = openapi_schema(sig.returns)
+    one = result_schema(sig)
     results = {"anyOf": [one, {"type": "array", "items": one}]} if one else {}
-    responses = {"200": result_content(results), **common_errors(True)}
+    answer = stream_content(one) if sig.streams else result_content(results)
+    responses = {"200": answer, **common_errors(True)}
     if sig.model is not None:
         responses["503"] = error_response(f"the model {sig.model!r} is not loaded")
     return {**describe(sig), "requestBody": request_body(sig), "responses": responses}
@@ -159,7 +225,7 @@ def post_operation(sig: Signature) -> dict:
 def arguments_schema(sig: Signature) -> dict:
     schema = {
         "type": "object",
-        "properties": {p.name: openapi_schema(p.schema()) for p in sig.params},
+        "properties": {p.name: param_schema(p) for p in sig.params},
         "additionalProperties": False,
     }
     required = [p.name for p in sig.params if p.required]
@@ -169,26 +235,16 @@ def arguments_schema(sig: Signature) -> dict:
 
 
 def request_body(sig: Signature) -> dict:
-    """A JSON object of arguments, or a list of them (a batch); images as a file or a form."""
-    if sig.takes_images:
-        form = arguments_schema(sig)
-        for name, schema in form["properties"].items():
-            if schema.get("format") == "binary":
-                form["properties"][name] = {
-                    "type": "array",
-                    "items": schema,
-                    "minItems": 1,
-                    "maxItems": MAX_IMAGES,
-                }
-        content = {"multipart/form-data": {"schema": form}}
-        if len(sig.params) == 1:
-            binary = {"schema": {"type": "string", "format": "binary"}}
-            content = {"image/png": binary, "image/jpeg": binary, **content}
-        return {"required": True, "content": content}
-    one = arguments_schema(sig)
+    """A JSON object of arguments, or a list of them (a batch); uploads as a body or a form."""
+    if sig.takes_uploads:
+        return upload_body(sig)
+    if sig.params and sig.params[0].whole_body:
+        one = param_schema(sig.params[0])
+    else:
+        one = arguments_schema(sig)
     batch = {"type": "array", "items": one, "maxItems": MAX_BATCH}
-    forms = [one, batch]
-    if sig.numbers_only:  # deprecated: {"a": [1, 25, 0]}
+    forms = [one] if sig.streams else [one, batch]
+    if sig.numbers_only and sig.params and not sig.streams:  # deprecated: {"a": [1, 25, 0]}
         forms.append(
             {
                 "type": "object",
@@ -196,25 +252,77 @@ def request_body(sig: Signature) -> dict:
                     p.name: {"type": "array", "items": p.kind.schema, "maxItems": MAX_BATCH}
                     for p in sig.params
                 },
-                "required": [p.name for p in sig.params if p.required],
                 "additionalProperties": False,
                 "deprecated": True,
             }
         )
-    examples = {"one": {"value": {p.name: p.example() for p in sig.params}}}
-    examples["batch"] = {"value": [examples["one"]["value"]] * 2}
-    return {
-        "required": True,
-        "content": {JSON_TYPE: {"schema": {"anyOf": forms}, "examples": examples}},
-    }
+        required = [p.name for p in sig.params if p.required]
+        if required:  # OpenAPI 3.0: a required list is never empty
+            forms[-1]["required"] = required
+    media = {"schema": {"anyOf": forms}}
+    if all(p.example() is not None for p in sig.params):
+        examples = {"one": {"value": {p.name: p.example() for p in sig.params}}}
+        if not sig.streams:
+            examples["batch"] = {"value": [examples["one"]["value"]] * 2}
+        media["examples"] = examples
+    return {"required": True, "content": {JSON_TYPE: media}}
 
 
-def openapi_schema(schema: dict) -> dict:
-    """A JSON Schema from pydantic in OpenAPI 3.0's dialect: anyOf with null is nullable."""
+def upload_body(sig: Signature) -> dict:
+    """A multipart form of the parameters (an image or a file field repeated: a batch; a
+    list[File] field: the files), or for a function of one upload the file as the body."""
+    form = arguments_schema(sig)
+    for param in sig.params:
+        if param.upload is not None:
+            form["properties"][param.name] = {
+                "type": "array",
+                "items": BINARY,
+                "minItems": 0 if param.many else 1,
+                "maxItems": MAX_IMAGES,
+            }
+        elif not param.in_query:  # a type that needs JSON: its JSON text
+            form["properties"][param.name] = {"type": "string", "description": "JSON"}
+    content = {"multipart/form-data": {"schema": form}}
+    uploads = [p for p in sig.params if p.upload is not None]
+    others = [p for p in sig.params if p.required and p not in uploads[:1]]
+    if len(uploads) == 1 and not others and not uploads[0].many:
+        binary = {"schema": BINARY}
+        if uploads[0].is_image:
+            content = {"image/png": binary, "image/jpeg": binary, **content}
+        else:  # any Content-Type at all; this one gives /docs its file picker
+            content = {"application/octet-stream": binary, **content}
+    return {"required": True, "content": content}
+
+
+def openapi_schema(schema: object) -> object:
+    """A JSON Schema from pydantic in OpenAPI 3.0's dialect, all the way down: anyOf with null
+    is nullable, const an enum of one, a tuple's prefixItems items of any of them, a numeric
+    exclusive bound a boolean beside its bound, examples one example, $ref alone."""
+    if isinstance(schema, list):
+        return [openapi_schema(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: openapi_schema(value) for key, value in schema.items()}
     options = schema.get("anyOf")
     if options and {"type": "null"} in options:
         rest = [option for option in options if option != {"type": "null"}]
-        schema = {**{k: v for k, v in schema.items() if k != "anyOf"}, **rest[0], "nullable": True}
-    if schema.get("type") == "array" and "items" in schema:
-        schema = {**schema, "items": openapi_schema(schema["items"])}
+        schema = {k: v for k, v in schema.items() if k != "anyOf"}
+        schema.update(rest[0] if len(rest) == 1 else {"anyOf": rest})
+        schema["nullable"] = True
+    if "const" in schema:
+        schema["enum"] = [schema.pop("const")]
+    if "prefixItems" in schema:
+        items = schema.pop("prefixItems")
+        distinct = [item for i, item in enumerate(items) if item not in items[:i]]
+        schema["items"] = distinct[0] if len(distinct) == 1 else {"anyOf": distinct}
+    for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
+        if not isinstance(schema.get(bound, True), bool):
+            schema[limit], schema[bound] = schema[bound], True
+    if "examples" in schema:
+        examples = schema.pop("examples")
+        if isinstance(examples, list) and examples:
+            schema["example"] = examples[0]
+    if "$ref" in schema and len(schema) > 1:
+        # OpenAPI 3.0 ignores whatever stands beside a $ref: keep it beside an allOf of it.
+        schema = {"allOf": [{"$ref": schema.pop("$ref")}], **schema}
     return schema
