@@ -7,6 +7,7 @@ import signal
 import numpy as np
 from flask import Response, current_app, request
 from pydantic_core import PydanticSerializationError, to_jsonable_python
+from werkzeug.datastructures import Headers
 from werkzeug.exceptions import (
     HTTPException,
     InternalServerError,
@@ -59,11 +60,20 @@ def numpy_or_fail(value: object) -> object:
     raise TypeError(f"a {type(value).__name__} is not JSON")
 
 
+class JSONResponse(Response):
+    """A JSON answer: its headers go out as they are. Werkzeug would copy them for each answer
+    to make a Location absolute or drop the body's length from a 204 or 304, neither of which
+    a JSON answer has."""
+
+    def get_wsgi_headers(self, environ: dict) -> Headers:
+        return self.headers
+
+
 def json_response(payload: dict, status: int = 200) -> Response:
     """payload as JSON, with json.dumps' default spacing: {"result": 8.86226925452758}."""
     # allow_nan=False: NaN and Infinity are not JSON; emitting them would break clients silently.
     body = json.dumps(payload, allow_nan=False, default=numpy_to_json) + "\n"
-    return Response(body, status, mimetype=JSON_TYPE)
+    return JSONResponse(body, status, content_type=JSON_TYPE)
 
 
 # --- errors ----------------------------------------------------------------------------------
