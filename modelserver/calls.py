@@ -10,7 +10,7 @@ from werkzeug.exceptions import (
     ServiceUnavailable,
 )
 
-from modelserver import metrics
+from modelserver import batching, metrics
 from modelserver.endpoints import Signature
 
 
@@ -39,6 +39,8 @@ def call_function(sig: Signature, args: tuple, where: str = "") -> object:
 
 def call_timed(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
     """call_rows, timed: the time inside the function(s) and the batch size go to the metrics."""
+    if sig.max_batch_size and rows and batching.concurrent_requests():
+        return call_batched(sig, prefix, rows, batch)
     start = time.perf_counter()
     try:
         return call_rows(sig, prefix, rows, batch)
@@ -47,6 +49,26 @@ def call_timed(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> 
         model = sig.model or sig.name
         size = len(rows) if batch else None
         metrics.observe_model(current_app.extensions["metrics"], model, sig.name, size, seconds)
+
+
+def call_batched(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
+    """The rows answered in one call with those of the requests running beside this one
+    (modelserver.batching); the metrics get the call's time, the size of the batch it formed
+    and how long this request waited for it."""
+    batcher = batching.batcher_of(sig.name, sig.max_batch_size, sig.max_batch_delay_ms / 1000)
+    deadline = time.perf_counter() + batching.deadline_seconds()
+    pending = batcher.submit(
+        rows, lambda batch_rows: call_rows(sig, prefix, batch_rows, True), deadline
+    )
+    seconds = time.perf_counter() - pending.started
+    wait = pending.started - pending.arrived
+    registry = current_app.extensions["metrics"]
+    size = len(rows) if batch else None
+    metrics.observe_model(registry, sig.model or sig.name, sig.name, size, seconds)
+    metrics.observe_batching(registry, sig.name, pending.batch_items or None, wait)
+    if pending.error is not None:
+        raise pending.error
+    return pending.results if batch else pending.results[0]
 
 
 def call_rows(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:

@@ -32,6 +32,13 @@ class Endpoint:
     # model that shrinks every image anyway, most of the decoding is never done. Other formats
     # (PNG) come whole, in their own mode. None: every image whole.
     draft: tuple[str, int] | None = None
+    # A vectorised function only: concurrent requests to it (single items and small batches) are
+    # answered together by one call of at most this many items (modelserver.batching). None:
+    # one call per request.
+    max_batch_size: int | None = None
+    # The longest the first request of a batch waits for others to join it; 0: none, the batch
+    # is what is already waiting when the function is free.
+    max_batch_delay_ms: float = 0
 
 
 def serve(
@@ -40,10 +47,12 @@ def serve(
     model: Callable[[], object] | None = None,
     vectorized: bool = False,
     draft: tuple[str, int] | None = None,
+    max_batch_size: int | None = None,
+    max_batch_delay_ms: float = 0,
 ) -> Endpoint:
     """An ENDPOINTS entry: func, the loader of the model it needs, whether it is vectorised,
-    and the least it needs of its images (see Endpoint)."""
-    return Endpoint(func, model, vectorized, draft)
+    the least it needs of its images, and how concurrent requests are batched (see Endpoint)."""
+    return Endpoint(func, model, vectorized, draft, max_batch_size, max_batch_delay_ms)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class Signature:
     streams: bool = False
     # The return hint, for the document's schema of a result (None: not given).
     returns_hint: object = None
+    max_batch_size: int | None = None  # Endpoint.max_batch_size
+    max_batch_delay_ms: float = 0  # Endpoint.max_batch_delay_ms
 
     @property
     def takes_images(self) -> bool:
@@ -139,6 +150,7 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
     if len(params) == 1 and is_model(hints[params[0].name]) and not endpoint.vectorized:
         # FastAPI's way: a function of one model takes the body as that model.
         params[0] = replace(params[0], whole_body=True)
+    check_batching(where, endpoint)
     streams = eventloop.streams(func)
     if streams and endpoint.vectorized:
         raise TypeError(
@@ -163,7 +175,24 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         description.strip(),
         streams,
         returns_hint,
+        endpoint.max_batch_size,
+        endpoint.max_batch_delay_ms,
     )
+
+
+def check_batching(where: str, endpoint: Endpoint) -> None:
+    """max_batch_size: a whole number >= 1, for a vectorised function; the delay: >= 0 ms."""
+    size, delay = endpoint.max_batch_size, endpoint.max_batch_delay_ms
+    if size is None:
+        return
+    if type(size) is not int or size < 1:
+        raise TypeError(f"{where}: max_batch_size is a whole number >= 1; got {size!r}")
+    if not endpoint.vectorized:
+        raise TypeError(
+            f"{where}: max_batch_size batches items into one call, which needs vectorized=True"
+        )
+    if type(delay) not in (int, float) or not 0 <= delay <= 1000:
+        raise TypeError(f"{where}: max_batch_delay_ms is from 0 to 1000 ms; got {delay!r}")
 
 
 def model_name(loader: Callable[[], object]) -> str:

@@ -64,6 +64,9 @@ BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"})
 START = "modelserver.start"  # the request's start time, in its WSGI environ
 CALLS = "modelserver.calls"  # the model calls a request made, in its WSGI environ
+BATCHING = "modelserver.batching"  # a batched request's wait and the batch it formed, likewise
+# A request's wait for its batch: from none (it came to a free model) to well past a delay.
+WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30)
 
 
 def multiprocess() -> bool:
@@ -122,6 +125,23 @@ class Metrics:
             buckets=BATCH_BUCKETS,
             registry=registry,
         )
+        # modelserver_batch_size counts what clients send; these what the batcher made of it.
+        self.formed_batch_size = Histogram(
+            "modelserver_formed_batch_size",
+            "Items per call of a batching endpoint's function, as the batcher formed them from "
+            "the concurrent requests, by endpoint.",
+            ["endpoint"],
+            buckets=BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.batch_wait = Histogram(
+            "modelserver_batch_wait_seconds",
+            "Time a request to a batching endpoint waited for its batch's call to start, by "
+            "endpoint.",
+            ["endpoint"],
+            buckets=WAIT_BUCKETS,
+            registry=registry,
+        )
         self.stream_errors = Counter(
             "modelserver_stream_errors",
             "Streamed answers cut short by an exception after their first item, by endpoint.",
@@ -146,7 +166,9 @@ class Metrics:
             found = self.children[key] = metric.labels(*labels)
         return found
 
-    def write(self, endpoint: str, method: str, status: int, seconds: float, calls) -> None:
+    def write(
+        self, endpoint: str, method: str, status: int, seconds: float, calls, batching=()
+    ) -> None:
         """A request's counts and times, into the values behind the metrics' children."""
         with WRITING:
             count = self.child(self.requests, endpoint, method, str(status))._value
@@ -158,6 +180,10 @@ class Metrics:
                 self.observe(self.child(self.model_duration, model), model_seconds)
                 if batch is not None:
                     self.observe(self.child(self.batch_size, name), batch)
+            for name, formed, wait in batching:
+                self.observe(self.child(self.batch_wait, name), wait)
+                if formed is not None:
+                    self.observe(self.child(self.formed_batch_size, name), formed)
 
     def observe(self, histogram, amount: float) -> None:
         """Histogram.observe, through bump: the sum, and the first bucket that holds amount."""
@@ -231,7 +257,14 @@ def count_response(metrics: Metrics, response: Response) -> Response:
     method = environ["REQUEST_METHOD"]
     method = method if method in METHODS else "other"
     seconds = time.perf_counter() - environ[START]
-    metrics.write(endpoint, method, response.status_code, seconds, environ.get(CALLS, ()))
+    metrics.write(
+        endpoint,
+        method,
+        response.status_code,
+        seconds,
+        environ.get(CALLS, ()),
+        environ.get(BATCHING, ()),
+    )
     return response
 
 
@@ -240,6 +273,13 @@ def observe_model(metrics: Metrics | None, model: str, endpoint: str, batch: int
     request (None for a single item: a GET, or a POST of one); written with the response."""
     if metrics is not None:
         request.environ.setdefault(CALLS, []).append((model, endpoint, batch, seconds))
+
+
+def observe_batching(metrics: Metrics | None, endpoint: str, formed: int | None, wait: float):
+    """A batched request's wait for its call, and the items of the batch it led (None: it was
+    in another's); written with the response."""
+    if metrics is not None:
+        request.environ.setdefault(BATCHING, []).append((endpoint, formed, wait))
 
 
 def exposition(registry: CollectorRegistry | None) -> Response:

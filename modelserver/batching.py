@@ -1,0 +1,186 @@
+"""Adaptive batching: the concurrent requests of one worker to one endpoint, answered by one call.
+
+A uWSGI worker with threads ($MODELSERVER_THREADS, uwsgi.ini) runs that many requests at once.
+Those that call the same batching endpoint (serve(..., max_batch_size=N)) queue here, already
+validated. The first in the queue when the function is free leads: it waits until max_batch_size
+items are queued or max_batch_delay_ms has passed since it arrived (0: no wait at all, the batch
+is whatever is queued, Triton's default), takes requests in arrival order up to max_batch_size
+items, calls the function once with their items concatenated and hands each request its own
+results. The others wait their turn; one of them leads the next batch. There is no batcher
+thread: the leader is a request's own thread, so a lone request pays no hand-over between
+threads, and nothing has to be started again in a freshly forked worker.
+
+Failures stay with their batch: an exception of the function fails the requests of that batch
+only, each with the JSON error it would have had alone; a ValueError (a client's bad value, a
+400) is put back on the one request that caused it by calling each request of the batch alone.
+A request that waits past the deadline (uWSGI's harakiri) is answered 504 by its own thread and
+the worker is recycled: in a worker with threads, uWSGI 2.0's harakiri is one timer per worker
+that any other finished request resets, so it cannot be relied on to stop a stuck call.
+"""
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+
+from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
+
+from modelserver.answers import DeadlineExceeded
+
+try:
+    import uwsgi
+except ImportError:  # not under uWSGI
+    uwsgi = None
+
+# Without uWSGI (Flask's threaded development server, the test client) no harakiri stops a
+# request; a wait this long means something is stuck.
+DEFAULT_DEADLINE_SECONDS = 30.0
+
+
+class Pending:
+    """One request's items in the queue, and what became of them."""
+
+    __slots__ = ("rows", "arrived", "started", "results", "error", "batch_items", "done")
+
+    def __init__(self, rows: list[list]):
+        self.rows = rows
+        self.arrived = time.perf_counter()
+        self.started = self.arrived  # when its batch's call began
+        self.results: list | None = None
+        self.error: HTTPException | None = None
+        self.batch_items = 0  # the items of the call it was in (0: it led none)
+        self.done = False
+
+
+class Batcher:
+    """The queue of one endpoint in one worker."""
+
+    def __init__(self, max_items: int, max_delay: float):
+        self.max_items = max_items
+        self.max_delay = max_delay
+        self.lock = threading.Lock()
+        self.turn = threading.Condition(self.lock)  # a batch ended: results, or a new leader
+        self.more = threading.Condition(self.lock)  # a full batch is queued: the leader goes
+        self.queue: deque[Pending] = deque()
+        self.queued_items = 0
+        self.busy = False  # a leader is gathering or calling
+
+    def submit(self, rows: list[list], run: Callable[[list[list]], list], deadline: float):
+        """rows answered through run(all rows of a batch) -> one result per row, in order.
+
+        Returns the Pending, done: its results, or the error to answer with. Raises
+        DeadlineExceeded past deadline (a time.perf_counter() value).
+        """
+        mine = Pending(rows)
+        with self.lock:
+            self.queue.append(mine)
+            self.queued_items += len(rows)
+            if self.queued_items >= self.max_items:
+                self.more.notify()
+            while not mine.done and (self.busy or self.queue[0] is not mine):
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    self.give_up(mine)
+                    raise DeadlineExceeded()
+                self.turn.wait(remaining)
+            if mine.done:
+                return mine
+            self.busy = True
+            batch = self.gather(mine)
+        try:
+            self.call(batch, run)
+        finally:
+            with self.lock:
+                self.busy = False
+                for pending in batch:
+                    if not pending.done:  # interrupted (the deadline signal): answer them all
+                        pending.error = pending.error or ServiceUnavailable(
+                            "the batch this request was in was interrupted; try again"
+                        )
+                        pending.done = True
+                self.turn.notify_all()
+        return mine
+
+    def gather(self, leader: Pending) -> list[Pending]:
+        """The next batch, the leader's first: after the delay or once it is full."""
+        until = leader.arrived + self.max_delay
+        while self.queued_items < self.max_items:
+            remaining = until - time.perf_counter()
+            if remaining <= 0:
+                break
+            self.more.wait(remaining)
+        batch, items = [], 0
+        while self.queue and (not batch or items + len(self.queue[0].rows) <= self.max_items):
+            pending = self.queue.popleft()
+            batch.append(pending)
+            items += len(pending.rows)
+        self.queued_items -= items
+        return batch
+
+    def give_up(self, mine: Pending) -> None:
+        """A request leaving the queue unanswered; if it was first, another may lead now."""
+        if mine in self.queue:
+            self.queue.remove(mine)
+            self.queued_items -= len(mine.rows)
+            self.turn.notify_all()
+
+    def call(self, batch: list[Pending], run: Callable[[list[list]], list]) -> None:
+        """One call for the whole batch; on a client's error, each request alone."""
+        started = time.perf_counter()
+        rows = [row for pending in batch for row in pending.rows]
+        batch[0].batch_items = len(rows)
+        for pending in batch:
+            pending.started = started
+        try:
+            results = run(rows)
+        except BadRequest as error:
+            if len(batch) == 1:
+                settle(batch[0], None, error)
+                return
+            for pending in batch:  # whose value was it? each alone tells
+                try:
+                    settle(pending, run(pending.rows), None)
+                except HTTPException as alone:
+                    settle(pending, None, alone)
+            return
+        except HTTPException as error:
+            for pending in batch:
+                settle(pending, None, error)
+            return
+        offset = 0
+        for pending in batch:
+            settle(pending, results[offset : offset + len(pending.rows)], None)
+            offset += len(pending.rows)
+
+
+def settle(pending: Pending, results: list | None, error: HTTPException | None) -> None:
+    pending.results, pending.error, pending.done = results, error, True
+
+
+BATCHERS: dict[str, Batcher] = {}
+CREATING = threading.Lock()
+
+
+def batcher_of(name: str, max_items: int, max_delay: float) -> Batcher:
+    """The endpoint's batcher in this process, made on first use (after the fork)."""
+    found = BATCHERS.get(name)
+    if found is None:
+        with CREATING:
+            found = BATCHERS.setdefault(name, Batcher(max_items, max_delay))
+    return found
+
+
+def concurrent_requests() -> bool:
+    """Whether this process runs requests side by side: a uWSGI worker with threads, or a
+    server of threads without uWSGI (Flask's development server). A sync uWSGI worker runs one
+    at a time: there, every batch would be a single request, made to wait for nothing."""
+    if uwsgi is None:
+        return True
+    return int(uwsgi.opt.get("threads", b"1") or 1) > 1
+
+
+def deadline_seconds() -> float:
+    """uWSGI's harakiri, the time a request may take before it is stopped."""
+    if uwsgi is None or not uwsgi.opt.get("harakiri"):
+        return DEFAULT_DEADLINE_SECONDS
+    return float(uwsgi.opt["harakiri"])

@@ -1,0 +1,226 @@
+"""Adaptive batching through the real stack: uWSGI workers with threads, nginx in front.
+
+The app (tests/helpers/batching_app.py) serves the bench's MLP batched (/mlp) and not
+(/mlp_single, the reference), and a function that tells which call each item was in (/fragile).
+"""
+
+import json
+import os
+import random
+import signal
+import threading
+import time
+from collections import Counter
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from bench import mlp as mlp_model
+from deploy.localstack import Stack, process_tree
+from helpers import assert_json_error, uwsgi_app, wait_for
+from helpers.batching_app import BAD, MAX_BATCH_SIZE, POISON
+
+THREADS = 16  # per worker: up to 32 requests in the stack at once
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def batching_stack():
+    with Stack(
+        uwsgi_args=(*uwsgi_app("batching_app:app"), "--threads", str(THREADS)),
+        exempt=("127.0.0.1",),
+    ) as running:
+        yield running
+
+
+def post(stack: Stack, path: str, body: object, timeout: float = 20) -> tuple[int, dict, bytes]:
+    return stack.request("POST", path, json.dumps(body).encode(), JSON, timeout=timeout)
+
+
+def at_once(calls: list, threads: int) -> list:
+    """Each call() run by one of `threads` threads at the same time; their answers in order."""
+    answers = [None] * len(calls)
+    todo = iter(range(len(calls)))
+    lock = threading.Lock()
+    start = threading.Barrier(threads)
+
+    def client() -> None:
+        start.wait()
+        while True:
+            with lock:
+                i = next(todo, None)
+            if i is None:
+                return
+            answers[i] = calls[i]()
+
+    pool = [threading.Thread(target=client) for _ in range(threads)]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(60)
+    assert not any(thread.is_alive() for thread in pool)
+    return answers
+
+
+def histogram(stack: Stack, name: str, endpoint: str) -> tuple[float, float]:
+    """(count, sum) of a histogram of /metrics for one endpoint."""
+    status, _, body = stack.request("GET", "/metrics")
+    assert status == 200
+    found = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            if sample.labels.get("endpoint") == endpoint and sample.name in (
+                f"{name}_count",
+                f"{name}_sum",
+            ):
+                found[sample.name] = sample.value
+    return found.get(f"{name}_count", 0.0), found.get(f"{name}_sum", 0.0)
+
+
+def test_concurrent_clients_each_get_exactly_their_items(batching_stack):
+    stack = batching_stack
+    rng = random.Random(22)
+    # 200 requests from 24 clients at once: single objects and lists of 1 to 5 items.
+    requests = []
+    for _ in range(200):
+        size = rng.choice([0, 0, 1, 2, 3, 5])  # 0: a single object, not a list
+        first = rng.randrange(64)
+        items = [mlp_model.example(first + k) for k in range(max(size, 1))]
+        requests.append((size, items))
+    distinct = [mlp_model.example(i) for i in range(70)]
+    status, _, body = post(stack, "/mlp_single", [{"x": x} for x in distinct])
+    assert status == 200, body
+    expected = {tuple(x): y for x, y in zip(distinct, json.loads(body)["result"], strict=True)}
+    before = histogram(stack, "modelserver_formed_batch_size", "mlp")
+
+    def call(size, items):
+        body = {"x": items[0]} if size == 0 else [{"x": x} for x in items]
+        return lambda: post(stack, "/mlp", body)
+
+    answers = at_once([call(size, items) for size, items in requests], threads=24)
+
+    for (size, items), (status, _, body) in zip(requests, answers, strict=True):
+        assert status == 200, body
+        result = json.loads(body)["result"]
+        got = [result] if size == 0 else result
+        assert len(got) == len(items)
+        for x, y in zip(items, got, strict=True):
+            # float32 products of batches of different sizes may differ in the last bits.
+            assert y == pytest.approx(expected[tuple(x)], rel=1e-4, abs=1e-6)
+    count, total = histogram(stack, "modelserver_formed_batch_size", "mlp")
+    calls, items = count - before[0], total - before[1]
+    assert items == sum(len(items) for _, items in requests)
+    # Batched for real: far fewer calls than requests, none above the maximum.
+    assert calls < len(requests) / 2, (calls, len(requests))
+    waits, _ = histogram(stack, "modelserver_batch_wait_seconds", "mlp")
+    assert waits >= len(requests)
+
+
+def test_a_lone_request_waits_at_most_the_delay(batching_stack):
+    stack = batching_stack
+    post(stack, "/mlp", {"x": mlp_model.example(0)})
+    took = []
+    for _ in range(10):
+        start = time.perf_counter()
+        status, _, body = post(stack, "/mlp", {"x": mlp_model.example(1)})
+        took.append(time.perf_counter() - start)
+        assert status == 200, body
+    # The delay is 20 ms; the model a millisecond or so, the stack a few: a shared machine's
+    # noise included, the median stays well under twice the delay.
+    assert sorted(took)[len(took) // 2] < 0.04, took
+
+
+def test_a_bad_value_fails_only_its_request(batching_stack):
+    stack = batching_stack
+    # 40 single requests at once: one with a value of the wrong type (refused before it is
+    # queued), one the function refuses with a ValueError (a 400, found by calling the
+    # requests of its batch one by one), the others answered.
+    bodies = [{"x": float(i)} for i in range(40)]
+    bodies[7] = {"x": "seven"}
+    bodies[23] = {"x": BAD}
+    answers = at_once([lambda b=b: post(stack, "/fragile", b) for b in bodies], threads=40)
+    assert_json_error(*answers[7], 400, "x")
+    assert_json_error(*answers[23], 400, "out of this model's range")
+    calls = Counter()
+    for i, (status, _, body) in enumerate(answers):
+        if i in (7, 23):
+            continue
+        assert status == 200, (i, body)
+        value, pid, call = json.loads(body)["result"]
+        assert value == float(i)
+        calls[pid, call] += 1
+    assert max(calls.values()) > 1, calls  # they were batched
+
+
+def test_an_exception_of_the_model_fails_only_its_batch(batching_stack):
+    stack = batching_stack
+    bodies = [{"x": float(i)} for i in range(48)]
+    bodies[5] = {"x": POISON}
+    answers = at_once([lambda b=b: post(stack, "/fragile", b) for b in bodies], threads=48)
+    failed = [i for i, (status, _, _) in enumerate(answers) if status != 200]
+    assert 5 in failed
+    for i in failed:
+        assert_json_error(*answers[i], 500, "fragile failed with RuntimeError")
+    # Only the poisoned request's batch: at most one batch's worth, and the rest answered.
+    assert len(failed) <= MAX_BATCH_SIZE
+    calls = Counter()
+    for i, (_, _, body) in enumerate(answers):
+        if i not in failed:
+            value, pid, call = json.loads(body)["result"]
+            assert value == float(i)
+            calls[pid, call] += 1
+    assert len(failed) + sum(calls.values()) == len(bodies)
+    assert max(calls.values()) > 1, calls  # they were batched
+
+
+def workers(stack: Stack) -> set[int]:
+    return set(process_tree(stack.uwsgi.pid)) - {stack.uwsgi.pid}
+
+
+def test_kill_9_of_a_worker_under_load_fails_only_what_it_held(figure):
+    # A stack of its own: the module's stack keeps its workers for the other tests.
+    with Stack(
+        uwsgi_args=(*uwsgi_app("batching_app:app"), "--threads", str(THREADS)),
+        exempt=("127.0.0.1",),
+    ) as stack:
+        outcomes = Counter()
+        lock = threading.Lock()
+        stop = time.monotonic() + 5
+        bad: list = []
+
+        def client(n: int) -> None:
+            for i in range(2000):  # bounded in count as well as in time
+                if time.monotonic() > stop:
+                    return
+                item = mlp_model.example(n * 7 + i)
+                try:
+                    status, headers, body = post(stack, "/mlp", {"x": item}, timeout=10)
+                except OSError as error:
+                    status, headers, body = f"error {type(error).__name__}", {}, b""
+                with lock:
+                    outcomes[status] += 1
+                    if status != 200:
+                        bad.append((status, headers, body))
+
+        pool = [threading.Thread(target=client, args=(n,)) for n in range(24)]
+        for thread in pool:
+            thread.start()
+        try:
+            time.sleep(1.5)
+            before = workers(stack)
+            victim = min(before)
+            os.kill(victim, signal.SIGKILL)
+            wait_for(lambda: len(workers(stack) - {victim}) == 2, timeout=5)
+        finally:
+            for thread in pool:
+                thread.join(30)
+        assert not any(thread.is_alive() for thread in pool)
+        figure("batching, kill -9 of a worker under load: outcomes", dict(outcomes))
+        # Only what the dead worker held failed, each with the JSON error; the rest answered.
+        assert outcomes[200] > 100
+        assert sum(n for status, n in outcomes.items() if status != 200) <= THREADS
+        for status, headers, body in bad:
+            assert_json_error(status, headers, body, 502)
+        # And the new worker answers.
+        answers = at_once([lambda: post(stack, "/mlp", {"x": mlp_model.example(3)})] * 64, 32)
+        assert {status for status, _, _ in answers} == {200}
