@@ -10,6 +10,7 @@ import os
 import signal
 import time
 
+import typed_models
 import usermodels
 import uwsgi  # exists only inside a uWSGI process
 from flask import request
@@ -67,3 +68,6 @@ flask_app.add_url_rule("/grow", "grow", grow_route)
 
 # A user's functions instead of the project's demos: what the framework's tests serve.
 user_app = create_app({"ENDPOINTS": usermodels.ENDPOINTS})
+
+# Functions of every type the framework takes and gives: what the type tests serve.
+typed_app = create_app({"ENDPOINTS": typed_models.ENDPOINTS})

@@ -1,0 +1,218 @@
+"""The table of functions of every type (typed_models.py) and their answers, run through Flask's
+test client (unit/test_types.py) and through the real stack (stack/test_types_stack.py)."""
+
+import json
+
+import pytest
+
+from helpers import assert_json_error
+
+JSON = "application/json"
+ORDER = {
+    "customer": "ann",
+    "items": [
+        {"name": "tea", "quantity": 2, "when": "2026-01-01T10:00:00"},
+        {"name": "cake", "quantity": 1, "when": "2026-01-03T10:00:00"},
+    ],
+}
+RECEIPT = {"customer": "ann", "quantity": 3, "last": "2026-01-03T10:00:00"}
+
+
+def order_with(index: int, field: str, value: object) -> str:
+    order = json.loads(json.dumps(ORDER))
+    if value is None:
+        del order["items"][index][field]
+    else:
+        order["items"][index][field] = value
+    return json.dumps(order)
+
+
+def form(*parts: tuple[str, str | None, str | None, bytes]) -> tuple[bytes, str]:
+    """A multipart/form-data body and its Content-Type: (name, filename, type, data) a part;
+    a part with a filename is a file."""
+    boundary = "typed-test-boundary"
+    chunks = []
+    for name, filename, content_type, data in parts:
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
+        head += f'; filename="{filename}"' if filename else ""
+        head += f"\r\nContent-Type: {content_type}" if content_type else ""
+        chunks.append(head.encode() + b"\r\n\r\n" + data + b"\r\n")
+    body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"
+
+
+FILES = form(
+    ("docs", "a.csv", "text/csv", b"x,y\n1,2\n"),
+    ("docs", "b.wav", "audio/wav", b"RIFF...."),
+    ("note", None, None, b"two files"),
+)
+ONE_FILE = form(("doc", "report.pdf", "application/pdf", b"%PDF-1.7 ..."))
+CSV = b"name,price\ntea,1.5\ncake,2.25\n"
+
+# (method, path, body, Content-Type, status, expected): the exact result of a 200, or the words
+# the error message must contain (the field path and the problem).
+CASES = [
+    # Literal and Enum: in a query string and in JSON.
+    ("GET", "/choose?speed=fast&level=high", None, None, 200, "fast/high"),
+    ("GET", "/choose?speed=slow", None, None, 200, "slow/low"),
+    ("GET", "/choose?speed=medium", None, None, 400, ("'speed'", "one of 'fast', 'slow'")),
+    ("POST", "/choose", '{"speed": "fast", "level": "high"}', JSON, 200, "fast/high"),
+    ("POST", "/choose", '{"speed": "fast", "level": "x"}', JSON, 400, ("level", "'low'", '"x"')),
+    ("POST", "/choose", '{"speed": 1}', JSON, 400, ("speed", "'fast'")),
+    # A matrix and a dict: JSON only; the query string answers which POST to send.
+    ("POST", "/row-sums", '{"rows": [[1, 2], [3, 4.5]]}', JSON, 200, [3.0, 7.5]),
+    ("POST", "/row-sums", '{"rows": [[1, 2], [3, "x"]]}', JSON, 400, ("rows[1][1]", "number")),
+    ("POST", "/row-sums", '{"rows": [[1e999]]}', JSON, 400, ("rows", "overflows")),
+    ("GET", "/row-sums?rows=1", None, None, 400, ("'rows'", "query string", "POST /row-sums")),
+    ("POST", "/best", '{"scores": {"a": 1, "b": 3.5}}', JSON, 200, "b"),
+    ("POST", "/best", '{"scores": {"a": true}}', JSON, 400, ("scores.a", "must be a")),
+    ("POST", "/best", '{"scores": {}}', JSON, 400, ("scores is empty",)),
+    # date, time, timedelta in; datetime out.
+    (
+        "POST",
+        "/schedule",
+        '{"day": "2026-01-02", "at": "10:30", "after": "PT1H"}',
+        JSON,
+        200,
+        "2026-01-02T11:30:00",
+    ),
+    ("POST", "/schedule", '{"day": "2026-13-02"}', JSON, 400, ("day", "valid date", "2026-13")),
+    ("POST", "/schedule", '{"day": 20260102}', JSON, 400, ("day", "date")),
+    # UUID and Decimal in, given back as pydantic writes them.
+    (
+        "POST",
+        "/price",
+        '{"item": "00000000-0000-0000-0000-000000000003", "amount": "1.25"}',
+        JSON,
+        200,
+        {"item": "00000000-0000-0000-0000-000000000003", "amount": "2.50", "currency": "EUR"},
+    ),
+    ("POST", "/price", '{"item": "nope", "amount": "1"}', JSON, 400, ("item", "UUID")),
+    # Field() constraints, in a query string and in JSON.
+    ("GET", "/bounded?share=0.5&tag=abc", None, None, 200, "abc:0.5"),
+    ("GET", "/bounded?share=1.5", None, None, 400, ("'share'", "less than or equal to 1")),
+    ("GET", "/bounded?share=0.5&tag=ABC", None, None, 400, ("'tag'", "pattern")),
+    ("POST", "/bounded", '{"share": -1}', JSON, 400, ("share", "greater than or equal to 0")),
+    ("POST", "/bounded", '{"share": 0.5, "tag": "abcdefghi"}', JSON, 400, ("tag", "at most 8")),
+    # A tuple.
+    ("POST", "/span", '{"pair": [1, 5]}', JSON, 200, 4),
+    ("POST", "/span", '{"pair": [1]}', JSON, 400, ("pair[1] is missing",)),
+    # A model is the whole body; a list of them is a batch; errors name the field path.
+    ("POST", "/receipt", json.dumps(ORDER), JSON, 200, RECEIPT),
+    ("POST", "/receipt", json.dumps([ORDER, ORDER]), JSON, 200, [RECEIPT, RECEIPT]),
+    ("POST", "/receipt", order_with(1, "when", "soon"), JSON, 400, ("items[1].when", "datetime")),
+    (
+        "POST",
+        "/receipt",
+        order_with(0, "quantity", 0),
+        JSON,
+        400,
+        ("items[0].quantity", "greater than or equal to 1"),
+    ),
+    ("POST", "/receipt", order_with(0, "name", None), JSON, 400, ("items[0].name is missing",)),
+    (
+        "POST",
+        "/receipt",
+        json.dumps([ORDER, {"customer": 5}]),
+        JSON,
+        400,
+        ("item 1: customer must be a string", "5"),
+    ),
+    ("GET", "/receipt", None, None, 400, ("'order'", "an Order object", "POST /receipt")),
+    # A dataclass and a TypedDict in, a dataclass out.
+    (
+        "POST",
+        "/place",
+        '{"point": {"x": 1, "y": 2}, "label": {"text": "a", "size": 3}}',
+        JSON,
+        200,
+        {
+            "point": {"x": 1.0, "y": 2.0},
+            "label": {"text": "a", "size": 3},
+            "at": "00000000-0000-0000-0000-000000000007",
+        },
+    ),
+    ("POST", "/place", '{"point": {"x": 1}, "label": {}}', JSON, 400, ("point.y is missing",)),
+    (
+        "POST",
+        "/place",
+        '{"point": {"x": 1, "y": 2}, "label": {"text": "a", "size": "3"}}',
+        JSON,
+        400,
+        ("label.size", "integer"),
+    ),
+    # Results pydantic serializes, numpy inside; a NaN in one is still the function's 500.
+    (
+        "GET",
+        "/results",
+        None,
+        None,
+        200,
+        {
+            "point": {"x": 1.5, "y": 2.0},
+            "shape": "round",
+            "when": "2026-01-02",
+            "money": "1.10",
+            "scores": [0, 1, 2],
+            "nested": [{"m": [[1.0, 2.0]]}],
+        },
+    ),
+    ("GET", "/nan-inside?a=1", None, None, 500, ("nan-inside returned", "NaN")),
+    # bytes: the raw body, any Content-Type; other parameters from the query string.
+    ("POST", "/size", b"hello", "text/csv", 200, {"bytes": 5, "sha256": "2cf24dba5fb0a30e"}),
+    ("POST", "/size", b'{"a": 1}', JSON, 200, {"bytes": 8, "sha256": "f9d86028c6e0d64e"}),
+    ("POST", "/size", b"", "audio/wav", 400, ("body is empty", "'data'")),
+    ("GET", "/size", None, None, 405, ("GET", "not allowed", "POST")),
+    ("POST", "/column-total?column=1", CSV, "text/csv", 200, 3.75),
+    ("POST", "/column-total?column=x", CSV, "text/csv", 400, ("'column'", "integer")),
+    # File: a part of a form, or the body; list[File]: every part of that name.
+    (
+        "POST",
+        "/describe",
+        ONE_FILE[0],
+        ONE_FILE[1],
+        200,
+        {"filename": "report.pdf", "type": "application/pdf", "bytes": 12},
+    ),
+    (
+        "POST",
+        "/describe",
+        b"raw",
+        "application/pdf",
+        200,
+        {"filename": "", "type": "application/pdf", "bytes": 3},
+    ),
+    (
+        "POST",
+        "/describe-all",
+        FILES[0],
+        FILES[1],
+        200,
+        {"note": "two files", "files": [["a.csv", 8], ["b.wav", 8]]},
+    ),
+    ("POST", "/describe-all", *form(("note", None, None, b"x")), 400, ("no field 'docs'",)),
+    # async def: run on the worker's loop.
+    ("GET", "/later?a=2", None, None, 200, 4.0),
+    ("POST", "/later", '{"a": 3, "wait": 0.01}', JSON, 200, 6.0),
+    # A generator's error before its first item is answered as for any call.
+    ("GET", "/count?n=-1", None, None, 400, ("n must be >= 0",)),
+    ("POST", "/count", '[{"n": 1}]', JSON, 400, ("streams", "not a batch")),
+]
+
+
+def check(status: int, headers: dict, body: bytes, expected_status: int, expected) -> None:
+    if expected_status >= 400:
+        assert_json_error(status, headers, body, expected_status, *expected)
+        return
+    assert status == expected_status, body
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body) == {"result": expected}
+
+
+def as_bytes(body: str | bytes | None) -> bytes | None:
+    return body.encode() if isinstance(body, str) else body
+
+
+PARAMS = [
+    pytest.param(*case, id=f"{case[0]} {case[1][:40]} {str(case[2] or '')[:30]}") for case in CASES
+]

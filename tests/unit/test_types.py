@@ -1,0 +1,178 @@
+"""Every type a model speaks, in-process: pydantic types in and out, raw and file uploads, async
+functions and streamed results (typed_models.py), through Flask's test client."""
+
+import json
+import typing
+import uuid
+
+import pytest
+from openapi_spec_validator import validate
+from typing_extensions import TypedDict
+
+from helpers import assert_json_error, typed_models
+from helpers.type_cases import PARAMS, as_bytes, check
+from modelserver.endpoints import serve
+from server import create_app
+
+
+@pytest.fixture(scope="module")
+def typed_client():
+    return create_app({"TESTING": True, "ENDPOINTS": typed_models.ENDPOINTS}).test_client()
+
+
+@pytest.mark.parametrize("method,path,body,content_type,expected_status,expected", PARAMS)
+def test_typed_functions_flask(
+    typed_client, method, path, body, content_type, expected_status, expected
+):
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = typed_client.open(path, method=method, data=as_bytes(body), headers=headers)
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    check(response.status_code, headers, response.data, expected_status, expected)
+
+
+def test_a_plain_float_answer_keeps_its_exact_bytes(client):
+    response = client.get("/pisqrt?a=25")
+    assert response.status_code == 200
+    assert response.data == b'{"result": 8.86226925452758}\n'
+
+
+def test_the_document_validates_and_names_the_models(typed_client):
+    response = typed_client.get("/openapi.json")
+    assert response.status_code == 200
+    document = response.get_json()
+    validate(document)
+    schemas = document["components"]["schemas"]
+    assert {"Order", "Item", "Receipt", "Point", "Label", "Placed", "Level"} <= set(schemas)
+    paths = document["paths"]
+    receipt = paths["/receipt"]
+    assert "get" not in receipt  # a model cannot come in a query string
+    body = receipt["post"]["requestBody"]["content"]["application/json"]["schema"]["anyOf"]
+    assert body[0] == {"$ref": "#/components/schemas/Order"}
+    result = receipt["post"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert result["properties"]["result"]["anyOf"][0] == {"$ref": "#/components/schemas/Receipt"}
+    # A raw body gets the file picker (binary); list[File] a repeated file field.
+    size = paths["/size"]["post"]["requestBody"]["content"]
+    assert size["application/octet-stream"]["schema"] == {"type": "string", "format": "binary"}
+    docs = paths["/describe-all"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert docs["schema"]["properties"]["docs"]["items"]["format"] == "binary"
+    # A stream: NDJSON lines of {"result": item}, or events.
+    stream = paths["/count"]["get"]["responses"]["200"]["content"]
+    assert set(stream) == {"application/x-ndjson", "text/event-stream"}
+    item = stream["application/x-ndjson"]["schema"]["properties"]["result"]
+    assert item["type"] == "integer"
+    # Constraints and choices reach the query parameters.
+    share = paths["/bounded"]["get"]["parameters"][0]
+    assert share["schema"]["minimum"] == 0 and share["schema"]["maximum"] == 1
+    assert 0 <= share["example"] <= 1
+    level = paths["/choose"]["get"]["parameters"][1]["schema"]
+    assert level["default"] == "low"
+
+
+def test_a_stream_answers_ndjson_lines_or_events(typed_client):
+    response = typed_client.get("/count?n=3&every=0")
+    assert response.status_code == 200
+    assert response.mimetype == "application/x-ndjson"
+    assert response.headers["X-Accel-Buffering"] == "no"
+    assert response.data == b'{"result": 0}\n{"result": 1}\n{"result": 2}\n'
+    events = typed_client.get("/count?n=2&every=0", headers={"Accept": "text/event-stream"})
+    assert events.status_code == 200
+    assert events.mimetype == "text/event-stream"
+    assert events.data == b'data: {"result": 0}\n\ndata: {"result": 1}\n\n'
+    tokens = typed_client.post("/tokens", json={"text": "a b", "every": 0})
+    assert tokens.status_code == 200
+    lines = [json.loads(line) for line in tokens.data.splitlines()]
+    assert lines == [{"result": {"index": 0, "token": "a"}}, {"result": {"index": 1, "token": "b"}}]
+
+
+def test_a_failure_midway_ends_the_stream_with_a_message_and_is_counted(typed_client):
+    response = typed_client.get("/breaks?n=2")
+    assert response.status_code == 200
+    lines = [json.loads(line) for line in response.data.splitlines()]
+    assert lines[:2] == [{"result": 0.0}, {"result": 1.0}]
+    assert lines[2] == {
+        "message": "breaks failed with RuntimeError; the server log has the traceback"
+    }
+    events = typed_client.get("/breaks?n=1", headers={"Accept": "text/event-stream"})
+    assert events.status_code == 200
+    assert events.data.startswith(b'data: {"result": 0.0}\n\nevent: error\ndata: {"message": ')
+    # Failing before its first item, it is answered as any call that fails: a 500.
+    assert typed_client.get("/breaks?n=0").status_code == 500
+    metrics = typed_client.get("/metrics").data.decode()
+    assert 'modelserver_stream_errors_total{endpoint="breaks"} 2.0' in metrics
+
+
+def test_closing_a_stream_closes_the_generator(typed_client):
+    tag = f"unit-{uuid.uuid4().hex}"
+    response = typed_client.get(f"/count?n=100&every=0&tag={tag}", buffered=False)
+    assert response.status_code == 200
+    chunks = iter(response.response)
+    assert next(chunks) == b'{"result": 0}\n'
+    response.close()
+    ticks = (typed_models.TICKS / tag).read_text().splitlines()
+    (typed_models.TICKS / tag).unlink()
+    assert ticks[-1] == "closed" and len(ticks) <= 3, ticks
+
+
+class Opaque:
+    """Nothing pydantic can validate."""
+
+
+def opaque(a: Opaque) -> float:
+    return 0.0
+
+
+class OldDict(typing.TypedDict):
+    a: int
+
+
+def old_typed_dict(a: OldDict) -> float:
+    return 0.0
+
+
+def numbers(a: list[float]) -> typing.Iterator[float]:
+    yield from a
+
+
+class Fine(TypedDict):
+    a: int
+
+
+def fine(a: Fine) -> int:
+    return a["a"]
+
+
+@pytest.mark.parametrize(
+    "entry,words",
+    [
+        (opaque, ("ENDPOINTS['bad']", "'a'", "Opaque", "pydantic cannot validate")),
+        (old_typed_dict, ("'a'", "typing_extensions.TypedDict")),
+        (serve(numbers, vectorized=True), ("generator", "cannot be vectorised")),
+    ],
+)
+def test_a_type_pydantic_cannot_take_stops_the_app_at_startup(entry, words):
+    with pytest.raises(TypeError) as failure:
+        create_app({"TESTING": True, "ENDPOINTS": {"bad": entry}})
+    for word in words:
+        assert word in str(failure.value), (word, str(failure.value))
+    # The same kind of type, written the way pydantic takes it, is served.
+    response = (
+        create_app({"TESTING": True, "ENDPOINTS": {"fine": fine}})
+        .test_client()
+        .post("/fine", json={"a": {"a": 3}})
+    )
+    assert response.status_code == 200, response.data
+    assert response.get_json() == {"result": 3}
+
+
+def test_a_query_value_of_a_json_type_names_the_post_form(typed_client):
+    response = typed_client.get("/best?scores=1")
+    assert_json_error(
+        response.status_code,
+        {k.lower(): v for k, v in response.headers.items()},
+        response.data,
+        400,
+        "'scores'",
+        "dict[str, float]",
+        "POST /best",
+        '{"scores": ...}',
+    )
