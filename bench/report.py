@@ -11,6 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from bench import budget
 from bench.load import wrk_binary
 from bench.stacks import BY_NAME, PATH, WORKERS
 from deploy.localstack import PROJECT, find_nginx
@@ -325,6 +326,7 @@ def markdown(results: dict) -> str:
         *batch_table(summary, results["settings"]),
         "",
         *target_table(summary),
+        *(budget.markdown(results["run"]["budget"]) if "budget" in results["run"] else []),
         "",
         *model_section(summary.get("model"), results["settings"]),
         "## How each stack runs",

@@ -22,8 +22,8 @@ from pathlib import Path
 # Run as a script, Python puts bench/ first on sys.path; the imports below need the project root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import budget, report
 from bench import model as modelpath
-from bench import report
 from bench.load import THREADS, run_wrk, write_script, wrk_binary
 from bench.stacks import BENCH, BODY, BY_NAME, PATH, RESULT, STACKS, WORKERS, StackSpec
 from deploy.localstack import Stack, interrupt, process_tree
@@ -312,6 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         "load_1min_start": load,
         "load_1min_end": os.getloadavg()[0],
     }
+    if "ours" in args.stacks:  # where a request's time goes, after the rounds
+        with tempfile.TemporaryDirectory(prefix="modelserver-budget-") as scripts:
+            run["budget"] = budget.measure(write_script(Path(scripts) / "get.lua"), args.duration)
     print(write_results(args, specs, measurements, run))
     return 0
 
