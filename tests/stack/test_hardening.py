@@ -1,0 +1,351 @@
+"""What an attacker tries against the site as shipped: header spellings that would escape a
+limit, raw bytes, too many headers, odd methods and encodings, replays, dotfiles, keys in URLs.
+Each attack comes from its own address, so the per-client limits of one never decide another."""
+
+import io
+import json
+import shutil
+import socket
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageDraw
+
+from deploy.localstack import PROJECT, SITE_ROOT, Stack
+from helpers import assert_json_error, multipart, wait_for
+
+
+@pytest.fixture(scope="module")
+def site_root(tmp_path_factory) -> Path:
+    """The page's files as installed, with the dotfiles an unpacked package leaves beside them."""
+    root = tmp_path_factory.mktemp("app")
+    shutil.copytree(PROJECT / "static", root / "static")
+    (root / "static" / "swagger-ui").mkdir(exist_ok=True)
+    (root / "static" / "swagger-ui" / ".package").write_text("name=swagger-ui\n")
+    (root / "static" / ".env").write_text("SECRET=not-for-the-web\n")
+    return root
+
+
+@pytest.fixture(scope="module")
+def shipped(site_root):
+    """The stack with the site's limits as shipped (no client exempt), its page from site_root."""
+    with Stack(site_changes={SITE_ROOT: f"root {site_root};"}) as running:
+        yield running
+
+
+def connect(stack: Stack, address: str) -> socket.socket:
+    """A connection to the stack from a client at address (any of 127.0.0.0/8)."""
+    return socket.create_connection(
+        ("127.0.0.1", stack.port), timeout=10, source_address=(address, 0)
+    )
+
+
+def exchange(stack: Stack, request: bytes, address: str = "127.0.0.1") -> tuple[int, dict, bytes]:
+    """One raw request (bytes as sent, nothing checked or encoded) and its answer."""
+    with connect(stack, address) as sock:
+        sock.sendall(request)
+        answer = b""
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except ConnectionResetError:  # nginx resets a refused body it did not read
+            pass
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+def log_entries(stack: Stack) -> list[dict]:
+    """nginx's JSON access log, every line parsed: a line that is not UTF-8 JSON fails here."""
+    return [
+        json.loads(line) for line in Path(stack.dir, "nginx-access.json").read_bytes().splitlines()
+    ]
+
+
+def entry_of(stack: Stack, request_id: str) -> dict:
+    """The access log's line of one request (nginx writes it just after the answer)."""
+    return wait_for(
+        lambda: next((e for e in log_entries(stack) if e["request_id"] == request_id), None),
+        timeout=5,
+        message=f"no access log line for {request_id}",
+    )
+
+
+def uwsgi_lines(stack: Stack, needle: str) -> list[str]:
+    return [
+        line
+        for line in Path(stack.dir, "uwsgi.log").read_text(errors="replace").splitlines()
+        if needle in line
+    ]
+
+
+def png(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def digit_png() -> bytes:
+    """A small drawing of a 1: an upload the digit model answers 200."""
+    image = Image.new("L", (64, 64), 255)
+    ImageDraw.Draw(image).line([(32, 8), (32, 56)], fill=0, width=6)
+    return png(image)
+
+
+DIGIT = digit_png()
+
+
+# --- an upload is an upload, however its media type is spelt ------------------------------------
+
+# Spellings of the image and form types the app reads as such (Werkzeug lower-cases the type
+# and strips whitespace and control bytes around it), each with a body the app answers 200.
+FORM_BODY, FORM_TYPE = multipart(("image", DIGIT))
+SPELLINGS = {
+    "plain": ("image/png", DIGIT),
+    "upper case": ("IMAGE/PNG", DIGIT),
+    "mixed case": ("Image/Png", DIGIT),
+    "tab before": ("\timage/png", DIGIT),
+    "tab after": ("image/png\t", DIGIT),
+    "a parameter": ("image/png; q=1", DIGIT),
+    "space before a parameter": ("image/png ;q=1", DIGIT),
+    "the form": (FORM_TYPE, FORM_BODY),
+    "the form, tab before": ("\t" + FORM_TYPE, FORM_BODY),
+    "the form, upper case": (
+        FORM_TYPE.replace("multipart/form-data", "MULTIPART/FORM-DATA"),
+        FORM_BODY,
+    ),
+}
+
+
+def upload_request(content_type: str, body: bytes, length: int | None = None) -> bytes:
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body) if length is None else length}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode("latin-1") + body
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS, ids=list(SPELLINGS))
+def test_every_spelling_the_app_decodes_counts_as_an_upload(shipped, spelling):
+    content_type, body = SPELLINGS[spelling]
+    # The app does read this spelling as an image (or a form of one)...
+    status, _, answer = exchange(shipped, upload_request(content_type, body), "127.0.1.1")
+    assert status == 200, (content_type, answer)
+    # ...so while one upload of this client is in flight (its body still coming), it is a second.
+    address = f"127.0.1.{2 + list(SPELLINGS).index(spelling)}"
+    with connect(shipped, address) as holder:
+        holder.sendall(upload_request("image/png", DIGIT[:10], length=len(DIGIT)))
+        time.sleep(0.2)
+        response = exchange(shipped, upload_request(content_type, body), address)
+    assert_json_error(*response, 429, "1 image upload")
+
+
+# Spellings Werkzeug would strip to an image type too, with bytes that are no text: refused by
+# nginx before any limit is looked at, so they never reach the app.
+CONTROL_SPELLINGS = [
+    "\x0bimage/png",
+    "\x0cimage/png",
+    "\x1fimage/png",
+    "\xa0image/png",
+    "image/png\x85",
+]
+
+
+@pytest.mark.parametrize("content_type", CONTROL_SPELLINGS, ids=ascii)
+def test_a_spelling_with_control_bytes_is_refused_before_the_app(shipped, content_type):
+    status, headers, body = exchange(shipped, upload_request(content_type, DIGIT), "127.0.1.99")
+    assert_json_error(status, headers, body, 400, "Content-Type", "not printable ASCII")
+    assert not uwsgi_lines(shipped, headers["x-request-id"])
+
+
+def test_a_json_post_is_not_counted_as_an_upload(shipped):
+    # The one spelling left out of the upload count: its body is held to 1 MB and is cheap.
+    address = "127.0.1.100"
+    with connect(shipped, address) as holder:
+        holder.sendall(upload_request("image/png", DIGIT[:10], length=len(DIGIT)))
+        time.sleep(0.2)
+        request = (
+            b"POST /pisqrt HTTP/1.1\r\nHost: x\r\nContent-Type: Application/JSON; charset=utf-8\r\n"
+            b'Content-Length: 9\r\nConnection: close\r\n\r\n{"a": 25}'
+        )
+        status, _, body = exchange(shipped, request, address)
+    assert status == 200, body
+
+
+# --- raw bytes --------------------------------------------------------------------------------
+
+RAW_LINES = {
+    "query value": b"GET /pisqrt?a=\xff HTTP/1.1",
+    "query name": b"GET /pisqrt?a=1&\xc3(=1 HTTP/1.1",
+    "path": b"GET /pis\xffqrt?a=1 HTTP/1.1",
+    "valid UTF-8 unencoded": b"GET /pisqrt?a=1&b=\xc3\xa9 HTTP/1.1",
+}
+RAW_HEADERS = {
+    "Content-Type": b"POST /pisqrt HTTP/1.1\r\nContent-Type: application/json\xff",
+    "Authorization": b"GET /pisqrt?a=1 HTTP/1.1\r\nAuthorization: Bearer \xff\xfe",
+    "Origin": b"GET /pisqrt?a=1 HTTP/1.1\r\nOrigin: http://\xe9.example",
+}
+
+
+@pytest.mark.parametrize("where", [*RAW_LINES, *RAW_HEADERS])
+def test_a_raw_byte_is_a_json_400_and_the_log_stays_json(shipped, where):
+    start = RAW_LINES.get(where) or RAW_HEADERS[where]
+    request = (
+        start + b"\r\nHost: x\r\nContent-Length: 9\r\nConnection: close\r\n\r\n" + b'{"a": 25}'
+    )
+    status, headers, body = exchange(shipped, request, "127.0.2.1")
+    message = assert_json_error(status, headers, body, 400, "not printable ASCII")
+    assert ("percent-encode" in message) == (where in RAW_LINES)
+    entry = entry_of(shipped, headers["x-request-id"])  # every line of the log parses, too
+    assert entry["status"] == 400
+    assert not uwsgi_lines(shipped, headers["x-request-id"])  # never reached the app
+
+
+def test_a_raw_byte_in_another_header_reaches_the_app_as_text_not_a_500(shipped):
+    request = (
+        b"GET /pisqrt?a=25 HTTP/1.1\r\nHost: x\r\nX-Note: caf\xe9 \xff\r\nConnection: close\r\n\r\n"
+    )
+    status, _, body = exchange(shipped, request, "127.0.2.2")
+    assert status == 200, body
+
+
+# --- headers: what nginx accepts reaches the app ------------------------------------------------
+
+
+def many_headers(count: int) -> bytes:
+    """A GET with `count` header lines in all (Host and Connection among them)."""
+    lines = b"".join(b"X-H%d: v\r\n" % i for i in range(count - 2))
+    return b"GET /pisqrt?a=25 HTTP/1.1\r\nHost: x\r\n" + lines + b"Connection: close\r\n\r\n"
+
+
+def test_the_most_header_lines_nginx_takes_reach_the_app_one_more_is_a_json_431(shipped):
+    status, _, body = exchange(shipped, many_headers(1000), "127.0.3.1")
+    assert status == 200, body
+    assert json.loads(body) == {"result": 8.86226925452758}
+    response = exchange(shipped, many_headers(1001), "127.0.3.1")
+    assert_json_error(*response, 431, "at most 1000 lines")
+    assert "max vec size" not in Path(shipped.dir, "uwsgi.log").read_text(errors="replace")
+
+
+# --- methods, encodings, replays -----------------------------------------------------------
+
+
+def test_head_answers_as_get_without_a_body(shipped):
+    get = shipped.request("GET", "/pisqrt?a=25")
+    status, headers, body = shipped.request("HEAD", "/pisqrt?a=25")
+    assert (status, body) == (200, b""), body
+    assert headers["content-type"] == "application/json"
+    assert headers["content-length"] == get[1]["content-length"]
+    status, headers, _ = shipped.request("HEAD", "/pisqrt")  # GET's 400, no body
+    assert status == 400 and headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("coding", ["gzip, chunked", "identity", "deflate", "chunked, chunked"])
+def test_an_unsupported_transfer_encoding_is_a_json_501(shipped, coding):
+    request = (
+        f"POST /pisqrt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Transfer-Encoding: {coding}\r\nConnection: close\r\n\r\n0\r\n\r\n"
+    ).encode()
+    assert_json_error(*exchange(shipped, request, "127.0.4.1"), 501, "Transfer-Encoding")
+
+
+def test_a_post_the_app_refused_before_reading_is_handled_once(shipped):
+    # A JSON body over the app's 1 MB, under nginx's 10 MB: the app answers 413 from its
+    # Content-Length, before the body; nginx was still sending it.
+    body = b'{"a": [' + b"1," * 4_500_000 + b"1]}"
+    status, headers, answer = shipped.request(
+        "POST", "/pisqrt", body, {"Content-Type": "application/json"}, timeout=30
+    )
+    assert_json_error(status, headers, answer, 413, "at most 1 MB")
+    request_id = headers["x-request-id"]
+    assert "," not in entry_of(shipped, request_id)["upstream_time"]  # one upstream, no retry
+    assert len(uwsgi_lines(shipped, request_id)) == 1
+
+
+# --- the page's files ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/static/swagger-ui/.package", "/static/.env", "/static/./.env"])
+def test_dotfiles_are_not_served(shipped, path):
+    assert shipped.request("GET", "/static/index.html")[0] == 200  # the directory is served
+    assert_json_error(*shipped.request("GET", path), 404, "no such path")
+
+
+# --- logs -------------------------------------------------------------------------------------
+
+
+def test_nginx_errors_of_a_post_are_logged_as_the_post(shipped):
+    request = (
+        b"POST /pisqrt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 20000000\r\nConnection: close\r\n\r\n"
+    )
+    status, headers, body = exchange(shipped, request, "127.0.5.1")
+    assert_json_error(status, headers, body, 413, "at most 10 MB")
+    entry = entry_of(shipped, headers["x-request-id"])
+    assert (entry["method"], entry["uri"], entry["status"]) == ("POST", "/pisqrt", 413)
+
+
+def test_429s_do_not_write_the_error_log(shipped):
+    slow = b"POST /pisqrt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    slow += b"Content-Length: 100\r\n\r\n{"
+    address = "127.0.5.2"
+    with ExitStack() as held:
+        for _ in range(32):
+            held.enter_context(connect(shipped, address)).sendall(slow)
+        time.sleep(0.2)
+        refused = [
+            exchange(
+                shipped,
+                b"GET /pisqrt?a=25 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                address,
+            )
+            for _ in range(20)
+        ]
+    assert [status for status, _, _ in refused] == [429] * 20
+    error_log = Path(shipped.dir, "nginx-error.log").read_text()
+    assert "limiting" not in error_log, error_log[-500:]
+
+
+def test_the_request_id_is_never_the_clients(shipped):
+    # Two requests with the same sane id get ids of their own; the client's is logged beside.
+    client_id = "checkout-7f3a.41_b"
+    ids = []
+    for _ in range(2):
+        status, headers, body = shipped.request(
+            "GET", "/pisqrt?a=4", headers={"X-Request-Id": client_id}
+        )
+        assert status == 200, body
+        ids.append(headers["x-request-id"])
+        assert entry_of(shipped, ids[-1])["client_request_id"] == client_id
+    assert client_id not in ids and ids[0] != ids[1]
+
+
+# --- API keys in URLs -----------------------------------------------------------------------
+
+KEY_IN_URL = "k3y-in-the-url-0f-a-careless-client"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        f"api_key={KEY_IN_URL}",
+        f"a=25&API_KEY={KEY_IN_URL}",
+        f"a=25&apikey={KEY_IN_URL}&b=1",
+        f"access_token={KEY_IN_URL}",
+        f"a=25&api%5Fkey={KEY_IN_URL}",
+    ],
+)
+def test_a_key_in_the_url_is_refused_and_never_logged(shipped, query):
+    status, headers, body = shipped.request("GET", f"/pisqrt?{query}")
+    assert_json_error(status, headers, body, 400, "Authorization: Bearer")
+    assert KEY_IN_URL not in json.loads(body)["message"]
+    entry = entry_of(shipped, headers["x-request-id"])
+    assert entry["uri"].startswith("/pisqrt?") and "[redacted]" in entry["uri"], entry
+    logs = [
+        Path(shipped.dir, name).read_text(errors="replace")
+        for name in ("nginx-access.json", "nginx-error.log", "uwsgi.log")
+    ]
+    assert not any(KEY_IN_URL in log for log in logs)
