@@ -18,6 +18,8 @@ SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
 TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium prometheus
 # The scale-out tests: network namespaces (ip), curl and openssl as clients, a test certificate.
 TEST_PACKAGES += iproute2 curl openssl nftables
+# The bench counts syscalls per request with strace (its smoke test runs in make test).
+TEST_PACKAGES += strace
 
 .PHONY: run check test model soak bench bench-quick lint system-packages test-packages bench-packages clean
 
@@ -58,7 +60,7 @@ test-packages:
 	@deploy/ensure-packages.sh $(TEST_PACKAGES)
 
 bench-packages:
-	@deploy/ensure-packages.sh $(SYSTEM_PACKAGES) wrk
+	@deploy/ensure-packages.sh $(SYSTEM_PACKAGES) wrk strace
 
 # Stamp files: pip runs again only when a requirements file changes. --no-cache-dir: a uWSGI
 # wheel cached from another Python 3.11 (a pyenv one, say) has the same tag but links that

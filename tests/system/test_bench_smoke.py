@@ -91,7 +91,13 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     assert {m["stack"] for m in memory} == set(expected), memory
     assert all(m["pss_kb"] > 0 for m in memory)
 
+    budget = results["run"]["budget"]
+    for side in ("nginx", "uwsgi"):
+        assert budget[side]["user_us"] > 0 and budget[f"{side}_syscalls"] > 0, budget
+    assert budget["in_process_us"]["app"] > budget["in_process_us"]["function"] > 0, budget
+
     markdown = (tmp_path / "results.md").read_text()
+    assert "## Where a request's time goes (GET /pisqrt?a=25, c=32)" in markdown
     for name in INSTALLED:
         assert f"| {BY_NAME[name].label} | 8 |" in markdown
     assert (
