@@ -31,8 +31,11 @@ def text(value):
 
 
 def options(environ, start_response):
-    """Every effective uWSGI option of this server, as JSON."""
-    return respond(start_response, {name: text(value) for name, value in uwsgi.opt.items()})
+    """Every effective uWSGI option of this server, as JSON, and under "environ" the
+    MODELSERVER_ variables the worker runs with (uwsgi.opt keeps only the last env line)."""
+    found = {name: text(value) for name, value in uwsgi.opt.items()}
+    found["environ"] = {k: v for k, v in os.environ.items() if k.startswith("MODELSERVER_")}
+    return respond(start_response, found)
 
 
 def slow_route() -> dict:

@@ -93,7 +93,7 @@ def test_uwsgi_effective_options():
     # The memory guard is the app's, looking once a second, not uWSGI's reload-on-rss, which
     # reads /proc after every request.
     assert "reload-on-rss" not in options
-    assert "MODELSERVER_MAX_RSS_MB=512" in options["env"]
+    assert options["environ"]["MODELSERVER_MAX_RSS_MB"] == "512"
     # What the kernel granted, and the mode uWSGI ran in, from its own startup log.
     assert "your server socket listen backlog is limited to 1024 connections" in log
     assert "*** Operational MODE: preforking ***" in log

@@ -50,7 +50,7 @@ def test_the_apps_own_log_lines_name_the_request(user_stack):
     assert_json_error(status, headers, body, 500, "broken failed")
     request_id = headers["x-request-id"]
     log = Path(user_stack.dir, "uwsgi.log")
-    app_lines = logged(log, f"request_id={request_id} in server")
+    app_lines = logged(log, f"request_id={request_id} in calls")
     assert len(app_lines) == 1 and "ERROR" in app_lines[0], app_lines
     assert "broken failed" in app_lines[0]
     assert len(logged(log, f"request_id={request_id}", at_least=2)) == 2  # and uWSGI's line
