@@ -24,13 +24,9 @@ class Endpoint:
     # The function takes a whole batch in one call: each parameter is a list (list[float] for a
     # float per item) and it returns one result per item, in order (scikit-learn's predict).
     vectorized: bool = False
-    # (mode, side): what the function needs of its images, for Pillow's Image.draft(). A JPEG
-    # is then decoded by libjpeg straight to that mode ("L": grey, the Y channel, no colour
-    # conversion; or "RGB") and at a reduced scale (1/2, 1/4 or 1/8): the smallest that is no
-    # smaller than the image reduced by a whole factor until its longer side is at most `side`
-    # (what Image.reduce would give; 640x480 -> 320x240 for 512, 4000x3000 -> 500x375). For a
-    # model that shrinks every image anyway, most of the decoding is never done. Other formats
-    # (PNG) come whole, in their own mode. None: every image whole.
+    # (mode, side): the least the function needs of its images. A JPEG is decoded straight to
+    # that mode ("L" or "RGB") at the smallest reduced scale whose longer side is still at least
+    # `side` (Pillow's Image.draft); other formats come whole. None: every image whole.
     draft: tuple[str, int] | None = None
     # A vectorised function only: concurrent requests to it (single items and small batches) are
     # answered together by one call of at most this many items (modelserver.batching). None:
@@ -39,6 +35,13 @@ class Endpoint:
     # The longest the first request of a batch waits for others to join it; 0: none, the batch
     # is what is already waiting when the function is free.
     max_batch_delay_ms: float = 0
+    # Where the model loads. "master": once, before the workers fork; they share its memory
+    # (numpy, scikit-learn). "worker": in each worker after its fork, a copy each; for libraries
+    # that start threads (onnxruntime, torch, OpenMP), which a fork leaves behind.
+    load: str = "master"
+
+
+LOADS = ("master", "worker")
 
 
 def serve(
@@ -49,10 +52,11 @@ def serve(
     draft: tuple[str, int] | None = None,
     max_batch_size: int | None = None,
     max_batch_delay_ms: float = 0,
+    load: str = "master",
 ) -> Endpoint:
     """An ENDPOINTS entry: func, the loader of the model it needs, whether it is vectorised,
     the least it needs of its images, and how concurrent requests are batched (see Endpoint)."""
-    return Endpoint(func, model, vectorized, draft, max_batch_size, max_batch_delay_ms)
+    return Endpoint(func, model, vectorized, draft, max_batch_size, max_batch_delay_ms, load=load)
 
 
 @dataclass(frozen=True)
@@ -83,6 +87,12 @@ class Signature:
     def takes_uploads(self) -> bool:
         """An image, bytes or a File: the body is the upload or a multipart form (POST only)."""
         return any(param.upload is not None for param in self.params)
+
+    @property
+    def takes_query(self) -> bool:
+        """Callable with a GET: no upload, and every required parameter fits a query string (a
+        function of a model or a matrix is POST only, as one of images is)."""
+        return not self.takes_uploads and all(p.in_query for p in self.params if p.required)
 
     @property
     def numbers_only(self) -> bool:
@@ -130,6 +140,8 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         if parameter.name not in hints:
             raise TypeError(f"{label} has no type hint; give it one of {SUPPORTED}")
         params.append(make_param(label, parameter, hints[parameter.name], endpoint.vectorized))
+    if endpoint.load not in LOADS:
+        raise TypeError(f"{where}: load is 'master' or 'worker'; got {endpoint.load!r}")
     if endpoint.draft is not None:
         draft = endpoint.draft
         # The modes libjpeg decodes to; a bool is not a side.

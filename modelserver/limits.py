@@ -18,5 +18,5 @@ MAX_IMAGES = 64
 MAX_PIXELS = 4096 * 4096
 # All the images of one request together: as many pixels as 4 of the largest. Decoding and
 # preparing one 4096 x 4096 RGB PNG costs a worker about 0.2 s on the reference machine (2 cores),
-# so no accepted upload holds a worker much longer than a second (measured: README).
+# so no accepted upload holds a worker much longer than a second (measured: docs/limits.md).
 MAX_REQUEST_PIXELS = 4 * MAX_PIXELS
