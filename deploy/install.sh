@@ -12,7 +12,8 @@
 #     sudo deploy/install.sh --balancer 10.0.0.5:5555 10.0.0.6:5555 10.0.0.7:5555
 # (TLS certificate and key from MODELSERVER_TLS_CERT / MODELSERVER_TLS_KEY, a self-signed pair
 # made when there is none; MODELSERVER_SERVER_NAME for nginx's server_name). --print-site and
-# --print-balancer HOST:PORT... print the site that would be installed, without root.
+# --print-balancer HOST:PORT... print the site that would be installed, without root;
+# --print-app-files the files of the app that would be copied.
 #
 # Idempotent: a second run changes nothing. After a code change it copies the new code and reloads
 # the workers gracefully (no request lost); after a unit change it restarts the service.
@@ -398,6 +399,11 @@ main() {
         render_balancer_site "$@"
         return
         ;;
+    --print-app-files)
+        # The Dockerfile copies the app by this same rule.
+        app_files
+        return
+        ;;
     esac
     if [ "$(id -u)" != 0 ]; then
         echo "run as root: sudo $0 $*" >&2
@@ -427,7 +433,7 @@ main() {
         ;;
     *)
         echo "usage: $0 [--uninstall | --balancer HOST:PORT... | --print-site |" \
-            "--print-balancer HOST:PORT...]" >&2
+            "--print-balancer HOST:PORT... | --print-app-files]" >&2
         exit 2
         ;;
     esac
