@@ -18,10 +18,17 @@ SYSTEM_PACKAGES := nginx python3-venv python3-dev gcc
 TEST_PACKAGES := $(SYSTEM_PACKAGES) wrk chromium prometheus
 # The scale-out tests: network namespaces (ip), curl and openssl as clients, a test certificate.
 TEST_PACKAGES += iproute2 curl openssl nftables
+# The container tests: podman with the runc runtime, mmdebstrap to make base images from Debian.
+TEST_PACKAGES += podman runc mmdebstrap
+# `make image`: BASE is the image's base (default debian:bookworm-slim, from a registry), or
+# local: made here from Debian packages (mmdebstrap, as root); IMAGE_ARGS go to the build as
+# they are (docs/container.md).
+BASE ?=
+IMAGE_ARGS ?=
 # The bench counts syscalls per request with strace (its smoke test runs in make test).
 TEST_PACKAGES += strace
 
-.PHONY: run check test model soak bench bench-quick lint system-packages test-packages bench-packages clean
+.PHONY: run check test image model soak bench bench-quick lint system-packages test-packages bench-packages clean
 
 run: system-packages $(VENV)/.service $(VIEWER)
 	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
@@ -32,6 +39,11 @@ check: system-packages lint
 
 test: test-packages lint $(VIEWER)
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# The OCI image (Dockerfile), with podman or docker, whichever is installed: tagged
+# modelserver:latest and modelserver:<short commit>.
+image:
+	BASE=$(BASE) deploy/container/build.sh $(IMAGE_ARGS)
 
 # Train the digit classifier again from scikit-learn's bundled digits (fixed seed, same file).
 model: $(VENV)/.tests
