@@ -6,9 +6,12 @@ validated. The first in the queue when the function is free leads: it waits unti
 items are queued or max_batch_delay_ms has passed since it arrived (0: no wait at all, the batch
 is whatever is queued, Triton's default), takes requests in arrival order up to max_batch_size
 items, calls the function once with their items concatenated and hands each request its own
-results. The others wait their turn; one of them leads the next batch. There is no batcher
-thread: the leader is a request's own thread, so a lone request pays no hand-over between
-threads, and nothing has to be started again in a freshly forked worker.
+results. It waits only while the endpoint is crowded: after a batch of one request, the next
+leader takes what is queued at once, so a lone client (c=1) pays no delay; after a batch of
+several, others are likely on their way and the wait fills the next call. The requests not
+taken wait their turn; one of them leads the next batch. There is no batcher thread: the leader
+is a request's own thread, so a lone request pays no hand-over between threads, and nothing has
+to be started again in a freshly forked worker.
 
 Failures stay with their batch: an exception of the function fails the requests of that batch
 only, each with the JSON error it would have had alone; a ValueError (a client's bad value, a
@@ -64,6 +67,9 @@ class Batcher:
         self.queue: deque[Pending] = deque()
         self.queued_items = 0
         self.busy = False  # a leader is gathering or calling
+        # The last batch held more than one request: waiting for others pays. A new worker
+        # assumes it does, so a burst's first batch is not a batch of one.
+        self.crowded = True
 
     def submit(self, rows: list[list], run: Callable[[list[list]], list], deadline: float):
         """rows answered through run(all rows of a batch) -> one result per row, in order.
@@ -103,7 +109,7 @@ class Batcher:
 
     def gather(self, leader: Pending) -> list[Pending]:
         """The next batch, the leader's first: after the delay or once it is full."""
-        until = leader.arrived + self.max_delay
+        until = leader.arrived + (self.max_delay if self.crowded else 0.0)
         while self.queued_items < self.max_items:
             remaining = until - time.perf_counter()
             if remaining <= 0:
@@ -115,6 +121,7 @@ class Batcher:
             batch.append(pending)
             items += len(pending.rows)
         self.queued_items -= items
+        self.crowded = len(batch) > 1
         return batch
 
     def give_up(self, mine: Pending) -> None:
