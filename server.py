@@ -48,7 +48,7 @@ def create_app(config: dict | None = None) -> Flask:
     entries: dict[str, Callable | Endpoint] = app.config["ENDPOINTS"]
     signatures = [signature_of(name, entry) for name, entry in entries.items()]
     loaders = loading.loaders_of(entries)
-    models = loading.load_models(app.logger, loaders)
+    models = loading.load_models(app, loaders)
     app.extensions["models"] = models
     # Counts and times every request, serves /metrics; log lines name their request's id.
     metrics.instrument(app, sorted(loaders), models)
