@@ -197,13 +197,33 @@ class Stack:
             raise RuntimeError("nginx is not installed: sudo apt-get install nginx")
         self.write_nginx_config()
         self.check_nginx_config(nginx)
-        self.uwsgi = self.spawn(
-            [self.uwsgi_binary(), "--ini", str(PROJECT / "uwsgi.ini"), *self.uwsgi_args],
-            "uwsgi.log",
-            env={**os.environ, "MODELSERVER_SOCKET": self.socket_path, **self.metrics_env()},
-        )
+        self.uwsgi = self.spawn(self.uwsgi_command(), "uwsgi.log", env=self.uwsgi_env())
         self.nginx = self.spawn([nginx, *self.nginx_flags()], "nginx.log")
         self.wait_ready(timeout)
+
+    def uwsgi_command(self) -> list[str]:
+        return [self.uwsgi_binary(), "--ini", str(PROJECT / "uwsgi.ini"), *self.uwsgi_args]
+
+    def uwsgi_env(self) -> dict[str, str]:
+        return {**os.environ, "MODELSERVER_SOCKET": self.socket_path, **self.metrics_env()}
+
+    def reload(self, timeout: float = 300) -> None:
+        """New code and models live with no request refused (modelserver/handover.py: a second
+        uWSGI answers while this one reloads); RuntimeError if it failed (the old code serves)."""
+        handover = self.spawn(
+            [sys.executable, str(PROJECT / "modelserver" / "handover.py"), self.socket_path]
+            + self.uwsgi_command(),
+            "uwsgi.log",
+            env=self.uwsgi_env(),
+        )
+        try:
+            code = handover.wait(timeout)
+        except subprocess.TimeoutExpired:
+            handover.kill()
+            handover.wait()
+            raise
+        if code != 0:
+            raise RuntimeError(f"the reload failed ({code}):\n{self.logs()}")
 
     def metrics_env(self) -> dict[str, str]:
         """Where uWSGI's workers count (emptied at start) and where nginx's stub_status is."""
