@@ -59,7 +59,8 @@ def run_wrk(url: str, concurrency: int, seconds: int, script: Path, pids: list[i
     """
     argv = [
         wrk_binary() or "wrk",
-        "--threads", str(THREADS),
+        # wrk wants at least one connection per thread: c=1 runs one.
+        "--threads", str(min(THREADS, concurrency)),
         "--connections", str(concurrency),
         "--duration", f"{seconds}s",
         # A response slower than this counts as an error, not as a latency.

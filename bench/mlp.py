@@ -17,6 +17,10 @@ LAYERS = 4
 FEATURES = 16  # per item, from the client
 OUTPUTS = 4  # per item, to the client
 SEED = 2048
+# The batching knobs of every stack that batches it, TorchServe's and LitServe's alike: at most
+# 32 items a call, and the first request of a batch waits at most 5 ms for others.
+MAX_BATCH_SIZE = 32
+MAX_BATCH_DELAY_MS = 5
 
 
 def build(width: int = WIDTH, layers: int = LAYERS, seed: int = SEED) -> list[np.ndarray]:

@@ -11,7 +11,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from bench import budget
+from bench import batching, budget
 from bench.load import wrk_binary
 from bench.stacks import BY_NAME, PATH, WORKERS
 from deploy.localstack import PROJECT, find_nginx
@@ -27,7 +27,16 @@ COMPARED = {
 }
 # Above this share of the CPU used by others during a measurement, results.md warns.
 SHARED_PCT = 10
-PACKAGES = ("Flask", "gunicorn", "fastapi", "pydantic", "uvicorn", "uvloop", "httptools")
+PACKAGES = (
+    "Flask",
+    "gunicorn",
+    "fastapi",
+    "pydantic",
+    "uvicorn",
+    "uvloop",
+    "httptools",
+    "litserve",
+)
 
 
 # Kept by hand: what each tuning change measured, and the profile; appended to results.md.
@@ -110,6 +119,7 @@ def summarize(measurements: list[dict]) -> dict:
     }
     summary["targets"] = targets(summary)
     summary["model"] = summarize_model(measurements, summary)
+    summary["batching"] = batching.summarize(measurements, median_of)
     return summary
 
 
@@ -329,6 +339,8 @@ def markdown(results: dict) -> str:
         *(budget.markdown(results["run"]["budget"]) if "budget" in results["run"] else []),
         "",
         *model_section(summary.get("model"), results["settings"]),
+        *batching.markdown(summary.get("batching")),
+        "",
         "## How each stack runs",
         "",
         *(f"- **{BY_NAME[name].label}**: {BY_NAME[name].how}." for name in summary["medians"]),
@@ -532,6 +544,8 @@ def chart(path: Path, results: dict) -> bool:
     from matplotlib import pyplot
 
     medians, m = results["summary"]["medians"], results["machine"]
+    if not medians:  # a run of the batching rows alone: no GET to chart
+        return True
     fig, axes = pyplot.subplots(1, 2, figsize=(14, 5.5))
     # Log scales: nginx alone is 10-50 times the others, which would flatten them to nothing.
     panels = (

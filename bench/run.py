@@ -4,8 +4,8 @@ Each round starts every stack in turn (A B C … A B C …), loads it with wrk a
 after a warm-up, measures batches through ours, and stops it; nothing outlives its turn. The end
 writes results.md, results.json (every round) and results.png, and prints the table.
 
-    .venv/bin/python bench/run.py            # full: about 11 min
-    .venv/bin/python bench/run.py --quick    # about 2.5 min
+    .venv/bin/python bench/run.py            # full: about 16 min
+    .venv/bin/python bench/run.py --quick    # about 4 min
 """
 
 import argparse
@@ -22,13 +22,23 @@ from pathlib import Path
 # Run as a script, Python puts bench/ first on sys.path; the imports below need the project root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import budget, report
+from bench import batching, budget, report
 from bench import model as modelpath
 from bench.load import THREADS, run_wrk, write_script, wrk_binary
-from bench.stacks import BENCH, BODY, BY_NAME, PATH, RESULT, STACKS, WORKERS, StackSpec
+from bench.stacks import (
+    BATCHING_BY_NAME,
+    BENCH,
+    BODY,
+    BY_NAME,
+    PATH,
+    RESULT,
+    STACKS,
+    WORKERS,
+    StackSpec,
+)
 from deploy.localstack import Stack, interrupt, process_tree
 
-# Bounded: about 11 min for the full run and about 2 for --quick (bench/README.md has the sums).
+# Bounded: about 16 min for the full run and about 4 for --quick (bench/README.md has the sums).
 FULL = {
     "rounds": 5,
     "duration": 3,
@@ -67,6 +77,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-model", action="store_true", help="leave out the model path (POST /predict, A/B)"
     )
+    parser.add_argument(
+        "--batching-stacks",
+        type=batching_names,
+        default=list(BATCHING_BY_NAME),
+        help=f"the MLP's batching rows, of: {', '.join(BATCHING_BY_NAME)}; '' for none",
+    )
+    parser.add_argument(
+        "--batching-concurrency",
+        type=counts,
+        default=batching.CONCURRENCY,
+        help="concurrencies of the batching rows (1,8,64)",
+    )
     parser.add_argument("--out", type=Path, default=BENCH, help="where results.* go")
     args = parser.parse_args(argv)
     if min(args.concurrency) < THREADS:
@@ -84,6 +106,14 @@ def names(text: str) -> list[str]:
     unknown = [name for name in chosen if name not in BY_NAME]
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown {unknown}; known: {', '.join(BY_NAME)}")
+    return chosen
+
+
+def batching_names(text: str) -> list[str]:
+    chosen = [name for name in text.split(",") if name]
+    unknown = [name for name in chosen if name not in BATCHING_BY_NAME]
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown {unknown}; known: {', '.join(BATCHING_BY_NAME)}")
     return chosen
 
 
@@ -139,6 +169,16 @@ def measure_predict(stack: Stack, spec: StackSpec, args, scripts: Path) -> list[
         if memory := modelpath.pss_kb(pid):
             rows.append({"kind": "memory", "stack": spec.name, "pid": pid, **memory})
     return rows
+
+
+def batching_turn(spec: StackSpec, args, scripts: Path) -> list[dict]:
+    """One batching stack's turn: the MLP at each of its concurrencies (bench/batching.py)."""
+    return batching.turn(
+        spec,
+        args.batching_concurrency,
+        scripts,
+        lambda stack, c, script, path: measure(stack, c, args, script, path),
+    )
 
 
 def measure(stack: Stack, c: int, args, script: Path, path: str = PATH) -> dict:
@@ -221,6 +261,7 @@ def progress(round_no: int, rounds: int, row: dict) -> str:
         return f"round {round_no}/{rounds} {row['stack']} worker PSS {row['pss_kb'] / 1024:.1f} MB"
     what = {
         "get": row["stack"],
+        "mlp": f"{row['stack']} POST /mlp",
         "batch": f"ours batch of {row.get('batch')}",
         "predict": f"{row['stack']} POST /predict {row.get('image')}",
     }[row["kind"]]
@@ -252,6 +293,10 @@ def run_rounds(specs: list[StackSpec], args) -> list[dict]:
                 for row in turn(spec, args, Path(scripts)):
                     measurements.append({"round": round_no, **row})
                     print(progress(round_no, args.rounds, row), flush=True)
+            for name in args.batching_stacks:
+                for row in batching_turn(BATCHING_BY_NAME[name], args, Path(scripts)):
+                    measurements.append({"round": round_no, **row})
+                    print(progress(round_no, args.rounds, row), flush=True)
     return measurements
 
 
@@ -269,6 +314,7 @@ def write_results(args, specs: list[StackSpec], measurements: list[dict], run: d
             "batch_concurrency": args.concurrency[0],
             "request": f"GET {PATH}",
             "model_path": not args.no_model,
+            "batching_concurrency": args.batching_concurrency,
             "baseline": modelpath.BASELINE,
             "ab_seconds_per_stage": round(args.duration * AB_SHARE, 3),
         },
@@ -289,7 +335,8 @@ def write_results(args, specs: list[StackSpec], measurements: list[dict], run: d
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     specs = [BY_NAME[name] for name in args.stacks]
-    if problem := missing_requirements(specs):
+    batching_specs = [BATCHING_BY_NAME[name] for name in args.batching_stacks]
+    if problem := missing_requirements(specs + batching_specs):
         print(problem, file=sys.stderr)
         return 2
     # The same worker count everywhere: uwsgi.ini's default, whatever this shell exports.

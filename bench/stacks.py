@@ -5,13 +5,14 @@ what it needs to reach its server (the pass directive, and the upstream's keepal
 servers); every server runs the same number of workers, WORKERS, as uwsgi.ini.
 """
 
+import json
 import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from deploy.localstack import PROJECT, Stack, find_nginx
+from deploy.localstack import PROJECT, Stack, find_nginx, free_port
 
 BENCH = Path(__file__).resolve().parent
 VENV_BIN = Path(sys.executable).parent
@@ -100,21 +101,31 @@ class BenchStack(Stack):
         site_changes: dict[str, str] | None = None,
         behind_nginx: bool = True,
         http: bool = False,
+        ready_path: str = PATH,
+        tcp_backend: bool = False,
     ):
-        super().__init__(site_changes=site_changes, ready_path=PATH, exempt=LOAD_GENERATOR)
+        super().__init__(site_changes=site_changes, ready_path=ready_path, exempt=LOAD_GENERATOR)
         self.server = server
         self.behind_nginx = behind_nginx
         self.http = http  # True: nginx talks HTTP to the server (proxy_pass), not uwsgi
+        # True: the server listens on TCP 127.0.0.1:{backend} (it cannot take a unix socket).
+        self.backend = free_port() if tcp_backend else None
 
     def write_nginx_config(self) -> None:
         super().write_nginx_config()
+        site = Path(self.dir, "modelserver-site.conf")
         if self.http:
-            site = Path(self.dir, "modelserver-site.conf")
             site.write_text(http_passes(site.read_text()))
+        if self.backend:
+            text = site.read_text().replace(f"unix:{self.socket_path}", f"127.0.0.1:{self.backend}")
+            site.write_text(text)
 
     def start(self, timeout: float = 30) -> None:
         if self.server:
-            argv = [arg.format(socket=self.socket_path, port=self.port) for arg in self.server]
+            argv = [
+                arg.format(socket=self.socket_path, port=self.port, backend=self.backend)
+                for arg in self.server
+            ]
             self.uwsgi = self.spawn(argv, "server.log", env=PEER_ENV)
         if self.behind_nginx:
             nginx = find_nginx()
@@ -215,3 +226,75 @@ STACKS = [
     ),
 ]
 BY_NAME = {spec.name: spec for spec in STACKS}
+
+
+# --- batching: a model where it pays, served by ours with batching off and on and by the peers ---
+
+# bench/mlp.py's MLP: one request is one item, as most clients send.
+MLP_PATH = "/mlp"
+MLP_REQUEST = json.dumps({"x": [0.25] * 16}).encode()
+MLP_APP = ("--pythonpath", str(BENCH), "--module", "mlp_app:app")
+# Threads per worker with batching on: as many requests at once as a batch holds.
+MLP_THREADS = 32
+# What BLAS may use in the peers, as uwsgi.ini sets it for ours: one thread per process.
+ONE_BLAS_THREAD = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+
+
+MLP_UVICORN = [arg.replace("peer_fastapi:", "peer_fastapi_mlp:") for arg in UVICORN]
+
+
+class PeerStack(BenchStack):
+    """A peer serving the MLP with one BLAS thread per process, as ours has."""
+
+    def spawn(self, argv: list[str], log_name: str, env: dict | None = None):
+        return super().spawn(argv, log_name, {**env, **ONE_BLAS_THREAD} if env else env)
+
+
+BATCHING_STACKS = [
+    StackSpec(
+        "ours-mlp",
+        "ours, batching off",
+        f"the shipped stack, app bench/mlp_app.py, {WORKERS} sync workers: one call a request",
+        lambda: Stack(uwsgi_args=MLP_APP, ready_path="/readyz", exempt=LOAD_GENERATOR),
+    ),
+    StackSpec(
+        "ours-mlp-batched",
+        "ours, batching on",
+        f"the same with --threads {MLP_THREADS}: max_batch_size 32, max_batch_delay_ms 5",
+        lambda: Stack(
+            uwsgi_args=(*MLP_APP, "--threads", str(MLP_THREADS)),
+            ready_path="/readyz",
+            exempt=LOAD_GENERATOR,
+        ),
+    ),
+    StackSpec(
+        "litserve-mlp",
+        "LitServe, batching on",
+        f"bench/peer_litserve.py: max_batch_size 32, batch_timeout 5 ms, {WORKERS} inference "
+        "workers, one uvicorn API server on TCP; the same site with proxy_pass and keepalive",
+        lambda: PeerStack(
+            [str(VENV_BIN / "python"), str(BENCH / "peer_litserve.py"), "{backend}"],
+            HTTP_PROXY,
+            http=True,
+            ready_path="/health",
+            tcp_backend=True,
+        ),
+        needs=("litserve",),
+        exact_body=False,
+    ),
+    StackSpec(
+        "fastapi-mlp",
+        "FastAPI + uvicorn, no batching",
+        f"bench/peer_fastapi_mlp.py, uvicorn[standard], {WORKERS} workers on a unix socket; "
+        "the same site with proxy_pass and keepalive",
+        lambda: PeerStack(
+            [*MLP_UVICORN, "--uds", "{socket}"],
+            HTTP_PROXY,
+            http=True,
+            ready_path="/readyz",
+        ),
+        needs=("fastapi", "uvicorn", "uvloop", "httptools"),
+        exact_body=False,
+    ),
+]
+BATCHING_BY_NAME = {spec.name: spec for spec in BATCHING_STACKS}

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.stacks import BY_NAME
+from bench.stacks import BATCHING_BY_NAME, BY_NAME
 from deploy.localstack import PROJECT
 
 RUN = str(PROJECT / "bench" / "run.py")
@@ -23,6 +23,12 @@ INSTALLED = [
     if all(importlib.util.find_spec(package) for package in BY_NAME[name].needs)
 ]
 BATCH = 10
+# The batching rows (the MLP): ours off and on, and LitServe where it is installed.
+BATCHING = [
+    name
+    for name in ("ours-mlp", "ours-mlp-batched", "litserve-mlp")
+    if all(importlib.util.find_spec(package) for package in BATCHING_BY_NAME[name].needs)
+]
 
 
 def session_processes(session: int) -> list[str]:
@@ -48,7 +54,7 @@ def run_harness(*args: str) -> subprocess.CompletedProcess:
         stdin=subprocess.DEVNULL,
         start_new_session=True,
     )
-    stdout, stderr = proc.communicate(timeout=120)
+    stdout, stderr = proc.communicate(timeout=180)  # about 100 s on a shared machine
     assert session_processes(proc.pid) == [], "the harness left processes behind"
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
@@ -57,6 +63,7 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     done = run_harness(
         *("--rounds", "1", "--duration", "1", "--warmup", "0", "--concurrency", "8"),
         *("--batches", str(BATCH), "--stacks", ",".join(INSTALLED), "--out", str(tmp_path)),
+        *("--batching-stacks", ",".join(BATCHING), "--batching-concurrency", "1,4"),
     )
     assert done.returncode == 0, done.stderr
 
@@ -91,6 +98,15 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     assert {m["stack"] for m in memory} == set(expected), memory
     assert all(m["pss_kb"] > 0 for m in memory)
 
+    mlp = [m for m in results["measurements"] if m["kind"] == "mlp"]
+    assert [(m["stack"], m["concurrency"]) for m in mlp] == [
+        (name, c) for name in BATCHING for c in (1, 4)
+    ]
+    for m in mlp:
+        assert m["requests"] > 0 and m["errors"] == 0, m
+    batching = results["summary"]["batching"]
+    assert batching["on_over_off"]["4"] > 0, batching
+
     budget = results["run"]["budget"]
     for side in ("nginx", "uwsgi"):
         assert budget[side]["user_us"] > 0 and budget[f"{side}_syscalls"] > 0, budget
@@ -104,6 +120,9 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         "Targets of the HTTP path and of the metrics' cost:" in markdown
         and "Targets of the image path:" in markdown
     )
+    assert "## Batching: the MLP, one item a request" in markdown
+    for name in BATCHING:
+        assert f"| {BATCHING_BY_NAME[name].label} | 4 |" in markdown
     assert markdown in done.stdout  # the table is printed at the end of the run
 
     chart = tmp_path / "results.png"

@@ -1,0 +1,23 @@
+"""Ours serving the bench's MLP (bench/mlp.py), registered as a user would in registry.py.
+
+Batching is on for POST /mlp when the workers have threads (`--threads 32` or
+$MODELSERVER_THREADS); without, the same endpoint is called once per request, as before.
+    uwsgi --ini uwsgi.ini --pythonpath bench --module mlp_app:app [--threads 32]
+"""
+
+import mlp
+
+from modelserver.endpoints import serve
+from server import create_app
+
+ENDPOINTS = {
+    "mlp": serve(
+        mlp.mlp,
+        model=mlp.load_mlp,
+        vectorized=True,
+        max_batch_size=mlp.MAX_BATCH_SIZE,
+        max_batch_delay_ms=mlp.MAX_BATCH_DELAY_MS,
+    ),
+}
+
+app = create_app({"ENDPOINTS": ENDPOINTS})
