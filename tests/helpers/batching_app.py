@@ -6,6 +6,7 @@ The model is the bench's MLP (bench/mlp.py), narrower so that a call takes about
 
 import os
 import threading
+import time
 
 from bench import mlp as mlp_model
 from modelserver.endpoints import serve
@@ -37,6 +38,12 @@ def fragile(x: list[float]) -> list[list[float]]:
     return [[value, os.getpid(), call] for value in x]
 
 
+def slow(seconds: list[float]) -> list[float]:
+    """Sleeps the batch's longest value: a call that runs past the deadline."""
+    time.sleep(max(seconds))
+    return seconds
+
+
 ENDPOINTS = {
     # The same model and function, batched and not: the second is the reference.
     "mlp": serve(
@@ -47,6 +54,7 @@ ENDPOINTS = {
         max_batch_delay_ms=20,
     ),
     "mlp_single": serve(mlp_model.mlp, model=load_mlp, vectorized=True),
+    "slow": serve(slow, vectorized=True, max_batch_size=MAX_BATCH_SIZE, max_batch_delay_ms=50),
     "fragile": serve(
         fragile, vectorized=True, max_batch_size=MAX_BATCH_SIZE, max_batch_delay_ms=50
     ),

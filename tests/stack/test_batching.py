@@ -11,6 +11,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -233,3 +234,65 @@ def test_kill_9_of_a_worker_under_load_fails_only_what_it_held(figure):
         # And the new worker answers.
         answers = at_once([lambda: post(stack, "/mlp", {"x": mlp_model.example(3)})] * 64, 32)
         assert {status for status, _, _ in answers} == {200}
+
+
+def test_a_batch_past_the_deadline_answers_every_request(figure):
+    # harakiri lowered from 30 s to 2 s; the batch sleeps 5 s. Its requests are answered: those
+    # waiting for it by their own threads at the deadline (504), the one whose thread is in the
+    # call when its worker is stopped (504 from the signal, or the answer if it came first).
+    argv = (*uwsgi_app("batching_app:app"), "--threads", "8", "--harakiri", "2")
+    with Stack(uwsgi_args=argv, exempt=("127.0.0.1",)) as stack:
+        start = time.monotonic()
+        answers = at_once([lambda: post(stack, "/slow", {"seconds": 5.0})] * 6, threads=6)
+        took = time.monotonic() - start
+        statuses = Counter(status for status, _, _ in answers)
+        figure(
+            "batching, a batch past harakiri (2 s): outcomes, seconds",
+            f"{dict(statuses)}, {took:.1f}",
+        )
+        assert statuses[504] >= 5, statuses
+        for answer in answers:
+            if answer[0] == 504:
+                assert_json_error(*answer, 504, "time limit")
+        assert took < 8  # not the 40 s of nginx's timeout
+        # The stuck worker is replaced and the service answers.
+        wait_for(lambda: post(stack, "/slow", {"seconds": 0.0})[0] == 200, timeout=15)
+
+
+def test_graceful_reloads_under_load_lose_nothing(figure):
+    with Stack(
+        uwsgi_args=(*uwsgi_app("batching_app:app"), "--threads", str(THREADS)),
+        exempt=("127.0.0.1",),
+    ) as stack:
+        outcomes = Counter()
+        lock = threading.Lock()
+        stop = time.monotonic() + 6
+
+        def client(n: int) -> None:
+            for i in range(2000):  # bounded in count as well as in time
+                if time.monotonic() > stop:
+                    return
+                try:
+                    status = post(stack, "/mlp", {"x": mlp_model.example(n + i)}, timeout=10)[0]
+                except OSError as error:
+                    status = f"error {type(error).__name__}"
+                with lock:
+                    outcomes[status] += 1
+
+        pool = [threading.Thread(target=client, args=(n,)) for n in range(24)]
+        for thread in pool:
+            thread.start()
+        try:
+            time.sleep(1.5)
+            for _ in range(2):  # as systemctl reload does, twice in quick succession
+                Path(stack.socket_path + ".fifo").write_text("r")
+                time.sleep(0.5)
+        finally:
+            for thread in pool:
+                thread.join(30)
+        assert not any(thread.is_alive() for thread in pool)
+        log = Path(stack.dir, "uwsgi.log").read_text()
+    figure("batching, two graceful reloads under load: outcomes", dict(outcomes))
+    assert log.count("binary reloading uWSGI") >= 1
+    assert set(outcomes) == {200}, outcomes
+    assert outcomes[200] > 100
