@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 
 from modelserver import (
     answers,
+    batching,
     cors,
     keys,
     loading,
@@ -47,6 +48,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.config["ENDPOINTS"] = registry.ENDPOINTS
     entries: dict[str, Callable | Endpoint] = app.config["ENDPOINTS"]
     signatures = [signature_of(name, entry) for name, entry in entries.items()]
+    batching.warn_without_threads(app.logger, signatures)
     loaders = loading.loaders_of(entries)
     models = loading.load_models(app, loaders)
     app.extensions["models"] = models

@@ -21,6 +21,7 @@ the worker is recycled: in a worker with threads, uWSGI 2.0's harakiri is one ti
 that any other finished request resets, so it cannot be relied on to stop a stuck call.
 """
 
+import logging
 import threading
 import time
 from collections import deque
@@ -184,6 +185,19 @@ def concurrent_requests() -> bool:
     if uwsgi is None:
         return True
     return int(uwsgi.opt.get("threads", b"1") or 1) > 1
+
+
+def warn_without_threads(logger: logging.Logger, signatures: list) -> None:
+    """At startup: endpoints that batch, in workers that run one request at a time, are called
+    once per request; the log says how to turn batching on."""
+    names = [sig.name for sig in signatures if sig.max_batch_size]
+    if names and not concurrent_requests():
+        logger.warning(
+            "ENDPOINTS %s batch concurrent requests, but each worker runs one request at a "
+            "time: they are called once per request until the workers have threads "
+            "(MODELSERVER_THREADS=32, docs/batching.md)",
+            ", ".join(names),
+        )
 
 
 def deadline_seconds() -> float:
