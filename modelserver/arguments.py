@@ -316,6 +316,7 @@ def image_body_rows(sig: Signature) -> tuple[list[list], bool]:
 
 def form_rows(sig: Signature) -> tuple[list[list], bool]:
     """A multipart form's rows: an upload field given n times makes n items."""
+    parse_form()
     fields = {param.name: form_values(param) for param in sig.params}
     refuse_unknown_fields(sig, {**request.form, **request.files})
     count = max(map(len, fields.values()), default=1)
@@ -336,6 +337,20 @@ def form_rows(sig: Signature) -> tuple[list[list], bool]:
     return [
         [decode_field(value, sig.draft, where[i]) for value in row] for i, row in enumerate(rows)
     ], count > 1
+
+
+def parse_form() -> None:
+    """Parse the multipart form, refusing one of more parts than Werkzeug's max_form_parts
+    (1,000: parsed in 25 ms) with a 413 that says so; Werkzeug's own would say the body is
+    too large."""
+    try:
+        request.files  # noqa: B018 (parses the form)
+    except RequestEntityTooLarge:
+        if (request.content_length or 0) > (request.max_content_length or 0):
+            raise
+        raise RequestEntityTooLarge(
+            f"a multipart form holds at most {request.max_form_parts} parts"
+        ) from None
 
 
 def form_values(param: Param) -> list:

@@ -1,5 +1,7 @@
 """The numbers that bound a request: body sizes, batch sizes, images and their pixels."""
 
+import os
+
 from werkzeug.exceptions import (
     RequestEntityTooLarge,
 )
@@ -20,3 +22,17 @@ MAX_PIXELS = 4096 * 4096
 # preparing one 4096 x 4096 RGB PNG costs a worker about 0.2 s on the reference machine (2 cores),
 # so no accepted upload holds a worker much longer than a second (measured: docs/limits.md).
 MAX_REQUEST_PIXELS = 4 * MAX_PIXELS
+
+# What an image file may ask of the decoder beyond its pixels, counted before it is decoded (see
+# modelserver/images.py). A progressive JPEG passes over every pixel once per scan: libjpeg
+# writes 6 (grey) or 10 (colour), so 32 is three times the most an encoder writes; an empty scan
+# is 10 bytes and costs 5 ms at 4096 x 4096, so 2,000 of them cost 11 s. Segments: an ICC
+# profile takes at most 255. PNG chunks: Pillow reads each in Python (800,000 empty ones, 10 MB,
+# cost 6 s); libpng writes pixel data in 8 KB chunks, 1,280 for a 10 MB file.
+MAX_JPEG_SCANS = 32
+MAX_JPEG_SEGMENTS = 1000
+MAX_PNG_CHUNKS = 4096
+# The decoding of one request's images ends after this long with a JSON 503 naming it, even for
+# a cost not foreseen above: far beyond the costliest accepted upload (about a second), far
+# before harakiri (30 s). $MODELSERVER_DECODE_SECONDS changes it (the tests shorten it).
+DECODE_SECONDS = float(os.environ.get("MODELSERVER_DECODE_SECONDS", "5"))

@@ -4,16 +4,19 @@ Each attack comes from its own address, so the per-client limits of one never de
 
 import io
 import json
+import os
 import shutil
 import socket
+import struct
 import time
-from contextlib import ExitStack
+import zlib
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw
 
-from deploy.localstack import PROJECT, SITE_ROOT, Stack
+from deploy.localstack import PROJECT, SITE_ROOT, Stack, process_tree
 from helpers import assert_json_error, multipart, wait_for
 
 
@@ -349,3 +352,212 @@ def test_a_key_in_the_url_is_refused_and_never_logged(shipped, query):
         for name in ("nginx-access.json", "nginx-error.log", "uwsgi.log")
     ]
     assert not any(KEY_IN_URL in log for log in logs)
+
+
+# --- decoding: no accepted file costs seconds ---------------------------------------------------
+
+
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk: length, type, data, CRC."""
+    return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+
+
+def raw_png(side: int, depth: int, colour_type: int, channels: int, interlace: int = 0) -> bytes:
+    """A side x side PNG written by hand (Pillow writes neither 16-bit RGBA nor interlacing):
+    mid-grey, every row with the Paeth filter, the costliest to undo."""
+    header = struct.pack(">IIBBBBB", side, side, depth, colour_type, 0, 0, interlace)
+    passes = ADAM7 if interlace else [(0, 0, 1, 1)]
+    rows = bytearray()
+    for x0, y0, dx, dy in passes:
+        width, height = -(-(side - x0) // dx), -(-(side - y0) // dy)
+        rows += (b"\x04" + b"\x80" * (width * channels * depth // 8)) * height
+    data = zlib.compress(bytes(rows), 9)
+    signature = b"\x89PNG\r\n\x1a\n"
+    return signature + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+ADAM7 = [
+    (0, 0, 8, 8),
+    (4, 0, 8, 8),
+    (0, 4, 4, 8),
+    (2, 0, 4, 4),
+    (0, 2, 2, 4),
+    (1, 0, 2, 2),
+    (0, 1, 1, 2),
+]
+
+
+def progressive_jpeg(side: int = 4096, mode: str = "L") -> bytes:
+    """A progressive JPEG of a drawn 1, side x side: about 100 KB at 4096."""
+    image = Image.new(mode, (side, side), "white")
+    ImageDraw.Draw(image).line(
+        [(side // 2, side // 10), (side // 2, side * 9 // 10)], "black", side // 14
+    )
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", progressive=True)
+    return buffer.getvalue()
+
+
+# An empty refinement scan of the DC coefficients of component 1: 10 bytes, and a pass over
+# every block of the image.
+EMPTY_SCAN = bytes.fromhex("ffda 0008 0101 0000 0010")
+
+
+def with_scans(jpeg: bytes, count: int) -> bytes:
+    return jpeg[:-2] + EMPTY_SCAN * count + b"\xff\xd9"
+
+
+PROGRESSIVE = progressive_jpeg()
+# The crafted files, each refused from its structure before a pixel is decoded.
+CRAFTED = {
+    "JPEG of 2,000 empty scans": (with_scans(PROGRESSIVE, 2000), "more than 32 scans"),
+    "JPEG of 1,000,000 comments": (
+        PROGRESSIVE[:2] + bytes.fromhex("fffe 0002") * 1_000_000 + PROGRESSIVE[2:],
+        "more than 1000 marker segments",
+    ),
+    "PNG of 800,000 empty chunks": (
+        DIGIT[:33] + chunk(b"abCd", b"") * 800_000 + DIGIT[33:],
+        "more than 4096 chunks",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", CRAFTED)
+def test_a_crafted_file_is_refused_before_it_is_decoded(shipped, name, figure):
+    data, words = CRAFTED[name]
+    start = time.monotonic()
+    answer = shipped.request(
+        "POST",
+        "/predict",
+        data,
+        {"Content-Type": "image/jpeg" if "JPEG" in name else "image/png"},
+        timeout=60,
+    )
+    seconds = time.monotonic() - start
+    figure(f"{name} ({len(data)} bytes): refused after, s", f"{seconds:.2f}")
+    assert_json_error(*answer, 400, words)
+    assert seconds < 2  # through nginx, 10 MB at most; the walk itself takes milliseconds
+
+
+def test_a_photo_as_progressive_as_an_encoder_makes_it_is_decoded(shipped):
+    # Colour, 10 scans of its own, and 22 more: 32, the most a file may have.
+    photo = with_scans(progressive_jpeg(mode="RGB"), 22)
+    status, _, body = shipped.request(
+        "POST", "/predict", photo, {"Content-Type": "image/jpeg"}, timeout=30
+    )
+    assert status == 200, body
+    assert json.loads(body)["result"]["label"] == 1
+    answer = shipped.request(
+        "POST", "/predict", with_scans(photo, 1), {"Content-Type": "image/jpeg"}
+    )
+    assert_json_error(*answer, 400, "more than 32 scans")
+
+
+# 4096 x 4096, 16-bit RGBA (8 bytes a pixel), interlaced: one costs up to 8 RGB PNGs' decoding.
+RGBA16_ADAM7 = raw_png(4096, 16, 6, 4, interlace=1)
+
+
+def test_a_costly_png_counts_for_more_of_a_requests_pixels(shipped):
+    # One is let in on its own (it is not a digit: the model's 400, after decoding)...
+    status, _, body = shipped.request(
+        "POST", "/predict", RGBA16_ADAM7, {"Content-Type": "image/png"}, timeout=30
+    )
+    assert status in (200, 400) and b"pixels" not in body, body
+    # ...two are over a request's pixels before either is decoded.
+    body, content_type = multipart(("image", RGBA16_ADAM7), ("image", RGBA16_ADAM7))
+    answer = shipped.request("POST", "/predict", body, {"Content-Type": content_type}, timeout=30)
+    assert_json_error(*answer, 413, "image 1:", "at most 67108864 pixels", "interlaced")
+
+
+def test_a_form_of_too_many_parts_is_a_413_that_says_so(shipped):
+    fields = [("image", DIGIT)] + [("note", b"1")] * 1000
+    body, content_type = multipart(*fields)
+    answer = shipped.request("POST", "/predict", body, {"Content-Type": content_type})
+    assert_json_error(*answer, 413, "at most 1000 parts")
+
+
+@contextmanager
+def environment(**values: str):
+    """os.environ with values, for a stack started inside (uWSGI gets its environment)."""
+    before = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                del os.environ[name]
+            else:
+                os.environ[name] = value
+
+
+def uwsgi_workers(stack: Stack) -> set[int]:
+    return set(process_tree(stack.uwsgi.pid)) - {stack.uwsgi.pid}
+
+
+def test_a_decode_past_the_time_budget_ends_in_a_json_503_and_the_worker_lives():
+    # A budget of 50 ms instead of 5 s, and the costliest PNG: its decoding is stopped.
+    with environment(MODELSERVER_DECODE_SECONDS="0.05"), Stack() as stack:
+        workers = uwsgi_workers(stack)
+        start = time.monotonic()
+        answer = stack.request(
+            "POST", "/predict", RGBA16_ADAM7, {"Content-Type": "image/png"}, timeout=30
+        )
+        seconds = time.monotonic() - start
+        assert_json_error(*answer, 503, "decoding the images of this request", "0.05 s, the limit")
+        assert seconds < 1.5, seconds  # stopped, not decoded to the end
+        assert stack.request("GET", "/pisqrt?a=25")[0] == 200
+        assert uwsgi_workers(stack) == workers  # no worker killed or recycled
+        log = Path(stack.dir, "uwsgi.log").read_text(errors="replace")
+        assert "HARAKIRI" not in log and "signal 9" not in log
+
+
+# --- API keys fail closed ---------------------------------------------------------------------
+
+KEY = "k3y-0f-the-first-team"
+
+
+def bearer(key: str) -> dict:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def key_file(tmp_path) -> Path:
+    return tmp_path / "api-keys"
+
+
+def test_an_indented_comment_is_a_comment_not_a_key(key_file):
+    key_file.write_text(f"  # the first team's key\n\t# {KEY}-old\n{KEY}\n")
+    with environment(MODELSERVER_API_KEYS_FILE=str(key_file)), Stack() as stack:
+        for line in ("# the first team's key", f"# {KEY}-old"):
+            assert_json_error(
+                *stack.request("GET", "/pisqrt?a=25", headers=bearer(line)), 401, "not valid"
+            )
+        assert stack.request("GET", "/pisqrt?a=25", headers=bearer(KEY))[0] == 200
+
+
+def test_a_key_file_of_comments_and_no_key_stops_the_start(key_file):
+    key_file.write_text(f"# {KEY}\n   # all keys commented out\n\n")
+    with environment(MODELSERVER_API_KEYS_FILE=str(key_file)):
+        with pytest.raises(RuntimeError, match="uwsgi exited") as failed:
+            with Stack():
+                pass
+    assert "holds comments but no key" in str(failed.value)
+
+
+def test_a_reload_without_the_key_file_keeps_serving_with_the_old_keys(key_file):
+    key_file.write_text(KEY + "\n")
+    with environment(MODELSERVER_API_KEYS_FILE=str(key_file)), Stack() as stack:
+        key_file.unlink()
+        Path(stack.socket_path + ".fifo").write_text("r")  # what systemctl reload does
+        log = Path(stack.dir, "uwsgi.log")
+        wait_for(
+            lambda: "could not read" in log.read_text(errors="replace"),
+            timeout=30,
+            message=lambda: stack.logs(),
+        )
+        wait_for(lambda: stack.request("GET", "/readyz")[0] == 200, timeout=30, message=stack.logs)
+        assert stack.uwsgi.poll() is None  # the service is up
+        assert stack.request("GET", "/pisqrt?a=25", headers=bearer(KEY))[0] == 200
+        assert_json_error(*stack.request("GET", "/pisqrt?a=25"), 401, "needs a key")
+        assert "still serving with the 1 key(s) read before" in log.read_text(errors="replace")
