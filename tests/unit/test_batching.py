@@ -1,0 +1,144 @@
+"""The batching policy in-process (modelserver.batching.Batcher): threads stand in for the
+threads of a uWSGI worker; tests/stack/test_batching.py runs it through the real stack."""
+
+import threading
+import time
+
+import pytest
+from werkzeug.exceptions import BadRequest, InternalServerError
+
+from modelserver.answers import DeadlineExceeded
+from modelserver.batching import Batcher
+
+FAR = 30.0  # a deadline no test reaches
+
+
+def deadline(seconds: float = FAR) -> float:
+    return time.perf_counter() + seconds
+
+
+def doubled(calls: list):
+    """A vectorised function: each row's one value doubled; records each call's rows."""
+
+    def run(rows: list[list]) -> list:
+        calls.append([row[0] for row in rows])
+        return [row[0] * 2 for row in rows]
+
+    return run
+
+
+def submit_together(batcher: Batcher, requests: list[list[list]], run) -> list:
+    """Every request submitted from its own thread while a blocker holds the function, so that
+    they queue together, in order; the Pending of each."""
+    release = threading.Event()
+    started = threading.Event()
+
+    def blocker_run(rows):
+        started.set()
+        release.wait(5)
+        return run(rows)
+
+    blocker = threading.Thread(target=batcher.submit, args=([[0]], blocker_run, deadline()))
+    blocker.start()
+    assert started.wait(5)
+    answers = [None] * len(requests)
+
+    def client(i):
+        answers[i] = batcher.submit(requests[i], run, deadline())
+
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(len(requests))]
+    queued = 0
+    for thread, rows in zip(pool, requests, strict=True):
+        thread.start()  # and queued before the next starts: the queue is in request order
+        queued += len(rows)
+        until = time.monotonic() + 5
+        while batcher.queued_items < queued and time.monotonic() < until:
+            time.sleep(0.001)
+    release.set()
+    for thread in [blocker, *pool]:
+        thread.join(5)
+    return answers
+
+
+def test_queued_requests_are_one_call_and_each_gets_its_own_items():
+    calls = []
+    batcher = Batcher(max_items=8, max_delay=0)
+    requests = [[[1]], [[2], [3]], [[4]], [[5], [6], [7]]]
+    answers = submit_together(batcher, requests, doubled(calls))
+    assert [a.results for a in answers] == [[2], [4, 6], [8], [10, 12, 14]]
+    assert calls[1:] == [[1, 2, 3, 4, 5, 6, 7]]  # after the blocker's own call
+    assert answers[0].batch_items == 7 and all(a.batch_items == 0 for a in answers[1:])
+
+
+def test_a_call_holds_at_most_max_items_and_a_larger_request_goes_alone():
+    calls = []
+    batcher = Batcher(max_items=4, max_delay=0)
+    requests = [[[1], [2], [3]], [[4], [5]], [[6], [7], [8], [9], [10]], [[11]]]
+    answers = submit_together(batcher, requests, doubled(calls))
+    assert [a.results for a in answers] == [[2 * v[0] for v in rows] for rows in requests]
+    assert calls[1:] == [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10], [11]]
+
+
+def test_a_lone_request_after_a_lone_batch_does_not_wait():
+    batcher = Batcher(max_items=32, max_delay=0.2)
+    run = doubled([])
+    batcher.submit([[1]], run, deadline())  # a new worker waits once: it assumes company
+    start = time.perf_counter()
+    assert batcher.submit([[2]], run, deadline()).results == [4]
+    assert time.perf_counter() - start < 0.1
+
+
+def test_a_crowded_batcher_waits_at_most_the_delay_for_more():
+    calls = []
+    batcher = Batcher(max_items=32, max_delay=0.05)
+    start = time.perf_counter()
+    pending = batcher.submit([[1]], doubled(calls), deadline())
+    waited = time.perf_counter() - start
+    assert pending.results == [2]
+    assert 0.04 <= waited < 0.5
+    assert pending.started - pending.arrived == pytest.approx(0.05, abs=0.04)
+
+
+def test_a_bad_value_fails_only_its_request():
+    def run(rows):
+        if any(row[0] < 0 for row in rows):
+            raise BadRequest("negative")
+        return [row[0] for row in rows]
+
+    answers = submit_together(Batcher(8, 0), [[[1]], [[-1]], [[3]]], run)
+    assert answers[0].results == [1] and answers[2].results == [3]
+    assert isinstance(answers[1].error, BadRequest) and answers[1].results is None
+
+
+def test_an_exception_of_the_model_fails_its_batch_only():
+    def run(rows):
+        if any(row[0] == 2 for row in rows):
+            raise InternalServerError("broken")
+        return [row[0] for row in rows]
+
+    batcher = Batcher(8, 0)
+    answers = submit_together(batcher, [[[1]], [[2]], [[3]]], run)
+    assert all(isinstance(a.error, InternalServerError) for a in answers)
+    assert batcher.submit([[4]], run, deadline()).results == [4]  # the next batch is served
+
+
+def test_a_request_waiting_past_its_deadline_gets_deadline_exceeded():
+    batcher = Batcher(8, 0)
+    release = threading.Event()
+
+    def stuck(rows):
+        release.wait(5)
+        return [row[0] for row in rows]
+
+    leader = threading.Thread(target=batcher.submit, args=([[1]], stuck, deadline()))
+    leader.start()
+    while not batcher.busy:
+        time.sleep(0.001)
+    start = time.perf_counter()
+    with pytest.raises(DeadlineExceeded):
+        batcher.submit([[2]], stuck, deadline(0.1))
+    assert time.perf_counter() - start < 1
+    assert not batcher.queue  # it left the queue
+    release.set()
+    leader.join(5)
+    assert batcher.submit([[3]], stuck, deadline()).results == [3]
