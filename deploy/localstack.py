@@ -388,11 +388,31 @@ def interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+RELOADS: list[int] = []  # SIGHUPs not yet acted on
+
+
+def ask_reload(signum, frame) -> None:
+    """SIGHUP reloads the code and models, as `systemctl reload` does on a host."""
+    RELOADS.append(signum)
+
+
+def reload(stack: Stack) -> None:
+    """stack.reload(), said on the terminal; a failed one leaves the running code serving."""
+    print("reloading code and models...", flush=True)
+    try:
+        stack.reload()
+    except (RuntimeError, subprocess.TimeoutExpired) as error:
+        print(f"the reload failed; the code that ran before still serves: {error}", flush=True)
+    else:
+        print("reloaded", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run nginx + uWSGI + the app locally.")
     parser.add_argument("--port", type=int, default=5555, help="nginx port (default: %(default)s)")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, ask_reload)
     try:
         with Stack(port=args.port, log_to_terminal=True) as stack:
             status, _, document = stack.request("GET", "/openapi.json")
@@ -402,10 +422,14 @@ def main(argv: list[str] | None = None) -> int:
                 f"nginx pid {stack.nginx.pid}; Ctrl-C stops)",
                 *(f"  {method:<4} {stack.url}{path}" for method, path in endpoints),
                 f"  docs {stack.url}/docs",
+                f"New code or models: kill -HUP {os.getpid()} reloads them, no request refused.",
                 sep="\n",
                 flush=True,
             )
             while stack.uwsgi.poll() is None and stack.nginx.poll() is None:
+                if RELOADS:
+                    RELOADS.clear()
+                    reload(stack)
                 time.sleep(0.2)
     except KeyboardInterrupt:
         print("modelserver stopped", flush=True)

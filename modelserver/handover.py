@@ -11,9 +11,9 @@ code beside it; once its workers accept, the running one reloads gracefully whil
 answers from the same queue; once the reloaded workers accept, the second stops gracefully. No
 connection is refused or dropped: there is one socket, and a worker is always taking from it.
 
-If the new code or a model fails to load, the second uWSGI exits and the running one is left as
-it is: a broken update never takes the service down. The second counts its requests in its own
-metrics directory: the service's totals miss the few requests it answered.
+If the new code or a model fails to load (the second uWSGI exits, or its /readyz is not 200),
+the running one is left as it is: a broken update never takes the service down. The second
+counts its requests in its own metrics directory: the service's totals miss the few it answered.
 
 Standard library only: systemd's ExecReload and deploy/localstack.py run this file directly.
 """
@@ -54,6 +54,44 @@ def accepting_workers(socket_path: str) -> set[int]:
     if not workers or not all(w["accepting"] for w in workers):
         return set()
     return {w["pid"] for w in workers}
+
+
+def ready(socket_path: str, asks: int) -> bool:
+    """GET /readyz over the uwsgi protocol `asks` times (so that each worker likely answers
+    once): True if every answer is 200, every model loaded."""
+    for _ in range(asks):
+        try:
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.settimeout(30)
+                conn.connect(socket_path)
+                conn.sendall(uwsgi_request("/readyz"))
+                status_line = conn.makefile("rb").readline()
+        except OSError:
+            return False
+        if status_line.split()[1:2] != [b"200"]:
+            return False
+    return True
+
+
+def uwsgi_request(path: str) -> bytes:
+    """A GET of path as nginx's uwsgi_pass sends it: a header, then the request's variables."""
+    variables = {
+        "REQUEST_METHOD": "GET",
+        "REQUEST_URI": path,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_PROTOCOL": "HTTP/1.1",
+        "SERVER_NAME": "localhost",
+        "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1",
+        "HTTP_HOST": "localhost",
+    }
+    body = b"".join(
+        len(part).to_bytes(2, "little") + part
+        for key, value in variables.items()
+        for part in (key.encode(), value.encode())
+    )
+    return b"\0" + len(body).to_bytes(2, "little") + b"\0" + body
 
 
 def renewed(pids: set[int], old: set[int]) -> bool:
@@ -107,7 +145,9 @@ def handover(socket_path: str, command: list[str], log=print) -> float:
     old = wait("the running uWSGI's workers", lambda: accepting_workers(socket_path))
     second, own = start_second(socket_path, command)
     try:
-        wait("the new code's workers", lambda: accepting_workers(own), second)
+        workers = wait("the new code's workers", lambda: accepting_workers(own), second)
+        if not ready(own, 2 * len(workers)):
+            raise RuntimeError("the new code is not ready (GET /readyz): see the log above")
         log(f"handover: the new uWSGI (pid {second.pid}) answers; reloading the running one")
         with open(socket_path + ".fifo", "w") as fifo:  # uwsgi.ini's master-fifo
             fifo.write("r")
