@@ -86,8 +86,11 @@ def render_site() -> str:
 
 
 def prepare() -> None:
-    """A fresh run directory: the site, the exempt clients, an empty metrics directory (counts of
-    an earlier run in the same container would be summed with the new ones)."""
+    """A fresh run directory: no sockets of an earlier run, an empty metrics directory (its
+    counts would be summed with the new ones), the site and the exempt clients."""
+    # A container started again after a kill finds its old sockets: nginx cannot bind over one.
+    for stale in RUN_DIR.glob("*.sock*"):
+        stale.unlink()
     metrics = RUN_DIR / "metrics"
     shutil.rmtree(metrics, ignore_errors=True)
     metrics.mkdir(parents=True)
