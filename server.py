@@ -57,7 +57,7 @@ def create_app(config: dict | None = None) -> Flask:
     requestids.log_request_ids()
     for sig in signatures:
         view = endpoint_view(sig)
-        methods = ["POST"] if sig.takes_uploads else ["GET", "POST"]
+        methods = ["GET", "POST"] if sig.takes_query else ["POST"]
         for prefix in PREFIXES:
             app.add_url_rule(f"{prefix}/{sig.name}", sig.name, view, methods=methods)
     # The browser page and the API's docs; behind nginx, nginx serves them from disk.

@@ -119,7 +119,7 @@ def openapi(signatures: list[Signature]) -> dict:
     COMPONENTS.clear()
     for sig in signatures:
         operations = {"post": post_operation(sig)}
-        if not sig.takes_uploads and all(p.in_query for p in sig.params if p.required):
+        if sig.takes_query:
             operations = {"get": get_operation(sig), **operations}
         paths[f"/{sig.name}"] = operations
         paths[f"/v1/{sig.name}"] = {"$ref": "#/paths/~1" + sig.name}

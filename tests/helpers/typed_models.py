@@ -9,12 +9,13 @@ import dataclasses
 import enum
 import hashlib
 import io
+import math
 import os
 import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from decimal import Decimal
 from pathlib import Path
@@ -34,14 +35,19 @@ class Level(enum.Enum):
     HIGH = "high"
 
 
-def choose(speed: Literal["fast", "slow"], level: Level = Level.LOW) -> str:
-    """A Literal and an Enum, from a query string or JSON."""
-    return f"{speed}/{level.value}"
+def choose(
+    speed: Literal["fast", "slow"], level: Level = Level.LOW, bias: dict[str, float] | None = None
+) -> str:
+    """A Literal and an Enum, from a query string or JSON; a dict from JSON only."""
+    return f"{speed}/{level.value}" + ("" if bias is None else f"/{sorted(bias)}")
 
 
 def row_sums(rows: list[list[float]]) -> list[float]:
     """A matrix, without vectorized: the sum of each row."""
-    return [sum(row) for row in rows]
+    sums = [math.fsum(row) for row in rows]
+    if not all(map(math.isfinite, sums)):
+        raise OverflowError("a row's sum overflows a 64-bit float")
+    return sums
 
 
 def best(scores: dict[str, float]) -> str:
@@ -52,8 +58,9 @@ def best(scores: dict[str, float]) -> str:
 
 
 def schedule(day: date, at: clock = clock(9), after: timedelta = timedelta(0)) -> datetime:
-    """A date, a time and a duration: the moment they make."""
-    return datetime.combine(day, at) + after
+    """A date, a time and a duration: the moment they make, in UTC (OpenAPI's date-time has
+    an offset; a naive datetime would be written without one)."""
+    return datetime.combine(day, at, tzinfo=UTC) + after
 
 
 def price(item: uuid.UUID, amount: Decimal, currency: Literal["EUR", "USD"] = "EUR") -> dict:
@@ -150,8 +157,10 @@ def size(data: bytes) -> dict:
 
 def column_total(data: bytes, column: int = 0) -> float:
     """A CSV file as the body, a column of it summed; the column from the query string."""
-    rows = list(csv.reader(io.StringIO(data.decode())))
-    return sum(float(row[column]) for row in rows[1:])
+    rows = list(csv.reader(io.StringIO(data.decode())))  # not UTF-8: a ValueError, a 400
+    if any(not 0 <= column < len(row) for row in rows[1:]):
+        raise ValueError(f"a row has no column {column}")
+    return math.fsum(float(row[column]) for row in rows[1:])
 
 
 def describe(doc: File) -> dict:

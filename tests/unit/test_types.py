@@ -165,14 +165,14 @@ def test_a_type_pydantic_cannot_take_stops_the_app_at_startup(entry, words):
 
 
 def test_a_query_value_of_a_json_type_names_the_post_form(typed_client):
-    response = typed_client.get("/best?scores=1")
+    response = typed_client.get("/choose?speed=fast&bias=1")
     assert_json_error(
         response.status_code,
         {k.lower(): v for k, v in response.headers.items()},
         response.data,
         400,
-        "'scores'",
+        "'bias'",
         "dict[str, float]",
-        "POST /best",
-        '{"scores": ...}',
+        "POST /choose",
+        '{"bias": ...}',
     )
