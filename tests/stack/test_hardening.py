@@ -258,6 +258,29 @@ def test_an_unsupported_transfer_encoding_is_a_json_501(shipped, coding):
     assert_json_error(*exchange(shipped, request, "127.0.4.1"), 501, "Transfer-Encoding")
 
 
+NGINX_ERRORS = {
+    "HTTP/2.0 in plain text": (b"GET /pisqrt?a=1 HTTP/2.0\r\nHost: x\r\n\r\n", 505, "HTTP version"),
+    "a range past a file's end": (
+        b"GET /static/index.html HTTP/1.1\r\nHost: x\r\nRange: bytes=999999-\r\n"
+        b"Connection: close\r\n\r\n",
+        416,
+        "range",
+    ),
+    "two Content-Lengths": (
+        b"POST /pisqrt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n"
+        b"Connection: close\r\n\r\n12345",
+        400,
+        "malformed",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", NGINX_ERRORS)
+def test_the_other_errors_nginx_answers_itself_are_json(shipped, name):
+    request, status, words = NGINX_ERRORS[name]
+    assert_json_error(*exchange(shipped, request, "127.0.4.2"), status, words)
+
+
 def test_a_post_the_app_refused_before_reading_is_handled_once(shipped):
     # A JSON body over the app's 1 MB, under nginx's 10 MB: the app answers 413 from its
     # Content-Length, before the body; nginx was still sending it.
