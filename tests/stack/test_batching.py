@@ -239,7 +239,8 @@ def test_kill_9_of_a_worker_under_load_fails_only_what_it_held(figure):
 def test_a_batch_past_the_deadline_answers_every_request(figure):
     # harakiri lowered from 30 s to 2 s; the batch sleeps 5 s. Its requests are answered: those
     # waiting for it by their own threads at the deadline (504), the one whose thread is in the
-    # call when its worker is stopped (504 from the signal, or the answer if it came first).
+    # call (one per worker) when its worker is stopped (504 from the signal, or the answer if it
+    # came first).
     argv = (*uwsgi_app("batching_app:app"), "--threads", "8", "--harakiri", "2")
     with Stack(uwsgi_args=argv, exempt=("127.0.0.1",)) as stack:
         start = time.monotonic()
@@ -250,7 +251,8 @@ def test_a_batch_past_the_deadline_answers_every_request(figure):
             "batching, a batch past harakiri (2 s): outcomes, seconds",
             f"{dict(statuses)}, {took:.1f}",
         )
-        assert statuses[504] >= 5, statuses
+        # At most one request in the call per worker (2) may get its answer; the rest 504.
+        assert set(statuses) <= {200, 504} and statuses[504] >= 4, statuses
         for answer in answers:
             if answer[0] == 504:
                 assert_json_error(*answer, 504, "time limit")
