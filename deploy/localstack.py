@@ -211,7 +211,7 @@ class Stack:
         """New code and models live with no request refused (modelserver/handover.py: a second
         uWSGI answers while this one reloads); RuntimeError if it failed (the old code serves)."""
         handover = self.spawn(
-            [sys.executable, str(PROJECT / "modelserver" / "handover.py"), self.socket_path]
+            [sys.executable, "-I", str(PROJECT / "modelserver" / "handover.py"), self.socket_path]
             + self.uwsgi_command(),
             "uwsgi.log",
             env=self.uwsgi_env(),

@@ -129,6 +129,23 @@ def version(model: Versioned, a: float) -> dict:
     return {"version": model.version, "a": a}
 
 
+WEIGHT_MB = 64
+
+
+def load_weights() -> np.ndarray:
+    """64 MB of weights, written (so resident), as numpy or scikit-learn models hold them."""
+    return np.full(WEIGHT_MB * 2**20 // 8, 0.5)
+
+
+def weight_sum(model: np.ndarray, a: float) -> float:
+    """a times the sum of every 4096th weight."""
+    return a * float(model[::4096].sum())
+
+
+def weights(load: str):
+    return app_of({"weights": serve(weight_sum, model=load_weights, load=load)})
+
+
 def slow_route() -> dict:
     """Sleep ?seconds=N (for harakiri)."""
     seconds = float(request.args.get("seconds", "0"))
@@ -201,6 +218,9 @@ APPS = {
     "slow_master": slow_model,
     "slow_worker": lambda: slow_model("worker"),
     "onnx_left_in_master": onnx_left_in_master,
+    "weights_master": lambda: weights("master"),
+    "weights_worker": lambda: weights("worker"),
+    "nothing": lambda: app_of({}),
 }
 if "uwsgi" in sys.modules:  # under uWSGI, which imports `app`; tests import the rest
     # The app to serve: FRAMEWORKS_APP names one of APPS.

@@ -9,13 +9,14 @@ import signal
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deploy.localstack import Stack, alive
 from helpers import uwsgi_app, wait_for
-from helpers.frameworks_app import SIDE, WEIGHTS, train_forest
+from helpers.frameworks_app import SIDE, WEIGHT_MB, WEIGHTS, train_forest
 from helpers.paced import Paced
 from modelserver.handover import accepting_workers
 
@@ -91,7 +92,7 @@ def per_worker():
         yield stack
 
 
-def test_onnxruntime_and_openmp_models_answer_right_at_c8(per_worker):
+def test_onnxruntime_and_openmp_models_answer_right_at_c8(per_worker, figure):
     rng = np.random.default_rng(1)
     vectors = rng.uniform(-1, 1, size=(100, SIDE)).astype(np.float32)
     points = rng.uniform(-1, 1, size=(100, 2))
@@ -119,6 +120,9 @@ def test_onnxruntime_and_openmp_models_answer_right_at_c8(per_worker):
     master, *workers = sorted(accepting_workers(per_worker.socket_path) | {per_worker.uwsgi.pid})
     assert threads_of(per_worker.uwsgi.pid) == 1
     assert all(threads_of(pid) > 2 for pid in workers)  # onnxruntime's and OpenMP's pools
+    private = [private_mb(pid) for pid in workers]
+    figure("private MB per worker, onnxruntime + scikit-learn there", [round(mb) for mb in private])
+    assert len(private) == 2 and min(private) > 20  # each holds its own libraries and models
     status, _, body = per_worker.request("GET", "/readyz")
     assert (status, json.loads(body)) == (
         200,
@@ -234,3 +238,33 @@ def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path):
             stack.reload()
         status, _, body = stack.request("GET", "/version?a=1")
         assert (status, json.loads(body)["result"]["version"]) == (200, "1")
+
+
+def private_mb(pid: int) -> float:
+    """Memory only this process holds (USS: its private pages), in MB."""
+    lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
+    fields = dict(line.split(":", 1) for line in lines)
+    kb = sum(int(fields[name].split()[0]) for name in ("Private_Clean", "Private_Dirty"))
+    return kb / 1024
+
+
+def workers_private_mb(name: str) -> float:
+    """The mean private memory of the two workers of app `name`, after a request to each."""
+    with running(framework_stack(name)) as stack:
+        for _ in range(4):
+            stack.request("GET", "/weights?a=1" if name.startswith("weights") else "/healthz")
+        pids = accepting_workers(stack.socket_path)
+        return sum(private_mb(pid) for pid in pids) / len(pids)
+
+
+def test_memory_per_placement(figure):
+    """A model loaded in the master is shared; loaded per worker, each worker holds a copy."""
+    nothing = workers_private_mb("nothing")
+    master = workers_private_mb("weights_master")
+    worker = workers_private_mb("weights_worker")
+    figure(
+        "private MB per worker: no model, 64 MB numpy model in the master, per worker",
+        f"{nothing:.0f}, {master:.0f}, {worker:.0f}",
+    )
+    assert master < nothing + 16  # the weights stay shared with the master
+    assert worker > nothing + WEIGHT_MB * 0.9  # a copy each
