@@ -37,7 +37,7 @@ run: system-packages $(VENV)/.service $(VIEWER)
 check: system-packages lint
 	$(VENV)/bin/python -m pytest -q tests/unit
 
-test: test-packages lint $(VIEWER)
+test: test-packages lint $(VIEWER) $(VENV)/manifest-tools/.installed
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 # The OCI image (Dockerfile), with podman or docker, whichever is installed: tagged
@@ -84,6 +84,13 @@ $(VENV)/.service: requirements.txt
 
 $(VENV)/.tests: $(VENV)/.service tests/requirements.txt
 	$(VENV)/bin/pip install --quiet -r tests/requirements.txt
+	touch $@
+
+# checkov and kubernetes-validate, for the Kubernetes manifests' tests, in a venv of their own:
+# checkov's pins (packaging<24, networkx<2.7, ...) contradict the test tools'.
+$(VENV)/manifest-tools/.installed: tests/requirements-manifests.txt
+	test -x $(VENV)/manifest-tools/bin/python || $(PYTHON) -m venv $(VENV)/manifest-tools
+	$(VENV)/manifest-tools/bin/pip install --quiet -r tests/requirements-manifests.txt
 	touch $@
 
 # The peers (gunicorn, FastAPI, uvicorn) and matplotlib, pinned in their own file.
