@@ -77,6 +77,7 @@ def test_uwsgi_effective_options():
         "chmod-socket": "660",
         "socket": socket_path,
         "master-fifo": socket_path + ".fifo",
+        "zerg-server": socket_path + ".zerg",  # what a reload's second uWSGI takes the socket from
         "listen": "1024",
         "buffer-size": "65535",
         "harakiri": "30",
