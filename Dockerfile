@@ -51,9 +51,11 @@ RUN ensure-packages python3 libpython3.11 libstdc++6 nginx \
     && echo "modelserver:x:10001:" >>/etc/group \
     # The one directory the service writes to: the uWSGI socket, the metrics files, nginx's
     # rendered site, pid and temp files. Give it a tmpfs when the root filesystem is read-only.
-    # Writable by any user, as /tmp: a tmpfs mounted there takes this mode (podman) or has it
-    # (docker, an emptyDir), owned by root; and a platform may run the image as another user.
-    && install -d -m 1777 /run/modelserver \
+    # The image's user owns it and any user may write to it, as /tmp: a tmpfs mounted there is
+    # root's, and takes the owner (podman's --read-only, less the group's and others' write) or
+    # the mode (podman's --tmpfs) of this directory, or is 1777 itself (docker, an emptyDir);
+    # and a platform may run the image as another user.
+    && install -d -o 10001 -g 10001 -m 1777 /run/modelserver \
     # API keys, one a line (empty: no key needed): mount a file over it to require keys.
     && install -d -m 0755 /etc/modelserver && install -m 0644 /dev/null /etc/modelserver/api-keys
 COPY --from=build /opt/modelserver /opt/modelserver

@@ -6,6 +6,8 @@ by an image holding a user's own model, with no failed request."""
 import http.client
 import json
 import os
+import re
+import shlex
 import signal
 import socket
 import ssl
@@ -185,6 +187,27 @@ def refused(port: int) -> bool:
         return False
     except ConnectionRefusedError:
         return True
+
+
+def docs_run_options() -> list[str]:
+    """The options of each `podman run -d ... modelserver:latest` line of docs/container.md."""
+    docs = (PROJECT / "docs" / "container.md").read_text()
+    return re.findall(r"^podman run -d (.*) modelserver:latest$", docs, re.M)
+
+
+@pytest.mark.parametrize("options", docs_run_options())
+def test_the_docs_podman_run_lines_serve(image, options):
+    """As written, but for the name and the published port: a free one of this run's."""
+    args = shlex.split(options)
+    if "--name" in args:
+        del args[args.index("--name") : args.index("--name") + 2]
+    published = args.index("-p")
+    assert args[published + 1].startswith("127.0.0.1:"), "the docs publish on loopback"
+    del args[published : published + 2]
+    with Container(image, *args) as box:
+        status, _, body = request(box.url, path="/pisqrt?a=25")
+        assert status == 200, body
+        assert json.loads(body) == RESULT
 
 
 def test_a_users_model_is_in_the_image_with_no_list_edited(new_image):
