@@ -96,10 +96,14 @@ class Batcher:
                         return mine
                     self.give_up(mine)
                 raise DeadlineExceeded()
+            if mine.done:  # answered: done is written before the wake, and never undone
+                return mine
             with self.lock:
                 if mine.done:
                     return mine
-                mine.wake.clear()  # under the lock, as every set(): no wake is lost
+                # Cleared under the lock, where done and busy change: a wake set after this
+                # comes from a later change, and one set before it is looked at here.
+                mine.wake.clear()
                 batch = self.lead(mine)
         try:
             self.call(batch, run)
@@ -112,9 +116,10 @@ class Batcher:
                             "the batch this request was in was interrupted; try again"
                         )
                         pending.done = True
-                    pending.wake.set()
-                if self.queue:
-                    self.queue[0].wake.set()  # the next leader
+                woken = batch[1:] + ([self.queue[0]] if self.queue else [])  # and the next leader
+            # Outside the lock: a woken thread that needs it at once would only wait again.
+            for pending in woken:
+                pending.wake.set()
         return mine
 
     def lead(self, mine: Pending) -> list[Pending] | None:

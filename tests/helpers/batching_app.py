@@ -27,10 +27,12 @@ def load_mlp() -> list:
 
 def fragile(x: list[float]) -> list[list[float]]:
     """Each item back as [its value, the worker's pid, the call's number]; a bug on POISON,
-    a client's error on BAD: what the batch of a call shares."""
+    a client's error on BAD: what the batch of a call shares. A call takes 20 ms, as a model
+    would: requests arriving meanwhile queue for the next batch, whatever the last one was."""
     with COUNTING:
         CALLS[0] += 1
         call = CALLS[0]
+    time.sleep(0.02)
     if POISON in x:
         raise RuntimeError("the model broke on this batch")
     if BAD in x:
