@@ -13,7 +13,8 @@ connection is refused or dropped: there is one socket, and a worker is always ta
 
 If the new code or a model fails to load (the second uWSGI exits, or its /readyz is not 200),
 the running one is left as it is: a broken update never takes the service down. The second
-counts its requests in its own metrics directory: the service's totals miss the few it answered.
+counts its requests in the service's metrics files, under worker keys of its own: the totals
+include what it answered.
 
 Standard library only: systemd's ExecReload and deploy/localstack.py run this file directly.
 """
@@ -29,6 +30,8 @@ import time
 # How long each step may take before the handover gives up (the models' load time bounds it).
 STEP_SECONDS = 120
 POLL_SECONDS = 0.1
+# The second instance's worker keys in the metrics' files start here: far above any worker id.
+SECOND_WORKER_KEYS = 1000
 
 
 def stats(socket_path: str) -> dict | None:
@@ -114,13 +117,14 @@ def wait(what: str, predicate, process: subprocess.Popen | None = None):
 
 def start_second(socket_path: str, command: list[str]) -> tuple[subprocess.Popen, str]:
     """The second uWSGI, on the running one's socket (from its zerg server) and its own (for
-    its stats, beside the first's), with its own metrics directory."""
+    its stats, beside the first's), counting in the service's metrics directory under worker
+    keys of its own."""
     run_dir = os.path.dirname(socket_path)
     own = os.path.join(run_dir, "handover.sock")
     env = dict(os.environ)
     env.pop("NOTIFY_SOCKET", None)  # systemd's: the service's main process is the first uWSGI
     env["MODELSERVER_SOCKET"] = own
-    env["MODELSERVER_METRICS_DIR"] = os.path.join(run_dir, "handover-metrics")
+    env["MODELSERVER_METRICS_WORKER_OFFSET"] = str(SECOND_WORKER_KEYS)
     second = subprocess.Popen(
         [*command, "--zerg", socket_path + ".zerg"], env=env, stdin=subprocess.DEVNULL
     )

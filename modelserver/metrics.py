@@ -40,6 +40,9 @@ except ImportError:  # not under uWSGI
 
 ENABLED = os.environ.get("MODELSERVER_METRICS", "1") != "0"
 MULTIPROC_DIR = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+# Set by modelserver/handover.py for the instance it starts beside the running one: it joins
+# the service's directory (never empties it) under worker keys of its own.
+WORKER_OFFSET = int(os.environ.get("MODELSERVER_METRICS_WORKER_OFFSET", "0"))
 
 # From a fast GET (a fraction of a millisecond) to uWSGI's harakiri bound (30 s).
 DURATION_BUCKETS = (
@@ -76,17 +79,19 @@ def multiprocess() -> bool:
 
 def worker_key() -> int:
     """The uWSGI worker id (0 in the master): unique among the processes running at once, and
-    the same for a respawned worker as for the one it replaces."""
-    return uwsgi.worker_id()
+    the same for a respawned worker as for the one it replaces. A second instance that takes
+    over during a reload (modelserver/handover.py) counts beside the first with an offset."""
+    return uwsgi.worker_id() + WORKER_OFFSET
 
 
 def prepare_directory() -> None:
     """In the master, before any worker forks: an empty directory at service start (counters
     start at 0, as Prometheus expects after a restart); kept as it is on a graceful reload
-    (uWSGI re-executes the master with UWSGI_RELOADS >= 1), so the totals go on."""
+    (uWSGI re-executes the master with UWSGI_RELOADS >= 1), and when a second instance joins it
+    for a handover, so the totals go on."""
     if uwsgi.worker_id() != 0:
         return
-    if os.environ.get("UWSGI_RELOADS", "0") == "0":
+    if os.environ.get("UWSGI_RELOADS", "0") == "0" and not WORKER_OFFSET:
         shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
     os.makedirs(MULTIPROC_DIR, exist_ok=True)
 

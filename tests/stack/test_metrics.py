@@ -4,16 +4,18 @@ import http.client
 import json
 import os
 import signal
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from modelserver.serverstats import unix_listen_queue
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.localstack import Stack, alive, process_tree
 from helpers import assert_json_error, uwsgi_app, wait_for
 from helpers.netns_hosts import install_sh
+from modelserver.serverstats import unix_listen_queue
 
 # The app's own metrics: summed from the workers' files, they must never go backwards. uWSGI's
 # and nginx's (modelserver_uwsgi_*, modelserver_nginx_*) are those servers' own, read live.
@@ -178,6 +180,35 @@ def test_graceful_reload_loses_no_count(metrics_stack):
     after = scrape(metrics_stack)
     assert_nothing_went_back(before, after)
     assert value(after, "modelserver_model_loaded", model="digits") == 1
+    assert_exact(metrics_stack)
+
+
+def test_a_handover_reload_counts_every_request_answered_on_the_way(metrics_stack):
+    # What `systemctl reload` runs: a second uWSGI answers while the first reloads; the requests
+    # it answers are counted in the same files, under worker keys of its own.
+    before = scrape(metrics_stack)
+    statuses: list[int] = []
+    done = threading.Event()
+
+    def steady_client() -> None:
+        deadline = time.monotonic() + 120
+        while not done.is_set() and time.monotonic() < deadline:
+            statuses.append(metrics_stack.request("GET", "/pisqrt?a=1")[0])
+            time.sleep(0.01)
+
+    client = threading.Thread(target=steady_client)
+    client.start()
+    try:
+        metrics_stack.reload()
+    finally:
+        done.set()
+        client.join()
+    assert statuses and set(statuses) == {200}, sorted(set(statuses))
+    after = scrape(metrics_stack)
+    assert_nothing_went_back(before, after)
+    total = "modelserver_requests_total"
+    labels = {"endpoint": "pisqrt", "method": "GET", "status": "200"}
+    assert value(after, total, **labels) - value(before, total, **labels) == len(statuses)
     assert_exact(metrics_stack)
 
 
