@@ -9,6 +9,7 @@ from werkzeug.exceptions import BadRequest, InternalServerError
 
 from modelserver.answers import DeadlineExceeded
 from modelserver.batching import Batcher
+from modelserver.endpoints import serve, signature_of
 
 FAR = 30.0  # a deadline no test reaches
 
@@ -142,3 +143,34 @@ def test_a_request_waiting_past_its_deadline_gets_deadline_exceeded():
     release.set()
     leader.join(5)
     assert batcher.submit([[3]], stuck, deadline()).results == [3]
+
+
+def vectorised(x: list[float]) -> list[float]:
+    """Each value back."""
+    return x
+
+
+def single(a: float) -> float:
+    """The value back."""
+    return a
+
+
+@pytest.mark.parametrize(
+    ("func", "options", "words"),
+    [
+        (vectorised, {"max_batch_size": 0}, "max_batch_size is a whole number >= 1"),
+        (vectorised, {"max_batch_size": 8.0}, "max_batch_size is a whole number >= 1"),
+        (single, {"max_batch_size": 8}, "needs vectorized=True"),
+        (vectorised, {"max_batch_size": 8, "max_batch_delay_ms": -1}, "from 0 to 1000 ms"),
+    ],
+)
+def test_batching_options_are_checked_at_startup(func, options, words):
+    with pytest.raises(TypeError, match=words):
+        signature_of("f", serve(func, vectorized=func is vectorised, **options))
+
+
+def test_a_batching_endpoint_keeps_its_options():
+    entry = serve(vectorised, vectorized=True, max_batch_size=8, max_batch_delay_ms=2)
+    sig = signature_of("f", entry)
+    assert (sig.max_batch_size, sig.max_batch_delay_ms) == (8, 2)
+    assert signature_of("g", vectorised).max_batch_size is None
