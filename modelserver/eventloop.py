@@ -12,17 +12,22 @@ import asyncio
 import functools
 import inspect
 import os
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 
-LOOP: dict[int, asyncio.AbstractEventLoop] = {}  # by process id: the worker's, never the master's
+# By process and thread: the worker's, never the master's; and one per thread of a worker with
+# threads (batching, docs/batching.md), where two requests at once cannot share one running loop.
+LOOP: dict[tuple[int, int], asyncio.AbstractEventLoop] = {}
 
 
 def worker_loop() -> asyncio.AbstractEventLoop:
-    """This process's event loop, made on first use."""
-    loop = LOOP.get(os.getpid())
+    """This thread's event loop in this process, made on first use."""
+    key = (os.getpid(), threading.get_ident())
+    loop = LOOP.get(key)
     if loop is None or loop.is_closed():
-        LOOP.clear()  # a forked worker drops the loop it may have inherited
-        loop = LOOP[os.getpid()] = asyncio.new_event_loop()
+        for inherited in [k for k in LOOP if k[0] != key[0]]:  # a forked worker drops them
+            LOOP.pop(inherited, None)
+        loop = LOOP[key] = asyncio.new_event_loop()
     return loop
 
 
