@@ -22,6 +22,11 @@ def uwsgi_app(module: str) -> tuple[str, ...]:
     return ("--pythonpath", str(HELPERS), "--module", module)
 
 
+# uWSGI arguments of the app the framework's stack tests serve: a user's functions
+# (usermodels.SERVED) and the test routes, so that they hold with the demos removed.
+SERVED_APP = uwsgi_app("testapps:served_app")
+
+
 def wait_for(
     predicate: Callable[[], T],
     timeout: float,

@@ -61,13 +61,21 @@ def grow_route() -> dict:
     return {"pid": os.getpid()}
 
 
-# The production app plus routes that only tests have: a slow one, one naming the worker, and one
-# that makes the worker hold memory.
-flask_app = create_app()
-flask_app.add_url_rule("/slow", "slow", slow_route)
-flask_app.add_url_rule("/pid", "pid", pid_route)
-flask_app.add_url_rule("/grow", "grow", grow_route)
+def with_test_routes(app):
+    """app plus routes that only tests have: a slow one, one naming the worker, and one that
+    makes the worker hold memory."""
+    app.add_url_rule("/slow", "slow", slow_route)
+    app.add_url_rule("/pid", "pid", pid_route)
+    app.add_url_rule("/grow", "grow", grow_route)
+    return app
 
+
+# The production app, serving registry.py, with the test routes.
+flask_app = with_test_routes(create_app())
+
+# A user's healthy functions (usermodels.SERVED) with the test routes: what the framework's
+# stack tests serve, so that they hold with the demos removed.
+served_app = with_test_routes(create_app({"ENDPOINTS": usermodels.SERVED}))
 
 # A user's functions instead of the project's demos: what the framework's tests serve.
 user_app = create_app({"ENDPOINTS": usermodels.ENDPOINTS})

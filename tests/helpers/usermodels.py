@@ -108,3 +108,7 @@ ENDPOINTS = {
     "needs-broken": serve(uses_broken, model=load_broken),
     "size": image_size,
 }
+
+# What a framework test serves when it needs a healthy service rather than every case above: a
+# function of numbers, one of images and one with a model, all answering (/readyz is 200).
+SERVED = {name: ENDPOINTS[name] for name in ("norm", "size", "species")}

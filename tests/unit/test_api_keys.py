@@ -4,16 +4,22 @@ stack/test_api_keys_stack.py, system/test_api_keys_page.py)."""
 
 import pytest
 
-from helpers import assert_json_error
+from helpers import assert_json_error, usermodels
 from helpers.keys import KEY, bearer
 from server import create_app
+
+
+def served_client(keys_file: str):
+    """A user's functions (usermodels.SERVED), with keys_file as the key file."""
+    config = {"TESTING": True, "API_KEYS_FILE": keys_file, "ENDPOINTS": usermodels.SERVED}
+    return create_app(config).test_client()
 
 
 @pytest.fixture
 def keyed_client(tmp_path):
     keys = tmp_path / "keys"
     keys.write_text(f"# the first team\n{KEY}\n\n")
-    return create_app({"TESTING": True, "API_KEYS_FILE": str(keys)}).test_client()
+    return served_client(str(keys))
 
 
 # (name, headers, status, words in the message)
@@ -30,7 +36,7 @@ REFUSED = [
     ("headers", "words"), [(c[1], c[2:]) for c in REFUSED], ids=[c[0] for c in REFUSED]
 )
 def test_a_call_without_the_key_is_a_json_401(keyed_client, headers, words):
-    response = keyed_client.get("/pisqrt?a=25", headers=headers)
+    response = keyed_client.get("/norm?values=3&values=4", headers=headers)
     assert_json_error(
         response.status_code,
         {k.lower(): v for k, v in response.headers.items()},
@@ -42,10 +48,10 @@ def test_a_call_without_the_key_is_a_json_401(keyed_client, headers, words):
 
 
 def test_the_key_opens_every_function_and_the_rest_is_open_without(keyed_client):
-    assert keyed_client.get("/pisqrt?a=25", headers=bearer(KEY)).status_code == 200
-    response = keyed_client.post("/v1/pisqrt", json={"a": 25}, headers=bearer(KEY))
+    assert keyed_client.get("/norm?values=3&values=4", headers=bearer(KEY)).status_code == 200
+    response = keyed_client.post("/v1/norm", json={"values": [3, 4]}, headers=bearer(KEY))
     assert response.status_code == 200, response.data
-    assert response.json == {"result": 8.86226925452758}
+    assert response.json == {"result": 5.0}
     for path in ("/healthz", "/readyz", "/openapi.json", "/docs", "/"):
         with keyed_client.get(path) as response:  # the page is a file: closed after
             assert response.status_code == 200, path
@@ -54,8 +60,7 @@ def test_the_key_opens_every_function_and_the_rest_is_open_without(keyed_client)
 def test_without_a_key_file_no_key_is_needed(tmp_path):
     (tmp_path / "empty").write_text("\n")
     for keys in ("", str(tmp_path / "empty")):
-        client = create_app({"TESTING": True, "API_KEYS_FILE": keys}).test_client()
-        assert client.get("/pisqrt?a=25").status_code == 200
+        assert served_client(keys).get("/norm?values=3&values=4").status_code == 200
 
 
 def test_an_unreadable_key_file_stops_the_start(tmp_path):

@@ -9,7 +9,7 @@ import pytest
 from openapi_spec_validator import validate
 from typing_extensions import TypedDict
 
-from helpers import assert_json_error, typed_models
+from helpers import assert_json_error, typed_models, usermodels
 from helpers.type_cases import PARAMS, as_bytes, check
 from modelserver.endpoints import serve
 from server import create_app
@@ -30,10 +30,11 @@ def test_typed_functions_flask(
     check(response.status_code, headers, response.data, expected_status, expected)
 
 
-def test_a_plain_float_answer_keeps_its_exact_bytes(client):
-    response = client.get("/pisqrt?a=25")
+def test_a_plain_float_answer_keeps_its_exact_bytes():
+    client = create_app({"TESTING": True, "ENDPOINTS": usermodels.SERVED}).test_client()
+    response = client.get("/norm?values=1&values=1")
     assert response.status_code == 200
-    assert response.data == b'{"result": 8.86226925452758}\n'
+    assert response.data == b'{"result": 1.4142135623730951}\n'
 
 
 def test_the_document_validates_and_names_the_models(typed_client):
