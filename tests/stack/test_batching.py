@@ -262,18 +262,22 @@ def test_a_batch_past_the_deadline_answers_every_request(figure):
         wait_for(lambda: post(stack, "/slow", {"seconds": 0.0})[0] == 200, timeout=15)
 
 
-def test_graceful_reloads_under_load_lose_nothing(figure):
+def test_reloads_under_load_lose_nothing(figure):
+    # What systemctl reload runs (the handover to a second uWSGI, modelserver/handover.py), then
+    # uWSGI's own graceful reload through the master FIFO, both under batched load.
     with Stack(
         uwsgi_args=(*uwsgi_app("batching_app:app"), "--threads", str(THREADS)),
         exempt=("127.0.0.1",),
     ) as stack:
         outcomes = Counter()
         lock = threading.Lock()
-        stop = time.monotonic() + 6
+        running = threading.Event()
+        running.set()
+        stop = time.monotonic() + 60  # a bound, should the reloads hang
 
         def client(n: int) -> None:
-            for i in range(2000):  # bounded in count as well as in time
-                if time.monotonic() > stop:
+            for i in range(20_000):  # bounded in count as well as in time
+                if not running.is_set() or time.monotonic() > stop:
                     return
                 try:
                     status = post(stack, "/mlp", {"x": mlp_model.example(n + i)}, timeout=10)[0]
@@ -286,16 +290,18 @@ def test_graceful_reloads_under_load_lose_nothing(figure):
         for thread in pool:
             thread.start()
         try:
-            time.sleep(1.5)
-            for _ in range(2):  # as systemctl reload does, twice in quick succession
-                Path(stack.socket_path + ".fifo").write_text("r")
-                time.sleep(0.5)
+            time.sleep(1)
+            stack.reload()
+            time.sleep(1)
+            Path(stack.socket_path + ".fifo").write_text("r")
+            time.sleep(2)
         finally:
+            running.clear()
             for thread in pool:
                 thread.join(30)
         assert not any(thread.is_alive() for thread in pool)
         log = Path(stack.dir, "uwsgi.log").read_text()
-    figure("batching, two graceful reloads under load: outcomes", dict(outcomes))
-    assert log.count("binary reloading uWSGI") >= 1
+    figure("batching, a handover and a graceful reload under load: outcomes", dict(outcomes))
+    assert log.count("binary reloading uWSGI") >= 2
     assert set(outcomes) == {200}, outcomes
     assert outcomes[200] > 100
