@@ -4,7 +4,7 @@ No fixture here imports more than the app needs: the unit layer runs with these 
 import pytest
 
 from deploy.localstack import Stack
-from helpers import FIGURES, record_figure, uwsgi_app
+from helpers import FIGURES, SERVED_APP, record_figure, uwsgi_app
 from server import create_app
 
 
@@ -20,10 +20,18 @@ def client(app):
 
 @pytest.fixture(scope="session")
 def stack():
-    """One real nginx + uWSGI for the session; stopping it fails if a process or socket leaks.
+    """One real nginx + uWSGI for the session, serving a user's functions (usermodels.SERVED)
+    and the test routes, not the demos; stopping it fails if a process or socket leaks.
 
     Its clients (127.0.0.1) are exempt from the per-client limits: the suite's load tests and
     its fuzzing come from that one address. tests/stack/test_abuse.py runs the limits as shipped."""
+    with Stack(uwsgi_args=SERVED_APP, exempt=("127.0.0.1",)) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def registry_stack():
+    """The same, serving registry.py as shipped: what the demos' own stack tests call."""
     with Stack(exempt=("127.0.0.1",)) as running:
         yield running
 

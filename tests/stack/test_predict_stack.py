@@ -6,6 +6,6 @@ from helpers.predict_cases import PARAMS, check
 
 
 @pytest.mark.parametrize("body,content_type,expected_status,expected", PARAMS)
-def test_predict_stack(stack, body, content_type, expected_status, expected):
+def test_predict_stack(registry_stack, body, content_type, expected_status, expected):
     headers = {"Content-Type": content_type} if content_type else {}
-    check(*stack.request("POST", "/v1/predict", body, headers), expected_status, expected)
+    check(*registry_stack.request("POST", "/v1/predict", body, headers), expected_status, expected)

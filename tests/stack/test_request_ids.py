@@ -30,18 +30,18 @@ def access_entry(stack: Stack, request_id: str) -> dict:
 
 
 def test_a_failing_request_is_followed_through_all_three_layers(stack):
-    status, headers, body = stack.request("GET", "/pisqrt?a=x")
-    assert_json_error(status, headers, body, 400, "'a'")
+    status, headers, body = stack.request("GET", "/norm?values=x")
+    assert_json_error(status, headers, body, 400, "'values'")
     request_id = headers["x-request-id"]
     assert NGINX_ID.fullmatch(request_id), request_id
     entry = access_entry(stack, request_id)
     assert entry["status"] == 400
-    assert entry["uri"] == "/pisqrt?a=x"
+    assert entry["uri"] == "/norm?values=x"
     assert entry["method"] == "GET"
     assert isinstance(entry["request_time"], float)
     assert re.fullmatch(r"\d+\.\d{3}", entry["upstream_time"]), entry
     (line,) = logged(Path(stack.dir, "uwsgi.log"), f"request_id={request_id}")
-    assert "GET /pisqrt?a=x" in line and "400)" in line, line
+    assert "GET /norm?values=x" in line and "400)" in line, line
 
 
 def test_the_apps_own_log_lines_name_the_request(user_stack):
@@ -60,7 +60,9 @@ def test_the_apps_own_log_lines_name_the_request(user_stack):
 def test_a_sane_client_id_is_logged_beside_nginx_own(stack):
     # The id is nginx's, unique to the request; a client's sane one is logged with it.
     client_id = "checkout-7f3a.41_b"
-    status, headers, body = stack.request("GET", "/pisqrt?a=4", headers={"X-Request-Id": client_id})
+    status, headers, body = stack.request(
+        "GET", "/norm?values=4", headers={"X-Request-Id": client_id}
+    )
     assert status == 200, body
     assert NGINX_ID.fullmatch(headers["x-request-id"]), headers
     assert access_entry(stack, headers["x-request-id"])["client_request_id"] == client_id
@@ -71,7 +73,9 @@ def test_a_sane_client_id_is_logged_beside_nginx_own(stack):
     ["short", "x" * 65, "has space in it", 'quote"and{json}', "semi;colon;id;"],
 )
 def test_any_other_client_id_is_replaced_by_nginx(stack, client_id):
-    status, headers, body = stack.request("GET", "/pisqrt?a=x", headers={"X-Request-Id": client_id})
+    status, headers, body = stack.request(
+        "GET", "/norm?values=x", headers={"X-Request-Id": client_id}
+    )
     assert status == 400, body
     assert NGINX_ID.fullmatch(headers["x-request-id"]), headers
     access_entry(stack, headers["x-request-id"])
