@@ -15,14 +15,15 @@ def bearer(key: str) -> dict:
 
 
 @contextlib.contextmanager
-def keyed_stack(keys: Path):
+def keyed_stack(keys: Path, uwsgi_args: tuple[str, ...] = ()):
     """The real stack with the key file keys (KEY in it), given to uWSGI as the service gets it:
-    in its environment. Yields the stack; its clients (127.0.0.1) are exempt from the limits."""
+    in its environment; uwsgi_args as Stack takes them (the app to serve). Yields the stack; its
+    clients (127.0.0.1) are exempt from the limits."""
     keys.write_text(KEY + "\n")
     before = os.environ.get("MODELSERVER_API_KEYS_FILE")
     os.environ["MODELSERVER_API_KEYS_FILE"] = str(keys)
     try:
-        stack = Stack(exempt=("127.0.0.1",))  # a test's load comes from one address
+        stack = Stack(uwsgi_args=uwsgi_args, exempt=("127.0.0.1",))  # load from one address
         stack.start()
     finally:
         if before is None:

@@ -70,15 +70,23 @@ def with_test_routes(app):
     return app
 
 
-# The production app, serving registry.py, with the test routes.
-flask_app = with_test_routes(create_app())
-
-# A user's healthy functions (usermodels.SERVED) with the test routes: what the framework's
-# stack tests serve, so that they hold with the demos removed.
-served_app = with_test_routes(create_app({"ENDPOINTS": usermodels.SERVED}))
-
-# A user's functions instead of the project's demos: what the framework's tests serve.
-user_app = create_app({"ENDPOINTS": usermodels.ENDPOINTS})
-
-# Functions of every type the framework takes and gives: what the type tests serve.
-typed_app = create_app({"ENDPOINTS": typed_models.ENDPOINTS})
+# Each app by its name, built only when uWSGI serves it (--module testapps:NAME): an app loads its
+# models and sets the model metrics at creation, and a second app built in the same process
+# would empty the metrics directory the first one wrote.
+APPS = {
+    # The production app, serving registry.py, with the test routes.
+    "flask_app": lambda: with_test_routes(create_app()),
+    # A user's healthy functions (usermodels.SERVED) with the test routes: what the framework's
+    # stack tests serve, so that they hold with the demos removed.
+    "served_app": lambda: with_test_routes(create_app({"ENDPOINTS": usermodels.SERVED})),
+    # A user's functions instead of the project's demos: what the framework's tests serve.
+    "user_app": lambda: create_app({"ENDPOINTS": usermodels.ENDPOINTS}),
+    # Functions of every type the framework takes and gives: what the type tests serve.
+    "typed_app": lambda: create_app({"ENDPOINTS": typed_models.ENDPOINTS}),
+}
+# uWSGI looks the app up in this module's namespace, so the one asked for is put there.
+_asked = text(uwsgi.opt.get("module", []))
+for _module in _asked if isinstance(_asked, list) else [_asked]:
+    _, _, _name = _module.partition("testapps:")
+    if _name in APPS:
+        globals()[_name] = APPS[_name]()

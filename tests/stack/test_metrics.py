@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.localstack import Stack, alive, process_tree
-from helpers import assert_json_error, uwsgi_app, wait_for
+from helpers import SERVED_APP, assert_json_error, uwsgi_app, wait_for
 from helpers.netns_hosts import install_sh
 from modelserver.serverstats import unix_listen_queue
 
@@ -29,9 +29,10 @@ APP_METRICS = (
 
 @pytest.fixture(scope="module")
 def metrics_stack():
-    """A stack of its own (2 workers), so no other test's requests move its counts."""
+    """A stack of its own (2 workers, a user's functions), so no other test's requests move
+    its counts."""
     # Its load comes from 127.0.0.1, exempt from the per-client limits (they would answer 429).
-    with Stack(uwsgi_args=("--processes", "2"), exempt=("127.0.0.1",)) as running:
+    with Stack(uwsgi_args=(*SERVED_APP, "--processes", "2"), exempt=("127.0.0.1",)) as running:
         yield running
 
 
@@ -73,7 +74,7 @@ def assert_exact(stack: Stack, ok: int = 300, bad: int = 7) -> None:
     """ok good and bad invalid requests, spread over both workers, raise the counts by exactly
     that much: the 400s apart, the histograms by all of them."""
     before = scrape(stack)
-    statuses = send(stack, [f"/pisqrt?a={i}" for i in range(ok)] + ["/pisqrt?a=x"] * bad)
+    statuses = send(stack, [f"/norm?values={i}" for i in range(ok)] + ["/norm?values=x"] * bad)
     assert statuses.count(200) == ok and statuses.count(400) == bad, statuses
     after = scrape(stack)
     served = worker_requests(after)
@@ -84,38 +85,38 @@ def assert_exact(stack: Stack, ok: int = 300, bad: int = 7) -> None:
         return value(after, name, **labels) - value(before, name, **labels)
 
     total = "modelserver_requests_total"
-    assert rise(total, endpoint="pisqrt", method="GET", status="200") == ok
-    assert rise(total, endpoint="pisqrt", method="GET", status="400") == bad
+    assert rise(total, endpoint="norm", method="GET", status="200") == ok
+    assert rise(total, endpoint="norm", method="GET", status="400") == bad
     duration = "modelserver_request_duration_seconds"
-    assert rise(f"{duration}_count", endpoint="pisqrt") == ok + bad
-    assert rise(f"{duration}_bucket", endpoint="pisqrt", le="+Inf") == ok + bad
+    assert rise(f"{duration}_count", endpoint="norm") == ok + bad
+    assert rise(f"{duration}_bucket", endpoint="norm", le="+Inf") == ok + bad
     # The function runs only for the valid ones; a GET is not a batch.
-    assert rise("modelserver_model_duration_seconds_count", model="pisqrt") == ok
-    assert rise("modelserver_batch_size_count", endpoint="pisqrt") == 0
+    assert rise("modelserver_model_duration_seconds_count", model="norm") == ok
+    assert rise("modelserver_batch_size_count", endpoint="norm") == 0
 
 
 def test_batch_sizes(metrics_stack):
     before = scrape(metrics_stack)
     for values in ([1, 25, 0], [4] * 40):
-        body = json.dumps({"a": values}).encode()
+        body = json.dumps([{"values": [v]} for v in values]).encode()
         headers = {"Content-Type": "application/json"}
-        status, _, answer = metrics_stack.request("POST", "/pisqrt", body, headers)
+        status, _, answer = metrics_stack.request("POST", "/norm", body, headers)
         assert status == 200, answer
     after = scrape(metrics_stack)
     batch = "modelserver_batch_size"
     assert (
-        value(after, f"{batch}_count", endpoint="pisqrt")
-        - value(before, f"{batch}_count", endpoint="pisqrt")
+        value(after, f"{batch}_count", endpoint="norm")
+        - value(before, f"{batch}_count", endpoint="norm")
         == 2
     )
     assert (
-        value(after, f"{batch}_sum", endpoint="pisqrt")
-        - value(before, f"{batch}_sum", endpoint="pisqrt")
+        value(after, f"{batch}_sum", endpoint="norm")
+        - value(before, f"{batch}_sum", endpoint="norm")
         == 43
     )
     for le, rise in (("2.0", 0), ("5.0", 1), ("50.0", 2)):
-        bucket = value(after, f"{batch}_bucket", endpoint="pisqrt", le=le)
-        assert bucket - value(before, f"{batch}_bucket", endpoint="pisqrt", le=le) == rise
+        bucket = value(after, f"{batch}_bucket", endpoint="norm", le=le)
+        assert bucket - value(before, f"{batch}_bucket", endpoint="norm", le=le) == rise
 
 
 def assert_nothing_went_back(before: dict, after: dict) -> None:
@@ -136,7 +137,7 @@ def test_counts_are_exact_over_both_workers(metrics_stack):
 
 def test_model_loaded_and_servers_figures(metrics_stack):
     samples = scrape(metrics_stack)
-    assert value(samples, "modelserver_model_loaded", model="digits") == 1
+    assert value(samples, "modelserver_model_loaded", model="iris") == 1
     assert value(samples, "modelserver_uwsgi_stats_up") == 1
     assert value(samples, "modelserver_uwsgi_workers") == 2
     # The scrape itself is running in one worker.
@@ -148,7 +149,7 @@ def test_model_loaded_and_servers_figures(metrics_stack):
 
 
 def test_kill_9_of_a_worker_loses_no_count(metrics_stack):
-    send(metrics_stack, ["/pisqrt?a=1"] * 50)
+    send(metrics_stack, ["/norm?values=1"] * 50)
     before = scrape(metrics_stack)
     old = workers(metrics_stack)
     victim = min(old)
@@ -167,7 +168,7 @@ def test_kill_9_of_a_worker_loses_no_count(metrics_stack):
 
 
 def test_graceful_reload_loses_no_count(metrics_stack):
-    send(metrics_stack, ["/pisqrt?a=1"] * 50)
+    send(metrics_stack, ["/norm?values=1"] * 50)
     before = scrape(metrics_stack)
     old = workers(metrics_stack)
     log = Path(metrics_stack.dir, "uwsgi.log")
@@ -179,7 +180,7 @@ def test_graceful_reload_loses_no_count(metrics_stack):
     wait_for(lambda: metrics_stack.request("GET", "/readyz")[0] == 200, 20)
     after = scrape(metrics_stack)
     assert_nothing_went_back(before, after)
-    assert value(after, "modelserver_model_loaded", model="digits") == 1
+    assert value(after, "modelserver_model_loaded", model="iris") == 1
     assert_exact(metrics_stack)
 
 
@@ -193,7 +194,7 @@ def test_a_handover_reload_counts_every_request_answered_on_the_way(metrics_stac
     def steady_client() -> None:
         deadline = time.monotonic() + 120
         while not done.is_set() and time.monotonic() < deadline:
-            statuses.append(metrics_stack.request("GET", "/pisqrt?a=1")[0])
+            statuses.append(metrics_stack.request("GET", "/norm?values=1")[0])
             time.sleep(0.01)
 
     client = threading.Thread(target=steady_client)
@@ -207,7 +208,7 @@ def test_a_handover_reload_counts_every_request_answered_on_the_way(metrics_stac
     after = scrape(metrics_stack)
     assert_nothing_went_back(before, after)
     total = "modelserver_requests_total"
-    labels = {"endpoint": "pisqrt", "method": "GET", "status": "200"}
+    labels = {"endpoint": "norm", "method": "GET", "status": "200"}
     assert value(after, total, **labels) - value(before, total, **labels) == len(statuses)
     assert_exact(metrics_stack)
 
@@ -232,9 +233,9 @@ def test_metrics_refused_from_an_address_not_allowed(metrics_stack):
     assert_json_error(status, headers, body, 403, "/metrics")
     assert "modelserver_requests_total" not in body.decode()
     # The API itself still answers that address.
-    status, _, body = request_from("127.0.0.2", metrics_stack, "/pisqrt?a=4")
+    status, _, body = request_from("127.0.0.2", metrics_stack, "/norm?values=3&values=4")
     assert status == 200, body
-    assert json.loads(body) == {"result": 3.5449077018110318}
+    assert json.loads(body) == {"result": 5.0}
 
 
 def test_a_remote_prometheus_reads_metrics_and_nothing_else(tmp_path):
@@ -242,16 +243,16 @@ def test_a_remote_prometheus_reads_metrics_and_nothing_else(tmp_path):
     # renders the site; anyone else (127.0.0.3) is refused everything.
     env = {"MODELSERVER_ALLOW": "127.0.0.5", "MODELSERVER_METRICS_ALLOW": "127.0.0.2"}
     (tmp_path / "site").write_text(install_sh("--print-site", env=env))
-    with Stack(site_file=tmp_path / "site") as stack:
+    with Stack(uwsgi_args=SERVED_APP, site_file=tmp_path / "site") as stack:
         status, _, body = request_from("127.0.0.2", stack, "/metrics")
         assert status == 200, body
         assert b"modelserver_requests_total" in body
-        status, headers, body = request_from("127.0.0.2", stack, "/pisqrt?a=4")
+        status, headers, body = request_from("127.0.0.2", stack, "/norm?values=4")
         assert_json_error(status, headers, body, 403, "may read /metrics only")
-        for path in ("/metrics", "/pisqrt?a=4"):
+        for path in ("/metrics", "/norm?values=4"):
             status, headers, body = request_from("127.0.0.3", stack, path)
             assert_json_error(status, headers, body, 403, "load balancers only")
-        status, _, body = request_from("127.0.0.5", stack, "/pisqrt?a=4")  # the balancer
+        status, _, body = request_from("127.0.0.5", stack, "/norm?values=4")  # the balancer
         assert status == 200, body
 
 
