@@ -372,12 +372,15 @@ def served_endpoints(document: dict) -> list[tuple[str, str]]:
 
 def example_query(parameters: list[dict]) -> str:
     """The parameters' examples as a query string the API reads: a list as the parameter
-    repeated (?v=3&v=4), a bool as true or false, text URL-encoded."""
+    repeated (?v=3&v=4), a bool as true or false, text URL-encoded. A parameter's own example
+    (Field(examples=[...]), in its schema) comes first: a function that checks its input (four
+    values, say) can make the listed URL one it answers; else its default, else its type's."""
     pairs = []
     for parameter in parameters:
-        if "example" not in parameter:  # a type with no example to give (Field(pattern=...))
+        example = parameter["schema"].get("example", parameter.get("example"))
+        if example is None:  # a type with no example to give (Field(pattern=...))
             continue
-        name, example = parameter["name"], parameter["example"]
+        name = parameter["name"]
         for value in example if isinstance(example, list) else [example]:
             pairs.append((name, json.dumps(value) if isinstance(value, bool) else value))
     return urllib.parse.urlencode(pairs)

@@ -4,9 +4,11 @@ Flask's test client (tests/stack/test_registry_stack.py runs the same table thro
 
 import io
 import json
+from typing import Annotated
 
 import pytest
 from PIL import Image
+from pydantic import Field
 
 from deploy.localstack import served_endpoints
 from helpers import assert_json_error, multipart, usermodels
@@ -197,6 +199,25 @@ def test_the_urls_make_run_prints_are_read_as_printed(user_client):
         "/species-rows": 400,
         "/needs-broken": 503,
     }
+
+
+def odds(p: Annotated[float, Field(examples=[0.2])]) -> float:
+    """The odds p/(1-p) of a probability p: it checks its input itself."""
+    if not 0 <= p < 1:
+        raise ValueError(f"p is a probability below 1, got {p}")
+    return p / (1 - p)
+
+
+def test_make_run_lists_a_functions_own_example_before_its_types():
+    """Field(examples=[...]) is the URL make run prints: the type's own example (25) would be
+    refused by the function's check."""
+    client = create_app({"TESTING": True, "ENDPOINTS": {"odds": odds}}).test_client()
+    document = client.get("/openapi.json").get_json()
+    assert served_endpoints(document) == [("GET", "/odds?p=0.2")]
+    response = client.get("/odds?p=0.2")
+    assert response.status_code == 200, response.data
+    assert response.get_json() == {"result": 0.25}
+    assert client.get("/odds?p=25").status_code == 400  # the type's example, refused
 
 
 def test_cross_origin_calls_only_from_the_allowed_origins():
