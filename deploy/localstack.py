@@ -373,8 +373,9 @@ def served_endpoints(document: dict) -> list[tuple[str, str]]:
 def example_query(parameters: list[dict]) -> str:
     """The parameters' examples as a query string the API reads: a list as the parameter
     repeated (?v=3&v=4), a bool as true or false, text URL-encoded. A parameter's own example
-    (Field(examples=[...]), in its schema) comes first: a function that checks its input (four
-    values, say) can make the listed URL one it answers; else its default, else its type's."""
+    (Field(examples=[...]), in its schema) comes first: a function that checks its input (a
+    probability below 1, say) can make the listed URL one it answers; else its default, else its
+    type's."""
     pairs = []
     for parameter in parameters:
         example = parameter["schema"].get("example", parameter.get("example"))
