@@ -11,10 +11,10 @@ from collections import Counter
 from pathlib import Path
 
 from deploy.localstack import Stack, alive, process_tree
-from helpers import HELPERS, assert_json_error, uwsgi_app, wait_for
+from helpers import HELPERS, SERVED_APP, assert_json_error, wait_for
 
-FLASK_TEST_APP = uwsgi_app("testapps:flask_app")
-RESULT = '{"result": 8.86226925452758}'
+# A user's functions (usermodels.SERVED) and the test routes, as the session's `stack` serves.
+CALL, RESULT = "/norm?values=3&values=4", '{"result": 5.0}'
 # The load below comes from one address, past the site's per-client limits (test_abuse.py tests
 # those): it is exempt, as the session's `stack` is.
 LOAD_GENERATOR = ("127.0.0.1",)
@@ -46,7 +46,7 @@ def load(stack: Stack, seconds: float, threads: int = 8) -> subprocess.Popen:
     argv = [
         sys.executable,
         str(HELPERS / "loadclient.py"),
-        f"{stack.url}/pisqrt?a=25",
+        f"{stack.url}{CALL}",
         str(seconds),
         str(threads),
     ]
@@ -88,9 +88,9 @@ def test_health_checks_answer_and_are_not_logged_by_nginx(stack):
     status, _, body = stack.request("GET", "/readyz")
     assert status == 200, body
     assert json.loads(body)["status"] == "ready"
-    stack.request("GET", "/pisqrt?a=2")
+    stack.request("GET", "/norm?values=2")
     new_lines = log.read_bytes()[logged_before:].decode()
-    assert "/pisqrt?a=2 " in new_lines
+    assert "/norm?values=2 " in new_lines
     assert "/healthz" not in new_lines and "/readyz" not in new_lines
 
 
@@ -98,8 +98,8 @@ def test_health_checks_answer_and_are_not_logged_by_nginx(stack):
 
 
 def test_stuck_request_gets_json_504_and_its_worker_is_recycled(figure):
-    # The production app with a slow test route, harakiri lowered from 30 s to 2 s.
-    with Stack(uwsgi_args=(*FLASK_TEST_APP, "--harakiri", "2")) as stack:
+    # The app with a slow test route, harakiri lowered from 30 s to 2 s.
+    with Stack(uwsgi_args=(*SERVED_APP, "--harakiri", "2")) as stack:
         before = workers(stack)
         answers = []
         stuck = threading.Thread(
@@ -109,7 +109,7 @@ def test_stuck_request_gets_json_504_and_its_worker_is_recycled(figure):
         stuck.start()
         time.sleep(0.5)
         # The other worker keeps serving while one is stuck.
-        status, _, body = stack.request("GET", "/pisqrt?a=25", timeout=2)
+        status, _, body = stack.request("GET", CALL, timeout=2)
         assert status == 200, body
         assert body.decode().strip() == RESULT
         stuck.join(30)
@@ -126,7 +126,7 @@ def test_request_stuck_in_c_is_killed_with_json_502_and_worker_respawned():
     # Blocking the signal plays code that cannot be interrupted: uWSGI kills the worker. The
     # timings are scaled down together: harakiri 30 -> 2 s, kill 5 -> 1 s later, and nginx's
     # retry window 5 -> 1 s, which keeps a killed request from being run twice.
-    argv = (*FLASK_TEST_APP, "--harakiri", "2", "--harakiri-graceful-timeout", "1")
+    argv = (*SERVED_APP, "--harakiri", "2", "--harakiri-graceful-timeout", "1")
     changes = {"uwsgi_next_upstream_timeout 5s;": "uwsgi_next_upstream_timeout 1s;"}
     with Stack(uwsgi_args=argv, site_changes=changes) as stack:
         before = workers(stack)
@@ -135,7 +135,7 @@ def test_request_stuck_in_c_is_killed_with_json_502_and_worker_respawned():
         assert_json_error(*response, 502, "died")
         assert time.monotonic() - start < 5  # once, not retried
         wait_for(lambda: len(workers(stack)) == 2 and workers(stack) != before, 5, interval=0.01)
-        assert stack.request("GET", "/pisqrt?a=25")[0] == 200
+        assert stack.request("GET", CALL)[0] == 200
 
 
 # --- limits ---------------------------------------------------------------------------------
@@ -143,7 +143,7 @@ def test_request_stuck_in_c_is_killed_with_json_502_and_worker_respawned():
 
 def test_largest_request_nginx_accepts_fits_through_uwsgi(stack):
     # An 8 KB request line and three 8 KB headers: nginx's limits, never uWSGI's 502.
-    path = "/pisqrt?a=" + "0" * (8192 - len("GET /pisqrt?a=25 HTTP/1.1\r\n") - 2) + "25"
+    path = "/norm?values=3&values=" + "0" * (8192 - len(f"GET {CALL} HTTP/1.1\r\n") - 2) + "4"
     headers = {f"X-Big-{i}": "x" * 8000 for i in range(3)}
     status, _, body = stack.request("GET", path, headers=headers)
     assert status == 200, body
@@ -154,7 +154,7 @@ def test_largest_request_nginx_accepts_fits_through_uwsgi(stack):
 
 
 def test_1024_clients_against_2_workers_all_get_answers(stack, figure):
-    report = wrk(f"{stack.url}/pisqrt?a=25", connections=1024, seconds=8)
+    report = wrk(f"{stack.url}{CALL}", connections=1024, seconds=8)
     figure("c=1024 for 8 s against 2 workers", report)
     assert report["errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}
     assert set(report["statuses"]) <= {200, 429}
@@ -163,7 +163,7 @@ def test_1024_clients_against_2_workers_all_get_answers(stack, figure):
 
 def test_beyond_the_bound_clients_get_a_fast_json_429(stack, figure):
     # 2,048 clients: 1,024 are served through uWSGI's queue, the rest get 429 at once.
-    report = wrk(f"{stack.url}/pisqrt?a=25", connections=2048, seconds=5)
+    report = wrk(f"{stack.url}{CALL}", connections=2048, seconds=5)
     figure("c=2048 for 5 s against 2 workers", report)
     assert report["errors"] == {"connect": 0, "read": 0, "write": 0, "timeout": 0}
     assert set(report["statuses"]) == {200, 429}
@@ -172,12 +172,12 @@ def test_beyond_the_bound_clients_get_a_fast_json_429(stack, figure):
 def test_the_429_of_a_full_queue_is_json():
     # A bound of 1 and one slow request in flight: the next request is over the bound.
     changes = {"limit_conn modelserver_requests 1024;": "limit_conn modelserver_requests 1;"}
-    with Stack(uwsgi_args=FLASK_TEST_APP, site_changes=changes) as stack:
+    with Stack(uwsgi_args=SERVED_APP, site_changes=changes) as stack:
         slow = threading.Thread(target=stack.request, args=("GET", "/slow?seconds=2"))
         slow.start()
         time.sleep(0.5)
         start = time.monotonic()
-        assert_json_error(*stack.request("GET", "/pisqrt?a=25"), 429, "overloaded")
+        assert_json_error(*stack.request("GET", CALL), 429, "overloaded")
         assert time.monotonic() - start < 0.5  # fast, not after the queue
         slow.join(10)
 
@@ -202,7 +202,7 @@ def test_kill_9_of_a_worker_under_load(stack, figure):
 
 def test_graceful_reloads_under_load_fail_nothing(figure):
     # Two reloads in quick succession through the master FIFO, as `systemctl reload` does.
-    with Stack(exempt=LOAD_GENERATOR) as stack:
+    with Stack(uwsgi_args=SERVED_APP, exempt=LOAD_GENERATOR) as stack:
         client = load(stack, seconds=6, threads=8)
         time.sleep(1.5)
         for _ in range(2):
@@ -220,7 +220,7 @@ def test_graceful_reloads_under_load_fail_nothing(figure):
 def test_worker_recycling_is_invisible_to_clients(figure):
     # Recycle every 3,000 requests (production: about a million) under load: no request fails.
     argv = ("--max-requests", "3000", "--max-requests-delta", "0", "--min-worker-lifetime", "0")
-    with Stack(uwsgi_args=argv, exempt=LOAD_GENERATOR) as stack:
+    with Stack(uwsgi_args=(*SERVED_APP, *argv), exempt=LOAD_GENERATOR) as stack:
         seen = outcomes(load(stack, seconds=8, threads=8))
         recycled = Path(stack.dir, "uwsgi.log").read_text().count("Respawned uWSGI worker")
     figure("max-requests=3000 under load: recycles, outcomes", f"{recycled}, {seen}")
@@ -236,7 +236,7 @@ LOAD_SECONDS = int(os.environ.get("MODELSERVER_LOAD_SECONDS", "15"))
 
 
 def test_64_clients_get_only_200s_and_workers_do_not_grow(stack, figure):
-    url = f"{stack.url}/pisqrt?a=25"
+    url = f"{stack.url}{CALL}"
     wrk(url, connections=64, seconds=5)  # warm up: first requests allocate caches
     pids = workers(stack)
     before = {pid: rss_kb(pid) for pid in pids}
