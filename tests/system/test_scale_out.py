@@ -22,6 +22,7 @@ import pytest
 
 from deploy.localstack import PROJECT, find_nginx
 from helpers import HELPERS, assert_json_error, wait_for
+from helpers.docpages import doc_block
 from helpers.netns_hosts import (
     BALANCER_ADDRESS,
     CLIENT_ADDRESS,
@@ -310,13 +311,11 @@ def test_hosts_do_not_speak_the_uwsgi_protocol_to_the_network(all_up):
     assert "result" not in answer.stdout
 
 
-def readme_nft_commands() -> list[list[str]]:
-    """The README's nftables rules against connection floods, as an operator copies them."""
-    lines = (PROJECT / "README.md").read_text().splitlines()
+def docs_nft_commands() -> list[list[str]]:
+    """The nftables rules against connection floods (docs/limits.md), as an operator copies them."""
     return [
         shlex.split(line.removeprefix("sudo ").split("#")[0])
-        for line in lines
-        if line.startswith("sudo nft ")
+        for line in doc_block("nft-flood").splitlines()
     ]
 
 
@@ -336,9 +335,9 @@ select.select([sys.stdin], [], [], 60)
 """
 
 
-def test_the_readmes_firewall_rule_stops_a_connection_flood_from_one_source(all_up):
+def test_the_docs_firewall_rule_stops_a_connection_flood_from_one_source(all_up):
     host, net = all_up.hosts[0], all_up.net
-    commands = readme_nft_commands()
+    commands = docs_nft_commands()
     assert [command[:2] for command in commands] == [["nft", "add"]] * 3 + [["nft", "list"]]
     try:
         for command in commands:
