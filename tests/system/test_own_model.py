@@ -1,10 +1,9 @@
 """A user's own model, the README's way, in a copy of the checkout: its blocks run as written
-through the real stack; and with the demos removed, the framework's tests still pass."""
+through the real stack (the demos removed, the framework's tests: test_demo_removal.py)."""
 
 import json
 import re
 import subprocess
-import sys
 import urllib.request
 from pathlib import Path
 
@@ -13,6 +12,8 @@ import pytest
 from deploy.localstack import PROJECT, free_port
 from helpers import copy_checkout
 from helpers.commands import UP, Run
+from modelserver.loading import loaders_of
+from registry import ENDPOINTS
 
 README = (PROJECT / "README.md").read_text()
 PYTHON = str(PROJECT / ".venv" / "bin" / "python")
@@ -67,7 +68,8 @@ def test_the_readme_example_serves_an_iris_classifier(tmp_path):
         assert post(f"{url}/iris", batch) == (200, {"result": ["setosa", "virginica"]})
         query = "features=5.1&features=3.5&features=1.4&features=0.2"
         assert get(f"{url}/iris?{query}") == (200, {"result": "setosa"})
-        assert get(f"{url}/readyz") == (200, {"status": "ready", "models": ["digits", "iris"]})
+        models = sorted([*loaders_of(ENDPOINTS), "iris"])  # beside those already served
+        assert get(f"{url}/readyz") == (200, {"status": "ready", "models": models})
         status, document = get(f"{url}/openapi.json")
         assert status == 200
         item = document["paths"]["/iris"]["post"]["requestBody"]["content"]["application/json"]
@@ -80,50 +82,3 @@ def test_the_readme_example_serves_an_iris_classifier(tmp_path):
         run.interrupt(timeout=30)
     finally:
         run.kill()
-
-
-# The framework's own tests: they serve tests/helpers/usermodels.py, never a demo.
-FRAMEWORK_TESTS = [
-    "unit/test_registry.py",
-    "unit/test_config_render.py",
-    "stack/test_registry_stack.py",
-    "stack/test_stack.py",
-    "stack/test_config.py",
-    "system/test_docs.py",
-]
-DEMO_FILES = [
-    "digits.py",
-    "models/digits.npz",
-    "models/train_digits.py",
-    "tests/helpers/contract.py",
-    "tests/helpers/predict_cases.py",
-    "tests/unit/test_contract.py",
-    "tests/stack/test_contract_stack.py",
-    "tests/unit/test_algo.py",
-    "tests/unit/test_predict.py",
-    "tests/stack/test_predict_stack.py",
-    "tests/unit/test_digits.py",
-    "tests/system/test_page.py",
-]
-
-
-def test_removing_the_demos_leaves_the_framework_tests_green(tmp_path):
-    app = copy_checkout(tmp_path / "app")
-    for name in DEMO_FILES:
-        (app / name).unlink()
-    # Their functions and registry lines, as the README says.
-    (app / "algo.py").write_text('"""The models: pure functions, no HTTP and no I/O."""\n')
-    server = app / "registry.py"
-    edit(server, "import algo\nimport digits\n", "")
-    registry = re.search(re.escape(REGISTRY_START) + r"(.*?)\n}\n", server.read_text(), re.S)
-    edit(server, registry.group(1), "")
-    result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *FRAMEWORK_TESTS],
-        cwd=app / "tests",
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
-    assert re.search(r"\d+ passed", result.stdout), result.stdout[-2000:]
-    assert "skipped" not in result.stdout.splitlines()[-1], result.stdout[-2000:]
