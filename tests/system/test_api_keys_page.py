@@ -1,5 +1,5 @@
-"""Optional API keys in a real browser: the page sends the key typed in its field, the docs
-offer to authorize."""
+"""Optional API keys in the demos' page, in a real browser: it sends the key typed in its field
+(the docs' offer to authorize: test_docs.py)."""
 
 import pytest
 from playwright.sync_api import expect
@@ -33,9 +33,3 @@ def test_the_page_sends_the_key_typed_in_its_field(keyed_page):
     page.click("#compute")
     expect(page.locator("#result")).to_have_text("8.86226925452758")
     expect(page.locator("#pisqrt-error")).to_have_text("")
-
-
-def test_the_docs_offer_to_authorize(keyed_page):
-    page, url = keyed_page
-    page.goto(f"{url}/docs")
-    expect(page.locator("button.authorize")).to_be_visible()

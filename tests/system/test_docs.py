@@ -3,9 +3,11 @@ function of the registry and calls it. A user's functions, not the demos."""
 
 import re
 
+import pytest
 from playwright.sync_api import expect
 
-from helpers import ARTIFACTS, record_figure, usermodels
+from helpers import ARTIFACTS, SERVED_APP, record_figure, usermodels
+from helpers.keys import keyed_stack
 
 
 def test_docs_list_every_function_and_call_one(browser, user_stack):
@@ -41,3 +43,20 @@ def test_docs_list_every_function_and_call_one(browser, user_stack):
     finally:
         context.close()
     assert refused == []
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    """The stack with a key file, serving a user's functions."""
+    with keyed_stack(tmp_path_factory.mktemp("keys") / "api-keys", SERVED_APP) as stack:
+        yield stack
+
+
+def test_the_docs_offer_to_authorize(browser, keyed):
+    context = browser.new_context()
+    try:
+        page = context.new_page()
+        page.goto(f"{keyed.url}/docs")
+        expect(page.locator("button.authorize")).to_be_visible()
+    finally:
+        context.close()
