@@ -24,6 +24,6 @@ def doc_block(name: str, kind: str = "example") -> str:
     ]
     where = [str(page.relative_to(PROJECT)) for page, _ in found]
     assert len(found) == 1, f"<!-- {kind}: {name} --> marks {len(found)} blocks, want 1: {where}"
-    lines = found[0][1].splitlines()
+    lines = found[0][1].rstrip().splitlines()  # less the closing fence's indentation
     indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
     return "\n".join(line[indent:] for line in lines) + "\n"

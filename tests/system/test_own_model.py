@@ -1,5 +1,6 @@
-"""A user's own model, the README's way, in a copy of the checkout: its blocks run as written
-through the real stack (the demos removed, the framework's tests: test_demo_removal.py)."""
+"""A user's own model, the README's way, in a copy of the checkout: a module of its own and a
+line in registry.py, from the README's blocks as written, through the real stack (the demos
+removed, the framework's tests: test_demo_removal.py)."""
 
 import json
 import re
@@ -12,32 +13,30 @@ import pytest
 from deploy.localstack import PROJECT, free_port
 from helpers import copy_checkout
 from helpers.commands import UP, Run
+from helpers.docpages import doc_block
 from modelserver.loading import loaders_of
 from registry import ENDPOINTS
 
-README = (PROJECT / "README.md").read_text()
 PYTHON = str(PROJECT / ".venv" / "bin" / "python")
-
-
-def readme_block(name: str) -> str:
-    """The code block after <!-- example: NAME --> in the README, unindented."""
-    match = re.search(rf"<!-- example: {re.escape(name)} -->\s*```\w*\n(.*?)```", README, re.S)
-    assert match, f"no example {name!r} in the README"
-    lines = match.group(1).splitlines()
-    indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
-    if name == "registry":  # a line inside the dict: keep its own indentation
-        indent = 3
-    return "\n".join(line[indent:] for line in lines) + "\n"
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    """Replace old, which must be there once: fail loudly if the file's shape changed."""
-    text = path.read_text()
-    assert text.count(old) == 1, (path, old)
-    path.write_text(text.replace(old, new))
-
-
+RUFF = str(PROJECT / ".venv" / "bin" / "ruff")
 REGISTRY_START = "ENDPOINTS: dict[str, Callable | Endpoint] = {\n"
+EMPTY_REGISTRY = "ENDPOINTS: dict[str, Callable | Endpoint] = {}\n"  # the demos removed
+
+
+def add_to_registry(registry: Path, block: str) -> None:
+    """Step 3 as a user does it: the block's imports where registry.py imports from
+    modelserver.endpoints (the block's line has what its entry needs), its entry at the end of
+    ENDPOINTS. The block holds those imports and one entry: a model is one line."""
+    lines = block.splitlines()
+    imports = [line for line in lines if line.startswith(("import ", "from "))]
+    entries = [line for line in lines if line.startswith('    "')]
+    assert len(entries) == 1 and REGISTRY_START.rstrip("\n") in lines, block
+    text = registry.read_text().replace(EMPTY_REGISTRY, REGISTRY_START + "}\n")
+    framework = re.search(r"^from modelserver\.endpoints import .*\n", text, re.M)
+    assert framework, "registry.py imports nothing from modelserver.endpoints"
+    text = text.replace(framework.group(0), "\n".join(imports) + "\n")
+    end = text.index("\n}\n", text.index(REGISTRY_START)) + 1
+    registry.write_text(text[:end] + "\n".join(entries) + "\n" + text[end:])
 
 
 def post(url: str, body: object) -> tuple[int, object]:
@@ -55,10 +54,14 @@ def get(url: str) -> tuple[int, object]:
 
 def test_the_readme_example_serves_an_iris_classifier(tmp_path):
     app = copy_checkout(tmp_path / "app")
-    (app / "train_iris.py").write_text(readme_block("train_iris.py"))
-    (app / "iris.py").write_text(readme_block("iris.py"))
-    edit(app / "registry.py", REGISTRY_START, REGISTRY_START + readme_block("registry"))
-    edit(app / "registry.py", "import algo\n", "import algo\nimport iris\n")
+    (app / "train_iris.py").write_text(doc_block("train_iris.py"))
+    (app / "iris.py").write_text(doc_block("iris.py"))
+    add_to_registry(app / "registry.py", doc_block("registry.py"))
+    # What the user wrote passes the project's checks as it stands.
+    files = ["train_iris.py", "iris.py", "registry.py"]
+    for check in (["check"], ["format", "--check"]):
+        done = subprocess.run([RUFF, *check, *files], cwd=app, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
     subprocess.run([PYTHON, "train_iris.py"], cwd=app, check=True, timeout=120)
     assert (app / "models" / "iris.joblib").stat().st_size > 0
     run = Run([PYTHON, "deploy/localstack.py", "--port", str(free_port())], cwd=app)
