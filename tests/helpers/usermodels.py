@@ -109,6 +109,13 @@ ENDPOINTS = {
     "size": image_size,
 }
 
-# What a framework test serves when it needs a healthy service rather than every case above: a
-# function of numbers, one of images and one with a model, all answering (/readyz is 200).
-SERVED = {name: ENDPOINTS[name] for name in ("norm", "size", "species")}
+
+def half(a: float) -> float:
+    """Half of a number: the plainest function, one float in and out."""
+    return a / 2
+
+
+# What a framework test serves when it needs a healthy service rather than every case above:
+# functions of one number and of a list of them, one of images and one with a model, all
+# answering (/readyz is 200).
+SERVED = {"half": half, **{name: ENDPOINTS[name] for name in ("norm", "size", "species")}}

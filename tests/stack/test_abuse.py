@@ -15,7 +15,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from deploy.localstack import Stack
-from helpers import assert_json_error, multipart
+from helpers import SERVED_APP, assert_json_error, multipart, upload
 
 ATTACKER = "127.0.0.2"
 # Tests of one limit each have their own address: a rate spent by the tests before them would
@@ -30,8 +30,9 @@ RATE_BURST = 400
 
 @pytest.fixture(scope="module")
 def limited():
-    """The stack with the site's per-client limits as shipped: no client is exempt."""
-    with Stack() as running:
+    """The stack with the site's per-client limits as shipped: no client is exempt. It serves a
+    user's functions (usermodels.SERVED): half, a function of one number, and size, of images."""
+    with Stack(uwsgi_args=SERVED_APP) as running:
         yield running
 
 
@@ -55,11 +56,11 @@ def status_of(sock: socket.socket, timeout: float) -> int | None:
 
 
 def ordinary_latencies(stack: Stack, count: int, pause: float = 0.05) -> list[float]:
-    """count GET /pisqrt from 127.0.0.1, one at a time: the seconds each took (all 200)."""
+    """count GET /half from 127.0.0.1, one at a time: the seconds each took (all 200)."""
     latencies = []
     for _ in range(count):
         start = time.monotonic()
-        status, _, body = stack.request("GET", "/pisqrt?a=25", timeout=10)
+        status, _, body = stack.request("GET", "/half?a=25", timeout=10)
         latencies.append(time.monotonic() - start)
         assert status == 200, body
         time.sleep(pause)
@@ -74,7 +75,7 @@ def summary(latencies: list[float]) -> str:
 
 
 def test_1100_slow_bodies_from_one_client_leave_the_others_served(limited, figure):
-    slow = b"POST /pisqrt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    slow = b"POST /half HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     slow += b"Content-Length: 100\r\n\r\n{"  # and the other 99 bytes never come
     with ExitStack() as held:
         socks = []
@@ -85,21 +86,21 @@ def test_1100_slow_bodies_from_one_client_leave_the_others_served(limited, figur
         latencies = ordinary_latencies(limited, 20)
         # Each over the limit was answered at once; the first 32 are still waiting for the body.
         statuses = [status_of(sock, 0.01 if i < 100 else 0.001) for i, sock in enumerate(socks)]
-    figure("GET /pisqrt from 127.0.0.1 while 127.0.0.2 holds 1,100 slow bodies", summary(latencies))
+    figure("GET /half from 127.0.0.1 while 127.0.0.2 holds 1,100 slow bodies", summary(latencies))
     assert max(latencies) < 1
     assert statuses.count(429) >= 1100 - IN_FLIGHT - 50, statuses.count(429)
     assert statuses.count(None) >= IN_FLIGHT - 2  # the ones let in wait for their bodies
 
 
 def test_the_429_of_requests_in_flight_is_json_and_names_the_limit(limited):
-    slow = b"POST /pisqrt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+    slow = b"POST /half HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
     slow += b"Content-Length: 100\r\n\r\n{"
     with ExitStack() as held:
         for _ in range(IN_FLIGHT):
             held.enter_context(attacker_socket(limited, HOLDER)).sendall(slow)
         time.sleep(0.2)
         sock = held.enter_context(attacker_socket(limited, HOLDER))
-        sock.sendall(b"GET /pisqrt?a=25 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        sock.sendall(b"GET /half?a=25 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         answer = b""
         while chunk := sock.recv(4096):
             answer += chunk
@@ -112,14 +113,14 @@ def test_the_429_of_requests_in_flight_is_json_and_names_the_limit(limited):
 
 
 def flood(stack: Stack, count: int) -> list[tuple[int, dict, bytes]]:
-    """count GET /pisqrt from FLOODER, each sent when the last is answered, on one connection
+    """count GET /half from FLOODER, each sent when the last is answered, on one connection
     for as long as nginx keeps it open."""
     answers = []
     while len(answers) < count:
         with attacker_socket(stack, FLOODER) as sock, sock.makefile("rb") as stream:
             while len(answers) < count:
                 try:
-                    sock.sendall(b"GET /pisqrt?a=25 HTTP/1.1\r\nHost: x\r\n\r\n")
+                    sock.sendall(b"GET /half?a=25 HTTP/1.1\r\nHost: x\r\n\r\n")
                     line = stream.readline()
                 except ConnectionResetError:  # nginx closed it as we sent (keepalive_requests)
                     break
@@ -141,7 +142,7 @@ def test_a_flood_of_requests_gets_429_past_the_burst_and_others_are_served(limit
     latencies = ordinary_latencies(limited, 20, pause=0.01)
     flooder.join(30)
     statuses = [status for status, _, _ in answers]
-    figure("GET /pisqrt from 127.0.0.1 during 127.0.0.3's flood", summary(latencies))
+    figure("GET /half from 127.0.0.1 during 127.0.0.3's flood", summary(latencies))
     figure("the flood's statuses", dict(Counter(statuses)))
     assert max(latencies) < 1
     assert len(answers) == 3 * RATE_BURST
@@ -173,7 +174,7 @@ DIGIT_RGB_PNG = png(digit_one("RGB"))
 def test_four_64_image_uploads_at_once_leave_the_others_served(limited, figure):
     body, content_type = multipart(*[("image", BIG_PNG)] * 64)
     request = (
-        f"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+        f"POST /size HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode() + body
     with ExitStack() as held:
@@ -186,51 +187,24 @@ def test_four_64_image_uploads_at_once_leave_the_others_served(limited, figure):
         for sender in senders:
             sender.join(10)
         statuses = [status_of(sock, 10) for sock in socks]
-    figure("GET /pisqrt from 127.0.0.1 during 4 uploads of 64 4096x4096 PNGs", summary(latencies))
+    figure("GET /half from 127.0.0.1 during 4 uploads of 64 4096x4096 PNGs", summary(latencies))
     figure("their statuses", sorted(statuses))
     assert max(latencies) < 1
     assert statuses.count(429) == 3  # one upload in flight per client
     assert sorted(statuses)[0] == 413  # and that one is over the pixels of a request
 
 
-def upload(stack: Stack, body: bytes, content_type: str) -> tuple:
-    """POST /predict from 127.0.0.1, one upload after another. nginx frees a request's place in
-    the per-client count just after the answer leaves, so an upload sent the instant the last
-    one ended may find it still taken: one 429 (Retry-After) then, and a second try."""
-    headers = {"Content-Type": content_type}
-    answer = stack.request("POST", "/predict", body, headers, timeout=30)
-    if answer[0] == 429:
-        time.sleep(0.2)
-        answer = stack.request("POST", "/predict", body, headers, timeout=30)
-    return answer
-
-
-def test_the_costliest_accepted_upload_takes_about_a_second(limited, figure):
-    # 4 RGB PNGs of 4096 x 4096 with a digit: the most pixels a request may hold, in the format
-    # slowest to decode and prepare (of PNG and JPEG, grey, RGB and RGBA, measured).
-    body, content_type = multipart(*[("image", DIGIT_RGB_PNG)] * 4)
-    timings = []
-    for _ in range(3):
-        start = time.monotonic()
-        status, _, answer = upload(limited, body, content_type)
-        timings.append(time.monotonic() - start)
-        assert status == 200, answer
-        assert [item["label"] for item in json.loads(answer)["result"]] == [1] * 4
-    figure("4 RGB PNGs of 4096x4096 (the costliest accepted upload), s", timings)
-    assert min(timings) < 2  # about 1 s on a quiet machine; other suites share its 2 cores
-
-
 def test_one_image_more_is_refused_before_it_is_decoded(limited, figure):
     body, content_type = multipart(*[("image", DIGIT_RGB_PNG)] * 4, ("image", BIG_PNG))
     start = time.monotonic()
-    answer = upload(limited, body, content_type)
+    answer = upload(limited, "/size", body, content_type)
     figure("5 images of 4096x4096: refused after, s", f"{time.monotonic() - start:.2f}")
     assert_json_error(*answer, 413, "image 4:", "at most 67108864 pixels")
 
 
 def test_the_costliest_accepted_json_takes_well_under_a_second(limited, figure):
     # A batch at its limit (10,000 items, each a long number): the most work a JSON body of
-    # /pisqrt may ask for, in both of its batch forms.
+    # /half may ask for, in both of its batch forms.
     numbers = [1.2345678901234567e300 / (i + 1) for i in range(10_000)]
     bodies = {
         "list of objects": json.dumps([{"a": n} for n in numbers]).encode(),
@@ -241,12 +215,12 @@ def test_the_costliest_accepted_json_takes_well_under_a_second(limited, figure):
         for _ in range(3):
             start = time.monotonic()
             status, _, answer = limited.request(
-                "POST", "/pisqrt", body, {"Content-Type": "application/json"}, timeout=30
+                "POST", "/half", body, {"Content-Type": "application/json"}, timeout=30
             )
             timings.append(time.monotonic() - start)
             assert status == 200, answer
             assert len(json.loads(answer)["result"]) == 10_000
-        figure(f"10,000-item /pisqrt batch, {name} ({len(body)} bytes), s", timings)
+        figure(f"10,000-item /half batch, {name} ({len(body)} bytes), s", timings)
         assert min(timings) < 1
 
 
@@ -267,9 +241,9 @@ def closed_after(sock: socket.socket, limit: float) -> float | None:
 def test_a_trickle_of_headers_or_body_is_cut_off_after_10_s(limited, figure):
     # A request line and one header, then nothing; headers, then 1 of 100 body bytes.
     with attacker_socket(limited, TRICKLER) as headers, attacker_socket(limited, TRICKLER) as body:
-        headers.sendall(b"POST /pisqrt HTTP/1.1\r\nHost: x\r\n")
+        headers.sendall(b"POST /half HTTP/1.1\r\nHost: x\r\n")
         body.sendall(
-            b"POST /pisqrt HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"POST /half HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             b"Content-Length: 100\r\n\r\n{"
         )
         # Both waited for at once, from the same start: each cut-off is timed on its own.
