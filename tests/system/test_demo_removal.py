@@ -6,20 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from deploy.localstack import PROJECT
 from helpers import copy_checkout
+from helpers.docpages import doc_block
 
-GUIDE = (PROJECT / "docs" / "digit-model.md").read_text()
 VENV_BIN = Path(sys.executable).parent  # the copy has no venv: this one's tools run there
-
-
-def removal_block(name: str) -> str:
-    """The code block after <!-- removal: NAME --> in the guide, unindented."""
-    match = re.search(rf"<!-- removal: {re.escape(name)} -->\s*```\w*\n(.*?)```", GUIDE, re.S)
-    assert match, f"no removal block {name!r} in docs/digit-model.md"
-    lines = match.group(1).splitlines()
-    indent = min(len(line) - len(line.lstrip()) for line in lines if line.strip())
-    return "\n".join(line[indent:] for line in lines).rstrip() + "\n"
 
 
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -32,10 +22,10 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def test_the_guide_removes_the_demos_and_the_framework_stays_green(tmp_path, figure):
     app = copy_checkout(tmp_path / "app")
-    deleted = subprocess.run(["bash", "-ec", removal_block("delete")], cwd=app, timeout=30)
+    deleted = subprocess.run(["bash", "-ec", doc_block("delete", "removal")], cwd=app, timeout=30)
     assert deleted.returncode == 0
-    (app / "registry.py").write_text(removal_block("registry.py"))
-    (app / "algo.py").write_text(removal_block("algo.py"))
+    (app / "registry.py").write_text(doc_block("registry.py", "removal"))
+    (app / "algo.py").write_text(doc_block("algo.py", "removal"))
     # ruff does not know which modules exist: a leftover import of a demo is looked for here,
     # in the app and the layers run below. Not in bench/, which measures the demos (the guide
     # says make bench needs them), nor in the system layer, whose container tests still drive
@@ -55,7 +45,7 @@ def test_the_guide_removes_the_demos_and_the_framework_stays_green(tmp_path, fig
         text=True,
     )
     assert leftovers.stdout == "", leftovers.stdout
-    commands = removal_block("check").replace("\\\n", "").splitlines()  # continued lines
+    commands = doc_block("check", "removal").replace("\\\n", "").splitlines()  # continued lines
     assert len(commands) == 3, commands
     for command in commands[:2]:  # ruff check ., ruff format --check .
         result = run(command, app)
