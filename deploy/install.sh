@@ -5,7 +5,7 @@
 #     sudo MODELSERVER_PORT=8080 deploy/install.sh # nginx listens on 8080 instead of 5555
 #     sudo deploy/install.sh --uninstall           # remove all of it; nginx keeps its other sites
 #
-# Several machines (README "Scale out"): on each host, behind load balancers 10.0.0.1 and 10.0.0.2,
+# Several machines (docs/deploy.md "Scale out"): on each host, behind load balancers 10.0.0.1 and 10.0.0.2,
 #     sudo MODELSERVER_LISTEN=10.0.0.5:5555 MODELSERVER_ALLOW=10.0.0.1,10.0.0.2 deploy/install.sh
 # (remembered for the next runs; MODELSERVER_METRICS_ALLOW=10.0.0.9 lets a Prometheus there read
 # /metrics); on the front machine,
@@ -30,7 +30,7 @@ NGINX_DROPIN=/etc/systemd/system/nginx.service.d/modelserver.conf
 SITE=/etc/nginx/sites-available/modelserver
 SITE_LINK=/etc/nginx/sites-enabled/modelserver
 PORT=${MODELSERVER_PORT:-5555}
-# API keys, one a line (README: API keys); created empty (no key needed), kept across upgrades.
+# API keys, one a line (docs/limits.md: API keys); created empty (no key needed), kept across upgrades.
 KEYS=/etc/modelserver/api-keys
 # Addresses exempt from the site's per-client limits, "ADDRESS 1;" a line; created empty, kept.
 EXEMPT=/etc/modelserver/exempt-clients
@@ -39,7 +39,7 @@ VIEWER=static/swagger-ui
 
 code_changed=0 unit_changed=0 site_changed=0
 
-# --- Several machines (README "Scale out"): the host's options behind a load balancer, and the
+# --- Several machines (docs/deploy.md "Scale out"): the host's options behind a load balancer, and the
 # balancer's install. The host options are kept in HOST_OPTIONS, so that a later run (an upgrade
 # by rollout.sh) keeps them; set a variable to an empty value to drop it.
 HOST_OPTIONS=$PREFIX/host-options
@@ -318,7 +318,7 @@ check_url() {
     die "no answer from $1; see: $2"
 }
 
-# --- Several machines: the balancer's install (README "Scale out").
+# --- Several machines: the balancer's install (docs/deploy.md "Scale out").
 # A self-signed pair when neither file is there, so the balancer starts; replace it with a real
 # certificate (same paths, or MODELSERVER_TLS_CERT / MODELSERVER_TLS_KEY) and run this again.
 make_tls_pair() {

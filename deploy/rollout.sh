@@ -14,7 +14,7 @@
 # The balancer's config is not touched. A host taken out by its own graceful stop finishes its
 # requests in flight and then refuses connections, which the balancer retries on the next host at
 # once; marking it "down" would need an nginx reload on the balancer, and a reload drops requests
-# that clients send on kept-alive connections at that instant (README "Scale out").
+# that clients send on kept-alive connections at that instant (docs/deploy.md "Scale out").
 #
 # Settings, from the environment:
 #   MODELSERVER_REMOTE          command that runs a shell script, read from its stdin, on the host

@@ -20,7 +20,7 @@ def test_user_functions_stack(user_stack, method, path, body, expected_status, e
 
 
 def test_vectorised_batch_against_a_per_row_loop(user_stack, figure):
-    """The figure the README gives: a 10,000-row batch through the stack, in one call of the
+    """The figure in docs/performance.md: a 10,000-row batch through the stack, in one call of the
     function against one call per row (usermodels.species_row)."""
     seconds = {}
     for path in ("/species", "/species-rows"):

@@ -115,7 +115,7 @@ def release(box, number: int) -> None:
     "user, home",
     [
         ("root", "/root"),  # no sudo on a Debian whose root has a password (as here)
-        ("deploy", "/home/deploy"),  # the README's way: an ordinary user with sudo
+        ("deploy", "/home/deploy"),  # docs/deploy.md's way: an ordinary user with sudo
     ],
 )
 def test_rollout_over_ssh_upgrades_the_host_to_its_checkouts_new_commit(box, user, home):
