@@ -176,13 +176,14 @@ create_user() {
 
 # What the service runs, by a rule rather than a list to edit: every Python module at the top
 # of the checkout (algo.py, registry.py, a user's my_model.py), the framework's package
-# modelserver/, everything under models/ and static/, and uwsgi.ini, requirements.txt, README.md.
-# Tests, bench/ and deploy/ stay out.
+# modelserver/, everything under models/ and static/, and uwsgi.ini, requirements.txt, README.md
+# with the docs/ pages it links. Tests, bench/ and deploy/ stay out.
 app_files() {
     (
         cd "$SRC"
         find . -maxdepth 1 -type f -name '*.py'
         find modelserver -type f -name '*.py' 2>/dev/null
+        find docs -type f -name '*.md' 2>/dev/null
         find models static -type f ! -path "$VIEWER/*" ! -path '*/__pycache__/*' 2>/dev/null
         echo uwsgi.ini requirements.txt README.md | tr ' ' '\n'
     ) | sed 's|^\./||' | sort
