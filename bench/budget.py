@@ -168,7 +168,8 @@ def markdown(budget: dict) -> list[str]:
         "| part | µs per request |",
         "|---|--:|",
         f"| the whole app | {python:.1f} |",
-        f"| for reference, a minimal stock Flask app answering the same bytes | {loop['flask']:.1f} |",
+        "| for reference, a minimal stock Flask app answering the same bytes | "
+        f"{loop['flask']:.1f} |",
         f"| metrics (the app less the app without them) | "
         f"{python - loop['app without metrics']:.1f} |",
         "| the app without metrics less that stock app and the function: the project's code, net "
