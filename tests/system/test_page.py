@@ -7,10 +7,10 @@ from helpers import ARTIFACTS, record_figure
 
 
 @pytest.fixture
-def page(browser, stack):
+def page(browser, registry_stack):
     context = browser.new_context(viewport={"width": 900, "height": 900})
     page = context.new_page()
-    page.goto(f"{stack.url}/")
+    page.goto(f"{registry_stack.url}/")
     yield page
     context.close()
 
