@@ -5,11 +5,7 @@ import re
 
 from flask import request
 from pydantic import ValidationError
-from werkzeug.exceptions import (
-    BadRequest,
-    RequestEntityTooLarge,
-    UnsupportedMediaType,
-)
+from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from modelserver.answers import shorten
 from modelserver.endpoints import Signature
@@ -17,13 +13,14 @@ from modelserver.files import File
 from modelserver.hints import INT64_RANGE, Param
 from modelserver.images import IMAGE_TYPES, ImageUpload, decode_field, decode_upload
 from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES
+from modelserver.query import query_texts
 
 # --- arguments from a query string ---------------------------------------------------------
 
 
 def query_value(param: Param) -> object:
     """Parameter `param` from the query string: given once, or repeated for a list."""
-    texts = request.args.getlist(param.name)
+    texts = query_texts(param.name)
     if not texts and not param.required:
         return param.default
     if not param.in_query:
