@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import model as modelpath
 from bench.load import run_wrk, write_script
-from bench.stacks import PATH
+from bench.stacks import LOAD_GENERATOR, PATH
 from deploy.localstack import Stack, process_tree
 
 PY_SPY = Path(sys.executable).parent / "py-spy"
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         print("py-spy is not installed: .venv/bin/pip install -r bench/requirements.txt")
         return 2
     with tempfile.TemporaryDirectory(prefix="modelserver-profile-") as scripts:
-        with Stack(ready_path=PATH) as stack:
+        with Stack(ready_path=PATH, exempt=LOAD_GENERATOR) as stack:
             stacks, figures = record(stack, args, Path(scripts))
     inclusive, top = shares(stacks)
     outside = stacks[""] / (sum(stacks.values()) or 1)
