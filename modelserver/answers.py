@@ -1,6 +1,7 @@
 """Answers: results and errors as JSON, and the harakiri deadline turned into a 504."""
 
 import json
+import math
 import os
 import signal
 
@@ -20,6 +21,7 @@ from modelserver.endpoints import Signature
 from modelserver.limits import BODY_TOO_LARGE
 
 JSON_TYPE = "application/json"
+PLAIN_NUMBERS = frozenset({float, int})  # not bool, numpy or other subclasses
 
 # uwsgi.ini's harakiri-graceful-signal: uWSGI sends it to a worker whose request ran past
 # harakiri, a few seconds before it kills the worker.
@@ -31,6 +33,9 @@ DEADLINE_SIGNAL = signal.SIGSYS
 def result_response(sig: Signature, result: object) -> Response:
     """{"result": ...} as JSON: numpy values become plain numbers and lists; NaN, Infinity or
     a value JSON cannot hold is the function's fault, a 500 naming it, with a log line."""
+    if type(result) in PLAIN_NUMBERS and math.isfinite(result):
+        # What json.dumps writes for a finite float or an int (their repr), without it.
+        return JSONResponse(f'{{"result": {result!r}}}\n', 200, content_type=JSON_TYPE)
     try:
         return json_response({"result": result})
     except (TypeError, ValueError) as error:

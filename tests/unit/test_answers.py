@@ -1,0 +1,42 @@
+"""Answers written directly (a plain number's repr) have json.dumps' bytes: the same body for
+every float and int, and NaN, Infinity and the rest still go the checked way."""
+
+import json
+
+import pytest
+from flask import Flask
+from hypothesis import given
+from hypothesis import strategies as st
+
+from modelserver.answers import json_response, result_response
+from modelserver.endpoints import signature_of
+
+
+@pytest.fixture(scope="module")
+def sig():
+    def half(x: float) -> float:
+        return x / 2
+
+    return signature_of("half", half)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**63 - 1))
+def test_a_plain_number_has_the_bytes_json_gives_it(sig, number):
+    response = result_response(sig, number)
+    assert response.status_code == 200
+    assert response.get_data() == json_response({"result": number}).get_data()
+    assert response.get_data() == (json.dumps({"result": number}) + "\n").encode()
+    assert response.content_type == "application/json"
+
+
+@pytest.mark.parametrize("value", [True, [1.5], {"a": 1}, "text"])
+def test_other_results_are_json(sig, value):
+    assert json.loads(result_response(sig, value).get_data()) == {"result": value}
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_nan_and_infinity_are_the_functions_fault(sig, value):
+    with Flask(__name__).test_request_context(), pytest.raises(Exception) as raised:
+        result_response(sig, value)
+    assert raised.value.code == 500
+    assert "half returned a result that JSON cannot carry" in raised.value.description
