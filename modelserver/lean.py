@@ -6,6 +6,10 @@ from flask import Flask, Request
 from flask.sessions import NullSession, SessionInterface
 from werkzeug.routing import MapAdapter
 
+# Hosts whose server name (lower case, IDNA) is remembered; past this many the memory is
+# emptied, so clients sending made-up Host headers cannot grow it.
+MAX_HOSTS = 256
+
 
 class NoSessions(SessionInterface):
     """The app keeps no session: every request shares one empty, read-only session instead of
@@ -20,14 +24,24 @@ class NoSessions(SessionInterface):
         return None
 
 
+class LeanRequest(Request):
+    """Flask's request, closing its uploaded files only when it has parsed some."""
+
+    def close(self) -> None:
+        if self.__dict__.get("files"):
+            super().close()
+
+
 class App(Flask):
     """The Flask app: the same routing, hooks and errors, with less done per request."""
 
     session_interface = NoSessions()
+    request_class = LeanRequest
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.sync_functions: dict[Callable, Callable] = {}
+        self.server_names: dict[str, str] = {}
 
     def ensure_sync(self, func: Callable) -> Callable:
         """Flask's answer for each view and hook, remembered: it asks inspect whether the
@@ -44,8 +58,9 @@ class App(Flask):
         if request is None or not self.plain_routing():
             return super().create_url_adapter(request)
         environ = request.environ
-        return self.url_map.bind(
-            environ.get("HTTP_HOST") or environ["SERVER_NAME"],
+        return MapAdapter(
+            self.url_map,
+            self.server_name(environ.get("HTTP_HOST") or environ["SERVER_NAME"]),
             script_name=environ.get("SCRIPT_NAME") or "/",
             subdomain=self.url_map.default_subdomain or "",
             url_scheme=environ["wsgi.url_scheme"],
@@ -53,6 +68,16 @@ class App(Flask):
             path_info=wsgi_text(environ.get("PATH_INFO", "")),
             query_args=wsgi_text(environ.get("QUERY_STRING", "")),
         )
+
+    def server_name(self, host: str) -> str:
+        """The server name Map.bind makes of host (BadHost for one it cannot encode),
+        remembered: its IDNA codec is most of the binding's cost."""
+        found = self.server_names.get(host)
+        if found is None:
+            if len(self.server_names) >= MAX_HOSTS:
+                self.server_names.clear()
+            found = self.server_names[host] = self.url_map.bind(host).server_name
+        return found
 
     def plain_routing(self) -> bool:
         config = self.config
