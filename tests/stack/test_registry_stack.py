@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers import upload
 from helpers.user_cases import IMAGE_FORMS, JSON, PARAMS, check, image_case, rows
 from modelserver.limits import MAX_BATCH
 
@@ -38,9 +39,7 @@ def test_vectorised_batch_against_a_per_row_loop(user_stack, figure):
 @pytest.mark.parametrize("form", IMAGE_FORMS)
 def test_image_parameter_stack(user_stack, form):
     body, content_type, expected = image_case(form)
-    status, headers, answer = user_stack.request(
-        "POST", "/size", body, {"Content-Type": content_type}
-    )
+    status, headers, answer = upload(user_stack, "/size", body, content_type)
     check(status, headers, answer, 200, expected)
 
 
@@ -50,8 +49,6 @@ def test_a_users_image_function_takes_a_photo_of_several_mb(user_stack):
     buffer = io.BytesIO()
     Image.fromarray(noise).save(buffer, "PNG")
     assert len(buffer.getvalue()) > 2 * 1024 * 1024
-    status, _, answer = user_stack.request(
-        "POST", "/size", buffer.getvalue(), {"Content-Type": "image/png"}
-    )
+    status, _, answer = upload(user_stack, "/size", buffer.getvalue(), "image/png")
     assert status == 200, answer
     assert json.loads(answer) == {"result": {"width": 1000, "height": 1000, "mode": "RGB"}}
