@@ -1,16 +1,16 @@
 """A request's arguments: from the query string, a JSON body or a multipart form."""
 
 import json
-import re
 
 from flask import request
 from pydantic import ValidationError
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from modelserver.answers import shorten
+from modelserver.complaints import complaint, oversized_int, pydantic_problem
 from modelserver.endpoints import Signature
 from modelserver.files import File
-from modelserver.hints import INT64_RANGE, Param
+from modelserver.hints import Param
 from modelserver.images import IMAGE_TYPES, ImageUpload, decode_field, decode_upload
 from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES
 from modelserver.query import query_texts
@@ -163,61 +163,12 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
             raise BadRequest(
                 f"{where}{name} holds a number that overflows a 64-bit float"
             ) from None
-        return param.adapter.validate_json(text, strict=True)
+        value = param.adapter.validate_json(text, strict=True)
     except ValidationError as error:
         raise BadRequest(f"{where}{complaint(name, error.errors()[0])}") from None
-
-
-# pydantic's error types -> how the contract words them.
-COMPLAINTS = {
-    "float_type": "must be a number",
-    "int_type": "must be an integer",
-    "bool_type": "must be true or false",
-    "string_type": "must be a string",
-    "list_type": "must be a list",
-    "finite_number": "overflows a 64-bit float",
-    "missing": "is missing",
-    "extra_forbidden": "is not a field of it",
-}
-# JSON_INT's bounds are those of a 64-bit integer; a Field(ge=...) of a function's own says its
-# bound in pydantic's words.
-INT64_BOUNDS = {"greater_than_equal": -(2**63), "less_than_equal": 2**63 - 1}
-
-
-def complaint(name: str, error: dict) -> str:
-    """'a[1] must be a number, got "x"', 'items[2].when is missing' from one pydantic error of
-    parameter `name` ("" for a model that is the whole body)."""
-    where = field_path(name, error["loc"])
-    value = error.get("input")
-    if error["type"] == "float_type" and type(value) is int:  # more digits than a float holds
-        return f"{where} overflows a 64-bit float"
-    problem = pydantic_problem(error)
-    if error["type"] in ("finite_number", "missing", "extra_forbidden"):
-        return f"{where} {problem}"
-    return f"{where} {problem}, got {shorten(json.dumps(value, default=repr))}"
-
-
-def field_path(name: str, loc: tuple) -> str:
-    """("items", 2, "when") of parameter "order" -> "order.items[2].when"."""
-    path = name
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
-    return path or "the body"
-
-
-# pydantic's own words, in the contract's: "Input should be a valid date" -> "must be ...".
-SHOULD = re.compile(r"^\w+ should ")
-
-
-def pydantic_problem(error: dict) -> str:
-    if error["type"] in COMPLAINTS:
-        return COMPLAINTS[error["type"]]
-    if INT64_BOUNDS.get(error["type"], 0.5) in error.get("ctx", {}).values():
-        return INT64_RANGE
-    message = error["msg"]
-    if SHOULD.match(message):
-        return SHOULD.sub("must ", message, count=1)
-    return "is not valid: " + message.removeprefix("Value error, ")
+    if param.nested_ints and (too_big := oversized_int(name, value)):
+        raise BadRequest(f"{where}{too_big}")
+    return value
 
 
 def columns_rows(sig: Signature, body: dict) -> list[list]:

@@ -172,6 +172,7 @@ class Param:
     whole_body: bool = False  # a lone BaseModel parameter: the JSON body is the model
     upload: type | None = None  # Image.Image, bytes or File: from the body or a form's part
     many: bool = False  # list[File]: every part of its name, as one list
+    nested_ints: bool = False  # ints JSON_INT does not hold (in a model, a list of lists)
 
     @property
     def required(self) -> bool:
@@ -242,7 +243,8 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
     adapter = json_adapter(where, hint | None if optional else hint)
     if kind is None:
         kind = Kind(type_name(hint), None, None, {})
-    return Param(name, kind, is_list, optional, default, adapter, True)
+    nested_ints = holds_int(adapter.core_schema)
+    return Param(name, kind, is_list, optional, default, adapter, True, nested_ints=nested_ints)
 
 
 def is_model(hint: object) -> bool:
@@ -272,6 +274,21 @@ def json_adapter(where: str, hint: object) -> TypeAdapter:
             f"{where}: type hint {hint!r} is not supported: pydantic cannot validate it "
             f"({reason}); use one of {SUPPORTED}"
         ) from error
+
+
+# Parts of a core schema that hold values or Python objects, not schemas.
+NOT_SCHEMAS = frozenset({"cls", "config", "default", "expected", "metadata", "serialization"})
+
+
+def holds_int(schema: object) -> bool:
+    """Whether a pydantic core schema has an int in it, however deep (a model's field)."""
+    if isinstance(schema, list):
+        return any(holds_int(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    if schema.get("type") == "int":
+        return True
+    return any(holds_int(v) for k, v in schema.items() if k not in NOT_SCHEMAS)
 
 
 def upload_param(where: str, name: str, hint: object, optional: bool, default: object):

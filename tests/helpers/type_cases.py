@@ -115,6 +115,8 @@ CASES = [
     # A tuple.
     ("POST", "/span", '{"pair": [1, 5]}', JSON, 200, 4),
     ("POST", "/span", '{"pair": [1]}', JSON, 400, ("pair[1] is missing",)),
+    # An int at any depth is held to 64 bits, as a parameter's own is.
+    ("POST", "/span", '{"pair": [1, 18446744073709551616]}', JSON, 400, ("pair[1] ", "64-bit")),
     # A model is the whole body; a list of them is a batch; errors name the field path.
     ("POST", "/receipt", json.dumps(ORDER), JSON, 200, RECEIPT),
     ("POST", "/receipt", json.dumps([ORDER, ORDER]), JSON, 200, [RECEIPT, RECEIPT]),
@@ -128,6 +130,14 @@ CASES = [
         ("items[0].quantity", "greater than or equal to 1"),
     ),
     ("POST", "/receipt", order_with(0, "name", None), JSON, 400, ("items[0].name is missing",)),
+    (
+        "POST",
+        "/receipt",
+        order_with(1, "quantity", 2**64),
+        JSON,
+        400,
+        ("items[1].quantity must be a 64-bit integer", "18446744073709551616"),
+    ),
     (
         "POST",
         "/receipt",
@@ -158,6 +168,14 @@ CASES = [
         JSON,
         400,
         ("label.size", "integer"),
+    ),
+    (
+        "POST",
+        "/place",
+        '{"point": {"x": 1, "y": 2}, "label": {"text": "a", "size": -9223372036854775809}}',
+        JSON,
+        400,
+        ("label.size must be a 64-bit integer",),
     ),
     # Results pydantic serializes, numpy inside; a NaN in one is still the function's 500.
     (

@@ -1,0 +1,93 @@
+"""How a value a client sent is said to be wrong: pydantic's complaints in the contract's words,
+with the field's path (items[2].when), and the integers past 64 bits that pydantic lets by."""
+
+import dataclasses
+import json
+import re
+
+from pydantic import BaseModel
+
+from modelserver.answers import shorten
+from modelserver.hints import INT64, INT64_RANGE
+
+# pydantic's error types -> how the contract words them.
+COMPLAINTS = {
+    "float_type": "must be a number",
+    "int_type": "must be an integer",
+    "bool_type": "must be true or false",
+    "string_type": "must be a string",
+    "list_type": "must be a list",
+    "finite_number": "overflows a 64-bit float",
+    "missing": "is missing",
+    "extra_forbidden": "is not a field of it",
+}
+# JSON_INT's bounds are those of a 64-bit integer; a Field(ge=...) of a function's own says its
+# bound in pydantic's words.
+INT64_BOUNDS = {"greater_than_equal": -(2**63), "less_than_equal": 2**63 - 1}
+
+
+def complaint(name: str, error: dict) -> str:
+    """'a[1] must be a number, got "x"', 'items[2].when is missing' from one pydantic error of
+    parameter `name` ("" for a model that is the whole body)."""
+    where = field_path(name, error["loc"])
+    value = error.get("input")
+    if error["type"] == "float_type" and type(value) is int:  # more digits than a float holds
+        return f"{where} overflows a 64-bit float"
+    problem = pydantic_problem(error)
+    if error["type"] in ("finite_number", "missing", "extra_forbidden"):
+        return f"{where} {problem}"
+    return f"{where} {problem}, got {shorten(json.dumps(value, default=repr))}"
+
+
+def field_path(name: str, loc: tuple) -> str:
+    """("items", 2, "when") of parameter "order" -> "order.items[2].when"."""
+    path = name
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path or "the body"
+
+
+# pydantic's own words, in the contract's: "Input should be a valid date" -> "must be ...".
+SHOULD = re.compile(r"^\w+ should ")
+
+
+def pydantic_problem(error: dict) -> str:
+    if error["type"] in COMPLAINTS:
+        return COMPLAINTS[error["type"]]
+    if INT64_BOUNDS.get(error["type"], 0.5) in error.get("ctx", {}).values():
+        return INT64_RANGE
+    message = error["msg"]
+    if SHOULD.match(message):
+        return SHOULD.sub("must ", message, count=1)
+    return "is not valid: " + message.removeprefix("Value error, ")
+
+
+def oversized_int(name: str, value: object) -> str | None:
+    """'m[0][1] must be a 64-bit integer ...' for the first int of a validated value past 64 bits
+    (in a list of lists, a dict, a model's field), or None. JSON_INT holds a parameter's own ints
+    and lists of them; pydantic reuses a model's own validator, so deeper ones are looked for."""
+    found = int_past_64_bits(value, ())
+    if found is None:
+        return None
+    loc, number = found
+    return f"{field_path(name, loc)} {INT64_RANGE}, got {shorten(str(number))}"
+
+
+def int_past_64_bits(value: object, loc: tuple) -> tuple[tuple, int] | None:
+    if type(value) is int:
+        return None if INT64[0] <= value <= INT64[1] else (loc, value)
+    if isinstance(value, dict):
+        items = [*((key, key) for key in value), *value.items()]  # dict[int, ...]'s keys too
+    elif isinstance(value, list | tuple | set | frozenset):
+        items = enumerate(value)
+    elif isinstance(value, BaseModel):
+        items = ((field, getattr(value, field)) for field in type(value).model_fields)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        items = ((field.name, getattr(value, field.name)) for field in dataclasses.fields(value))
+    else:
+        return None
+    for key, item in items:
+        found = int_past_64_bits(item, (*loc, key))
+        if found is not None:
+            return found
+    return None
