@@ -289,8 +289,10 @@ def upload_body(sig: Signature) -> dict:
         binary = {"schema": BINARY}
         if uploads[0].is_image:
             content = {"image/png": binary, "image/jpeg": binary, **content}
-        else:  # any Content-Type at all; this one gives /docs its file picker
+        elif uploads[0].upload is bytes:  # any Content-Type at all; /docs offers a file picker
             content = {"application/octet-stream": binary, **content}
+        else:  # a File: the form first, which gives it a filename and a type in /docs too
+            content = {**content, "application/octet-stream": binary}
     return {"required": True, "content": content}
 
 

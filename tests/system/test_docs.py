@@ -6,7 +6,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from helpers import ARTIFACTS, SERVED_APP, record_figure, usermodels
+from deploy.localstack import Stack
+from helpers import ARTIFACTS, SERVED_APP, record_figure, usermodels, uwsgi_app
 from helpers.keys import keyed_stack
 
 
@@ -58,5 +59,59 @@ def test_the_docs_offer_to_authorize(browser, keyed):
         page = context.new_page()
         page.goto(f"{keyed.url}/docs")
         expect(page.locator("button.authorize")).to_be_visible()
+    finally:
+        context.close()
+
+
+@pytest.fixture(scope="module")
+def typed():
+    """The stack serving functions of every type (tests/helpers/typed_models.py)."""
+    with Stack(uwsgi_args=uwsgi_app("testapps:typed_app"), exempt=("127.0.0.1",)) as stack:
+        yield stack
+
+
+def test_the_docs_show_a_stream_arriving_item_by_item(browser, typed):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{typed.url}/docs")
+        operation = page.locator("#operations-default-get_count")
+        operation.locator(".opblock-summary").click()
+        operation.locator("input[placeholder='n']").fill("6")
+        operation.locator("input[placeholder='every']").fill("0.6")
+        operation.locator("button.execute").click()
+        panel = page.locator("#stream")
+        # The first item shows while the function is still making the others (3 s in all)...
+        expect(panel.locator("pre")).to_contain_text('{"result": 0}', timeout=2_500)
+        expect(panel.locator(".state")).to_have_text("streaming…")
+        assert '{"result": 5}' not in panel.locator("pre").inner_text()
+        # ...and the last at its end, a line each, with Swagger UI's own view of the whole.
+        expect(panel.locator(".state")).to_have_text("the stream ended", timeout=10_000)
+        lines = panel.locator("pre").inner_text().strip().splitlines()
+        assert [line.split("  ", 1)[1] for line in lines] == [
+            f'{{"result": {i}}}' for i in range(6)
+        ]
+        seconds = [float(line.split(" ", 1)[0].strip("+")) for line in lines]
+        assert seconds[-1] - seconds[0] > 2.0, seconds  # they came apart, not all at the end
+        answer = operation.locator(".live-responses-table .response-col_description pre").first
+        expect(answer).to_contain_text('{"result": 5}')
+    finally:
+        context.close()
+
+
+def test_the_docs_offer_a_file_picker_for_a_file_parameter(browser, typed):
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(f"{typed.url}/docs")
+        operation = page.locator("#operations-default-post_describe")
+        operation.locator(".opblock-summary").click()
+        picker = operation.locator("input[type=file]")
+        expect(picker).to_be_visible(timeout=10_000)
+        picker.set_input_files({"name": "a.csv", "mimeType": "text/csv", "buffer": b"x,y\n1,2\n"})
+        operation.locator("button.execute").click()
+        answer = operation.locator(".live-responses-table .response-col_description pre").first
+        expect(answer).to_contain_text('"filename": "a.csv"', timeout=10_000)
+        expect(answer).to_contain_text('"bytes": 8')
     finally:
         context.close()

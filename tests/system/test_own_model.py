@@ -18,6 +18,7 @@ from modelserver.loading import loaders_of
 from registry import ENDPOINTS
 
 PYTHON = str(PROJECT / ".venv" / "bin" / "python")
+README = PROJECT / "README.md"
 RUFF = str(PROJECT / ".venv" / "bin" / "ruff")
 REGISTRY_START = "ENDPOINTS: dict[str, Callable | Endpoint] = {\n"
 EMPTY_REGISTRY = "ENDPOINTS: dict[str, Callable | Endpoint] = {}\n"  # the demos removed
@@ -34,9 +35,28 @@ def add_to_registry(registry: Path, block: str) -> None:
     text = registry.read_text().replace(EMPTY_REGISTRY, REGISTRY_START + "}\n")
     framework = re.search(r"^from modelserver\.endpoints import .*\n", text, re.M)
     assert framework, "registry.py imports nothing from modelserver.endpoints"
-    text = text.replace(framework.group(0), "\n".join(imports) + "\n")
+    registry.write_text(text.replace(framework.group(0), "\n".join(imports) + "\n"))
+    add_entry(registry, entries[0].strip())
+
+
+# The registry line of the README's step 5, written inline.
+STREAM_ENTRY = re.compile(r'^   `("iris-stream": serve\(.*\),)` in `ENDPOINTS`', re.M)
+
+
+def add_entry(registry: Path, entry: str) -> None:
+    """One more line at the end of ENDPOINTS."""
+    text = registry.read_text()
     end = text.index("\n}\n", text.index(REGISTRY_START)) + 1
-    registry.write_text(text[:end] + "\n".join(entries) + "\n" + text[end:])
+    registry.write_text(text[:end] + "    " + entry + "\n" + text[end:])
+
+
+def stream(url: str, body: object) -> tuple[int, str, list]:
+    """POST body; the status, the type and the JSON value of each line of the answer."""
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return response.status, response.headers["Content-Type"], list(map(json.loads, response))
 
 
 def post(url: str, body: object) -> tuple[int, object]:
@@ -55,8 +75,11 @@ def get(url: str) -> tuple[int, object]:
 def test_the_readme_example_serves_an_iris_classifier(tmp_path):
     app = copy_checkout(tmp_path / "app")
     (app / "train_iris.py").write_text(doc_block("train_iris.py"))
-    (app / "iris.py").write_text(doc_block("iris.py"))
+    # Step 5, the streamed answer: its import, its function, its line in ENDPOINTS.
+    iris = "from collections.abc import Iterator\n" + doc_block("iris.py")
+    (app / "iris.py").write_text(iris + "\n\n" + doc_block("iris_stream.py"))
     add_to_registry(app / "registry.py", doc_block("registry.py"))
+    add_entry(app / "registry.py", STREAM_ENTRY.search(README.read_text()).group(1))
     # What the user wrote passes the project's checks as it stands.
     files = ["train_iris.py", "iris.py", "registry.py"]
     for check in (["check"], ["format", "--check"]):
@@ -78,6 +101,11 @@ def test_the_readme_example_serves_an_iris_classifier(tmp_path):
         item = document["paths"]["/iris"]["post"]["requestBody"]["content"]["application/json"]
         one = item["schema"]["anyOf"][0]
         assert one["properties"]["features"] == {"type": "array", "items": {"type": "number"}}
+        status, content_type, lines = stream(
+            f"{url}/iris-stream", {"features": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+        )
+        assert (status, content_type) == (200, "application/x-ndjson")
+        assert lines == [{"result": "setosa"}, {"result": "virginica"}]
         with pytest.raises(urllib.error.HTTPError) as refused:
             post(f"{url}/iris", [{"features": [1, 2]}])
         assert refused.value.code == 400
