@@ -2,6 +2,7 @@
 function of the registry and calls it. A user's functions, not the demos."""
 
 import re
+from contextlib import contextmanager
 
 import pytest
 from playwright.sync_api import expect
@@ -70,13 +71,27 @@ def typed():
         yield stack
 
 
-def test_the_docs_show_a_stream_arriving_item_by_item(browser, typed):
+@contextmanager
+def operation_of(browser, stack, operation_id: str):
+    """The page, and one operation of /docs opened, ready to try; the browser's context closed
+    after."""
     context = browser.new_context(viewport={"width": 1200, "height": 900})
     try:
         page = context.new_page()
-        page.goto(f"{typed.url}/docs")
-        operation = page.locator("#operations-default-get_count")
+        page.goto(f"{stack.url}/docs")
+        operation = page.locator(f"#operations-default-{operation_id}")
         operation.locator(".opblock-summary").click()
+        yield page, operation
+    finally:
+        context.close()
+
+
+def answer_of(operation):
+    return operation.locator(".live-responses-table .response-col_description pre").first
+
+
+def test_the_docs_show_a_stream_arriving_item_by_item(browser, typed):
+    with operation_of(browser, typed, "get_count") as (page, operation):
         operation.locator("input[placeholder='n']").fill("6")
         operation.locator("input[placeholder='every']").fill("0.6")
         operation.locator("button.execute").click()
@@ -93,25 +108,14 @@ def test_the_docs_show_a_stream_arriving_item_by_item(browser, typed):
         ]
         seconds = [float(line.split(" ", 1)[0].strip("+")) for line in lines]
         assert seconds[-1] - seconds[0] > 2.0, seconds  # they came apart, not all at the end
-        answer = operation.locator(".live-responses-table .response-col_description pre").first
-        expect(answer).to_contain_text('{"result": 5}')
-    finally:
-        context.close()
+        expect(answer_of(operation)).to_contain_text('{"result": 5}')
 
 
 def test_the_docs_offer_a_file_picker_for_a_file_parameter(browser, typed):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    try:
-        page = context.new_page()
-        page.goto(f"{typed.url}/docs")
-        operation = page.locator("#operations-default-post_describe")
-        operation.locator(".opblock-summary").click()
+    with operation_of(browser, typed, "post_describe") as (_, operation):
         picker = operation.locator("input[type=file]")
         expect(picker).to_be_visible(timeout=10_000)
         picker.set_input_files({"name": "a.csv", "mimeType": "text/csv", "buffer": b"x,y\n1,2\n"})
         operation.locator("button.execute").click()
-        answer = operation.locator(".live-responses-table .response-col_description pre").first
-        expect(answer).to_contain_text('"filename": "a.csv"', timeout=10_000)
-        expect(answer).to_contain_text('"bytes": 8')
-    finally:
-        context.close()
+        expect(answer_of(operation)).to_contain_text('"filename": "a.csv"', timeout=10_000)
+        expect(answer_of(operation)).to_contain_text('"bytes": 8')
