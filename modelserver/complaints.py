@@ -23,7 +23,7 @@ COMPLAINTS = {
 }
 # JSON_INT's bounds are those of a 64-bit integer; a Field(ge=...) of a function's own says its
 # bound in pydantic's words.
-INT64_BOUNDS = {"greater_than_equal": -(2**63), "less_than_equal": 2**63 - 1}
+INT64_BOUNDS = {"greater_than_equal": INT64[0], "less_than_equal": INT64[1]}
 
 
 def complaint(name: str, error: dict) -> str:
