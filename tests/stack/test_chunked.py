@@ -4,23 +4,17 @@ Java, Go) reach the app whole: the same answers as with a Content-Length, the sa
 import http.client
 import io
 import json
-import time
 
 import pytest
 from PIL import Image
 
-from helpers import assert_json_error, multipart
+from helpers import assert_json_error, multipart, one_after_another
 
 
 def send(stack, path: str, body: bytes, content_type: str, chunked: bool) -> tuple:
-    """POST body through nginx, chunked in pieces of 1000 bytes, or with a Content-Length. An
-    upload sent the instant the last one's answer arrived may find its place in the per-client
-    count still taken (helpers.upload): one 429, then a second try."""
-    answer = send_once(stack, path, body, content_type, chunked)
-    if answer[0] == 429:
-        time.sleep(0.2)
-        answer = send_once(stack, path, body, content_type, chunked)
-    return answer
+    """POST body through nginx, chunked in pieces of 1000 bytes, or with a Content-Length; one
+    upload after another (helpers.one_after_another)."""
+    return one_after_another(lambda: send_once(stack, path, body, content_type, chunked))
 
 
 def send_once(stack, path: str, body: bytes, content_type: str, chunked: bool) -> tuple:

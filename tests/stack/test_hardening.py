@@ -20,7 +20,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from deploy.localstack import PROJECT, SITE_ROOT, Stack, process_tree
-from helpers import SERVED_APP, assert_json_error, multipart, wait_for
+from helpers import SERVED_APP, assert_json_error, multipart, one_after_another, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -136,15 +136,8 @@ def upload_request(content_type: str, body: bytes, length: int | None = None) ->
 
 
 def upload(stack: Stack, body: bytes, content_type: str, address: str = "127.0.0.1") -> tuple:
-    """POST /size from address. nginx frees an upload's place in the per-client count just
-    after its answer leaves, so an upload sent the instant the last one ended may find it still
-    taken: one 429 (with Retry-After) then, and a second try."""
-    for _ in range(2):
-        answer = exchange(stack, upload_request(content_type, body), address)
-        if answer[0] != 429:
-            break
-        time.sleep(0.2)
-    return answer
+    """POST /size from address, one upload after another (helpers.one_after_another)."""
+    return one_after_another(lambda: exchange(stack, upload_request(content_type, body), address))
 
 
 @pytest.mark.parametrize("spelling", SPELLINGS, ids=list(SPELLINGS))
