@@ -6,11 +6,13 @@
 const STREAM_TYPES = ["application/x-ndjson", "text/event-stream"];
 
 // Whether the document says this call answers a stream (a generator's items, as they come).
-function answersStream(spec, request) {
+function answersStream(request) {
   const path = new URL(request.url, window.location.href).pathname;
-  const operation = spec.paths?.[path]?.[request.method.toLowerCase()];
-  const content = operation?.responses?.["200"]?.content ?? {};
-  return STREAM_TYPES.some((type) => type in content);
+  const method = (request.method ?? "GET").toLowerCase(); // the document's own fetch has none
+  const content = window.ui.specSelectors
+    .specJson()
+    .getIn(["paths", path, method, "responses", "200", "content"]);
+  return content !== undefined && STREAM_TYPES.some((type) => content.has(type));
 }
 
 // The panel where a stream's lines appear as they arrive, each with its time since the call.
@@ -22,7 +24,8 @@ function streamPanel(request) {
     document.body.append(panel);
   }
   const title = document.createElement("h2");
-  title.textContent = `${request.method} ${new URL(request.url).pathname}${new URL(request.url).search}`;
+  const url = new URL(request.url, window.location.href);
+  title.textContent = `${request.method} ${url.pathname}${url.search}`;
   const lines = document.createElement("pre");
   const state = document.createElement("p");
   state.className = "state";
@@ -57,8 +60,7 @@ async function showStream(body, request) {
 // arrive, and Swagger UI gets the whole of it as before.
 async function fetchShowingStreams(url, request) {
   const response = await fetch(url, request);
-  const spec = window.ui.specSelectors.specJson().toJS();
-  if (!response.ok || !response.body || !answersStream(spec, request)) return response;
+  if (!response.ok || !response.body || !answersStream(request)) return response;
   const [shown, kept] = response.body.tee();
   showStream(shown, request);
   const { status, statusText, headers } = response;
