@@ -48,7 +48,7 @@ def call_timed(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> 
         seconds = time.perf_counter() - start
         model = sig.model or sig.name
         size = len(rows) if batch else None
-        metrics.observe_model(current_app.extensions["metrics"], model, sig.name, size, seconds)
+        metrics.observe_model(model, sig.name, size, seconds)
 
 
 def call_batched(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> object:
@@ -62,10 +62,9 @@ def call_batched(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -
     )
     seconds = time.perf_counter() - pending.started
     wait = pending.started - pending.arrived
-    registry = current_app.extensions["metrics"]
     size = len(rows) if batch else None
-    metrics.observe_model(registry, sig.model or sig.name, sig.name, size, seconds)
-    metrics.observe_batching(registry, sig.name, pending.batch_items or None, wait)
+    metrics.observe_model(sig.model or sig.name, sig.name, size, seconds)
+    metrics.observe_batching(sig.name, pending.batch_items or None, wait)
     if pending.error is not None:
         raise pending.error
     return pending.results if batch else pending.results[0]

@@ -15,12 +15,11 @@ MODELSERVER_METRICS=0 turns all of it off: nothing is counted and /metrics is 40
 import bisect
 import os
 import shutil
-import struct
 import threading
 import time
 from collections.abc import Callable
 
-from flask import Flask, Response, request
+from flask import Flask, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -66,12 +65,7 @@ DURATION_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
 # Any other method token a client sends is counted as "other": labels stay few.
 METHODS = frozenset({"GET", "HEAD", "POST", "OPTIONS", "PUT", "DELETE", "PATCH"})
-START = "modelserver.start"  # the request's start time, in its WSGI environ
-CALLS = "modelserver.calls"  # the model calls a request made, in its WSGI environ
-BATCHING = "modelserver.batching"  # a batched request's wait and the batch it formed, likewise
 # A request's wait for its batch: from none (it came to a free model) to well past a delay.
-# A value as it is stored in prometheus_client's multiprocess files (mmap_dict.py).
-PACK_DOUBLE = struct.Struct("d").pack
 WAIT_BUCKETS = (0.0001, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30)
 
 
@@ -103,10 +97,9 @@ class Metrics:
     """The service's metrics; one per app."""
 
     def __init__(self, registry: CollectorRegistry | None):
-        self.children = {}  # see child()
+        self.in_files = registry is None  # values in the worker's files
+        self.slots = {}  # see slot()
         self.answers = {}  # see answer()
-        self.fast = registry is None  # values in the worker's files
-        self.bump = bump_in_file if self.fast else bump_in_memory
         self.requests = Counter(
             "modelserver_requests",
             "HTTP requests answered by the app, by endpoint, method and status.",
@@ -167,80 +160,109 @@ class Metrics:
             registry=registry,
         )
 
-    def child(self, metric, *labels: str):
-        """metric.labels(*labels), remembered: labels() takes a lock and builds its key."""
+    def slot(self, metric, *labels: str):
+        """Where one child of metric (metric.labels(*labels)) is counted, remembered: labels()
+        takes a lock and builds its key. Under uWSGI, indexes into this worker's file."""
         key = (metric._name, labels)
-        found = self.children.get(key)
+        found = self.slots.get(key)
         if found is None:
-            found = self.children[key] = metric.labels(*labels)
+            child = metric.labels(*labels)
+            found = self.slots[key] = in_file(child) if self.in_files else child
         return found
 
     def answer(self, endpoint: str, method: str, status: int) -> tuple:
-        """The request counter's value and the duration histogram of one kind of answer,
-        remembered: found with one lookup per request."""
+        """The request counter and duration histogram of one kind of answer, remembered: found
+        with one lookup per request."""
         found = self.answers[endpoint, method, status] = (
-            self.child(self.requests, endpoint, method, str(status))._value,
-            self.child(self.duration, endpoint),
+            self.slot(self.requests, endpoint, method, str(status)),
+            self.slot(self.duration, endpoint),
         )
         return found
 
     def write(
         self, endpoint: str, method: str, status: int, seconds: float, calls, batching=()
     ) -> None:
-        """A request's counts and times, into the values behind the metrics' children."""
+        """A request's counts and times, all at once."""
         with WRITING:
+            self.check_fork()
             count, duration = self.answers.get((endpoint, method, status)) or self.answer(
                 endpoint, method, status
             )
-            if self.fast:
-                fresh_after_fork(count)
-            self.bump(count, 1)
-            self.observe(duration, seconds)
+            count.inc(1.0)
+            duration.observe(seconds)
             for model, name, batch, model_seconds in calls:
-                self.observe(self.child(self.model_duration, model), model_seconds)
+                self.slot(self.model_duration, model).observe(model_seconds)
                 if batch is not None:
-                    self.observe(self.child(self.batch_size, name), batch)
+                    self.slot(self.batch_size, name).observe(batch)
             for name, formed, wait in batching:
-                self.observe(self.child(self.batch_wait, name), wait)
+                self.slot(self.batch_wait, name).observe(wait)
                 if formed is not None:
-                    self.observe(self.child(self.formed_batch_size, name), formed)
+                    self.slot(self.formed_batch_size, name).observe(formed)
 
-    def observe(self, histogram, amount: float) -> None:
-        """Histogram.observe, through bump: the sum, and the first bucket that holds amount."""
-        self.bump(histogram._sum, amount)
-        self.bump(histogram._buckets[bisect.bisect_left(histogram._upper_bounds, amount)], 1)
+    def count(self, counter, *labels: str) -> None:
+        """One more of a counter's child, outside a request's writes (a stream's failure)."""
+        with WRITING:
+            self.check_fork()
+            self.slot(counter, *labels).inc(1.0)
+
+    def check_fork(self) -> None:
+        """In a newly forked worker, slots in its own files, not the master's."""
+        if self.in_files and WORKER[0] != worker_key():
+            WORKER[0] = worker_key()
+            self.slots.clear()
+            self.answers.clear()
 
 
-def bump_in_file(value, amount: float) -> None:
-    """A multiprocess value's inc(), less its lock and its fork check on every write (a worker
-    answers one request at a time, and fresh_after_fork() checks once per request), and less
-    the library's two calls to write it: the new value goes straight to its 8 bytes of the
-    worker's file, where the library put it on its first write (its timestamp stays 0.0)."""
-    value._value += amount
+class FileCounter:
+    """A counter child of prometheus_client's multiprocess mode, counted straight into its 8
+    bytes of the worker's file: the library's inc() takes a lock, checks for a fork and packs
+    the value and a timestamp on every call. The file then holds the only current value (the
+    child's own copy is no longer kept up to date; nothing reads it)."""
+
+    __slots__ = ("view", "index")
+
+    def __init__(self, value):
+        self.view, self.index = where(value)
+
+    def inc(self, amount: float) -> None:
+        self.view[self.index] += amount
+
+
+class FileHistogram:
+    """A histogram child likewise: its sum and the first bucket that holds the amount, as
+    Histogram.observe() adds them."""
+
+    __slots__ = ("view", "sum", "buckets", "bounds")
+
+    def __init__(self, child):
+        self.view, self.sum = where(child._sum)
+        self.buckets = [where(bucket)[1] for bucket in child._buckets]
+        self.bounds = child._upper_bounds
+
+    def observe(self, amount: float) -> None:
+        view = self.view
+        view[self.sum] += amount
+        view[self.buckets[bisect.bisect_left(self.bounds, amount)]] += 1.0
+
+
+def in_file(child) -> FileCounter | FileHistogram:
+    return FileHistogram(child) if hasattr(child, "_buckets") else FileCounter(child._value)
+
+
+def where(value) -> tuple[memoryview, int]:
+    """A multiprocess value's file as 8-byte doubles, and the index of the value in them. The
+    library places every value it creates (the file's entries are 8-byte aligned) and, when the
+    file outgrows its mapping, maps it again larger: a view of the old mapping stays valid for
+    the values it holds. get() first, so a value created before a fork moves to this worker's
+    file, as the library's inc() would do."""
+    value.get()
     file = value._file
-    position = file._positions.get(value._key)
-    if position is None:
-        file.write_value(value._key, value._value, 0.0)
-    else:
-        file._m[position : position + 8] = PACK_DOUBLE(value._value)
+    return memoryview(file._m).cast("d"), file._positions[value._key] // 8
 
 
-def bump_in_memory(value, amount: float) -> None:
-    value.inc(amount)
-
-
-WORKER = [None]  # the worker whose files the values write to
+WORKER = [None]  # the worker whose files the slots write to
 # One request's writes at a time, should a worker ever answer from more than one thread.
 WRITING = threading.Lock()
-
-
-def fresh_after_fork(value) -> None:
-    """In a newly forked worker, one value read through the library: it sees the new worker id
-    and moves every value to this worker's files, as its own inc() would."""
-    key = worker_key()
-    if WORKER[0] != key:
-        WORKER[0] = key
-        value.get()
 
 
 def instrument(app: Flask, model_names: list[str], models: dict) -> None:
@@ -259,54 +281,68 @@ def instrument(app: Flask, model_names: list[str], models: dict) -> None:
     app.extensions["metrics"] = metrics
     for name in model_names:
         metrics.model_loaded.labels(name).set(1 if name in models else 0)
-    app.wsgi_app = timed(app.wsgi_app)
-    app.after_request(lambda response: count_response(metrics, response))
+    app.wsgi_app = counted(app.wsgi_app, metrics)
     app.add_url_rule("/metrics", "metrics", lambda: exposition(registry))
 
 
-def timed(wsgi_app: Callable) -> Callable:
-    """The WSGI app, noting when each request starts: before Flask's own work and any
-    before_request check, at a fraction of a before_request function's cost."""
+def counted(wsgi_app: Callable, metrics: Metrics) -> Callable:
+    """The WSGI app, each answer it gives counted and timed as it starts, errors included, with
+    the model calls its request made: all written together, once. Timed from before Flask's own
+    work and any before_request check; a wrapper costs a fraction of Flask's hooks."""
 
-    def start_timer(environ: dict, start_response: Callable):
-        environ[START] = time.perf_counter()
-        return wsgi_app(environ, start_response)
+    def app(environ: dict, start_response: Callable):
+        started = time.perf_counter()
+        calls, batching = RECORD.calls, RECORD.batching = [], []
 
-    return start_timer
+        def respond(status: str, headers: list, exc_info=None):
+            seconds = time.perf_counter() - started
+            # Flask's request, still in its context while the answer starts.
+            request = environ.get("werkzeug.request")
+            rule = None if request is None else request.url_rule
+            method = environ["REQUEST_METHOD"]
+            metrics.write(
+                "none" if rule is None else rule.endpoint,
+                method if method in METHODS else "other",
+                int(status[:3]),
+                seconds,
+                calls,
+                batching,
+            )
+            return start_response(status, headers, exc_info)
+
+        try:
+            return wsgi_app(environ, respond)
+        finally:
+            RECORD.calls = RECORD.batching = None
+
+    return app
 
 
-def count_response(metrics: Metrics, response: Response) -> Response:
-    """One count and one duration per response the app gives, errors included, and the model
-    calls the request made: all written together, once, as the response leaves."""
-    current = request._get_current_object()  # once, not through the proxy at each use
-    environ = current.environ
-    endpoint = current.endpoint or "none"
-    method = environ["REQUEST_METHOD"]
-    method = method if method in METHODS else "other"
-    seconds = time.perf_counter() - environ[START]
-    metrics.write(
-        endpoint,
-        method,
-        response.status_code,
-        seconds,
-        environ.get(CALLS, ()),
-        environ.get(BATCHING, ()),
-    )
-    return response
+class Record(threading.local):
+    """The model calls, and batched waits, of the request this thread answers (counted() sets
+    them, None outside a counted request): the view reaches them without Flask's proxies."""
+
+    calls: list | None = None
+    batching: list | None = None
 
 
-def observe_model(metrics: Metrics | None, model: str, endpoint: str, batch: int | None, seconds):
+RECORD = Record()
+
+
+def observe_model(model: str, endpoint: str, batch: int | None, seconds: float) -> None:
     """One call of an endpoint's function(s): the time inside them, and the size of a batch
     request (None for a single item: a GET, or a POST of one); written with the response."""
-    if metrics is not None:
-        request.environ.setdefault(CALLS, []).append((model, endpoint, batch, seconds))
+    calls = RECORD.calls
+    if calls is not None:
+        calls.append((model, endpoint, batch, seconds))
 
 
-def observe_batching(metrics: Metrics | None, endpoint: str, formed: int | None, wait: float):
+def observe_batching(endpoint: str, formed: int | None, wait: float) -> None:
     """A batched request's wait for its call, and the items of the batch it led (None: it was
     in another's); written with the response."""
-    if metrics is not None:
-        request.environ.setdefault(BATCHING, []).append((endpoint, formed, wait))
+    batching = RECORD.batching
+    if batching is not None:
+        batching.append((endpoint, formed, wait))
 
 
 def exposition(registry: CollectorRegistry | None) -> Response:

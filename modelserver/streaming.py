@@ -53,7 +53,7 @@ def sent(sig, items: Iterator, first: object, events: bool, logger, metrics) -> 
     except Exception as error:  # not GeneratorExit: a disconnect goes on to close the generator
         logger.exception("%s failed while streaming", sig.name)
         if metrics is not None:
-            metrics.child(metrics.stream_errors, sig.name).inc()
+            metrics.count(metrics.stream_errors, sig.name)
         yield line({"message": stream_error(sig, error)}, events, sig, "error")
         if isinstance(error, answers.DeadlineExceeded):
             answers.recycle_this_worker()
