@@ -2,14 +2,16 @@
 
 A uWSGI worker with threads ($MODELSERVER_THREADS, uwsgi.ini) runs that many requests at once.
 Those that call the same batching endpoint (serve(..., max_batch_size=N)) queue here, already
-validated. The first in the queue when the function is free leads: it waits until max_batch_size
-items are queued or max_batch_delay_ms has passed since it arrived (0: no wait at all, the batch
-is whatever is queued, Triton's default), takes requests in arrival order up to max_batch_size
-items, calls the function once with their items concatenated and hands each request its own
-results. It waits only while the endpoint is crowded: after a batch of one request, the next
-leader takes what is queued at once, so a lone client (c=1) pays no delay; after a batch of
-several, others are likely on their way and the wait fills the next call. The requests not
-taken wait their turn; one of them leads the next batch. There is no batcher thread: the leader
+validated. The first in the queue when the function is free leads: it waits until the items it
+can expect are queued, or max_batch_delay_ms has passed since the function became free for it
+(as TorchServe and LitServe count it; 0: no wait at all, the batch is whatever is queued,
+Triton's default), takes requests in arrival order up to max_batch_size items, calls the
+function once with their items concatenated and hands each request its own results. The items
+it can expect are the last batch's (their clients are likely to send again once answered) and
+those that queued while it ran, up to max_batch_size: a lone client (c=1) never waits, and under
+load the wait lets the clients just answered join the next call instead of leaving it to those
+that queued meanwhile, which would split the load into two half batches. The requests not taken
+wait their turn; one of them leads the next batch. There is no batcher thread: the leader
 is a request's own thread, so a lone request pays no hand-over between threads, and nothing has
 to be started again in a freshly forked worker.
 
@@ -71,9 +73,11 @@ class Batcher:
         self.queue: deque[Pending] = deque()
         self.queued_items = 0
         self.busy = False  # a leader is gathering or calling
-        # The last batch held more than one request: waiting for others pays. A new worker
-        # assumes it does, so a burst's first batch is not a batch of one.
-        self.crowded = True
+        # The items the next batch can expect soon: the last batch's, whose clients are likely
+        # to send again once answered, and those that queued while it ran. A new worker expects
+        # a full batch, so a burst's first call is not a batch of one.
+        self.expected = max_items
+        self.wanted = max_items  # what the gathering leader waits for
 
     def submit(self, rows: list[list], run: Callable[[list[list]], list], deadline: float):
         """rows answered through run(all rows of a batch) -> one result per row, in order.
@@ -85,7 +89,7 @@ class Batcher:
         with self.lock:
             self.queue.append(mine)
             self.queued_items += len(rows)
-            if self.queued_items >= self.max_items:
+            if self.queued_items >= self.wanted:
                 self.more.notify()
             batch = self.lead(mine)
         while batch is None:
@@ -110,6 +114,8 @@ class Batcher:
         finally:
             with self.lock:
                 self.busy = False
+                # Before any of the batch is answered: none of its clients has sent again yet.
+                self.expected = sum(len(pending.rows) for pending in batch) + self.queued_items
                 for pending in batch:
                     if not pending.done:  # interrupted (the deadline signal): answer them all
                         pending.error = pending.error or ServiceUnavailable(
@@ -131,8 +137,9 @@ class Batcher:
 
     def gather(self, leader: Pending) -> list[Pending]:
         """The next batch, the leader's first: after the delay or once it is full."""
-        until = leader.arrived + (self.max_delay if self.crowded else 0.0)
-        while self.queued_items < self.max_items:
+        until = time.perf_counter() + self.max_delay
+        self.wanted = min(self.expected, self.max_items)
+        while self.queued_items < self.wanted:
             remaining = until - time.perf_counter()
             if remaining <= 0:
                 break
@@ -143,7 +150,6 @@ class Batcher:
             batch.append(pending)
             items += len(pending.rows)
         self.queued_items -= items
-        self.crowded = len(batch) > 1
         return batch
 
     def give_up(self, mine: Pending) -> None:

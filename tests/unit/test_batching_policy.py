@@ -100,6 +100,36 @@ def test_a_crowded_batcher_waits_at_most_the_delay_for_more():
     assert pending.started - pending.arrived == pytest.approx(0.05, abs=0.04)
 
 
+def test_the_next_batch_waits_for_the_clients_just_answered():
+    """After a call of 1 item with 4 queued behind it, the next leader waits for 5 items: the
+    4 and the first call's client sending again, not the 4 alone (which would leave that client
+    to a batch of its own); and it goes as soon as they are there, well before the delay."""
+    calls, times = [], []
+    batcher = Batcher(max_items=8, max_delay=1.0)
+    double = doubled(calls)
+    returned = []
+
+    def run(rows: list[list]) -> list:
+        times.append(time.perf_counter())
+        return double(rows)
+
+    def client_sends_again():
+        until = time.monotonic() + 5
+        while not calls and time.monotonic() < until:  # the first call is answered
+            time.sleep(0.001)
+        time.sleep(0.05)
+        returned.append(batcher.submit([[9]], run, deadline()))
+
+    again = threading.Thread(target=client_sends_again)
+    again.start()
+    answers = submit_together(batcher, [[[1]], [[2]], [[3]], [[4]]], run)
+    again.join(5)
+    assert [a.results for a in answers] == [[2], [4], [6], [8]]
+    assert returned[0].results == [18]
+    assert calls == [[0], [1, 2, 3, 4, 9]]
+    assert times[1] - times[0] < 0.5  # not the whole delay of 1 s
+
+
 def test_a_bad_value_fails_only_its_request():
     def run(rows):
         if any(row[0] < 0 for row in rows):
