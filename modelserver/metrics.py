@@ -31,6 +31,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from modelserver import forking
+from modelserver.batching import concurrent_requests
 from modelserver.serverstats import ServerCollector
 
 try:
@@ -96,10 +98,18 @@ def prepare_directory() -> None:
 class Metrics:
     """The service's metrics; one per app."""
 
-    def __init__(self, registry: CollectorRegistry | None):
-        self.in_files = registry is None  # values in the worker's files
+    def __init__(self, registry: CollectorRegistry | None, threads: bool = True):
+        """registry: None to count in the worker's files (uWSGI); threads: whether requests
+        may be answered side by side, each then writing alone."""
+        self.in_files = registry is None
         self.slots = {}  # see slot()
         self.answers = {}  # see answer()
+        self.models = {}  # see model()
+        self.lock = threading.Lock()
+        # A request's writes: write(endpoint, method, status, seconds, calls, batching).
+        self.write = self.write_files if self.in_files else self.write_in_memory
+        if threads:
+            self.write = locked(self.write, self.lock)
         self.requests = Counter(
             "modelserver_requests",
             "HTTP requests answered by the app, by endpoint, method and status.",
@@ -179,38 +189,77 @@ class Metrics:
         )
         return found
 
-    def write(
-        self, endpoint: str, method: str, status: int, seconds: float, calls, batching=()
+    def model(self, name: str) -> "FileHistogram":
+        """The model's duration histogram, remembered under its name alone."""
+        found = self.models[name] = self.slot(self.model_duration, name)
+        return found
+
+    def write_files(
+        self, endpoint: str, method: str, status: int, seconds: float, calls, batching
     ) -> None:
-        """A request's counts and times, all at once."""
-        with WRITING:
-            self.check_fork()
-            count, duration = self.answers.get((endpoint, method, status)) or self.answer(
-                endpoint, method, status
-            )
-            count.inc(1.0)
-            duration.observe(seconds)
-            for model, name, batch, model_seconds in calls:
-                self.slot(self.model_duration, model).observe(model_seconds)
-                if batch is not None:
-                    self.slot(self.batch_size, name).observe(batch)
-            for name, formed, wait in batching:
-                self.slot(self.batch_wait, name).observe(wait)
-                if formed is not None:
-                    self.slot(self.formed_batch_size, name).observe(formed)
+        """A request's counts and times, added straight into the worker's files. What every
+        request writes is written here, not through each slot's method: in a worker under load
+        a method call costs as much as the addition it makes."""
+        count, duration = self.answers.get((endpoint, method, status)) or self.answer(
+            endpoint, method, status
+        )
+        count.view[count.index] += 1.0
+        view = duration.view
+        view[duration.sum] += seconds
+        view[duration.buckets[bisect.bisect_left(duration.bounds, seconds)]] += 1.0
+        for model, name, batch, model_seconds in calls:
+            histogram = self.models.get(model) or self.model(model)
+            view = histogram.view
+            view[histogram.sum] += model_seconds
+            view[histogram.buckets[bisect.bisect_left(histogram.bounds, model_seconds)]] += 1.0
+            if batch is not None:
+                self.slot(self.batch_size, name).observe(batch)
+        if batching:
+            self.write_batching(batching)
+
+    def write_in_memory(
+        self, endpoint: str, method: str, status: int, seconds: float, calls, batching
+    ) -> None:
+        """The same through the library's children, which lock each value."""
+        count, duration = self.answers.get((endpoint, method, status)) or self.answer(
+            endpoint, method, status
+        )
+        count.inc(1.0)
+        duration.observe(seconds)
+        for model, name, batch, model_seconds in calls:
+            self.slot(self.model_duration, model).observe(model_seconds)
+            if batch is not None:
+                self.slot(self.batch_size, name).observe(batch)
+        if batching:
+            self.write_batching(batching)
+
+    def write_batching(self, batching: list) -> None:
+        for name, formed, wait in batching:
+            self.slot(self.batch_wait, name).observe(wait)
+            if formed is not None:
+                self.slot(self.formed_batch_size, name).observe(formed)
 
     def count(self, counter, *labels: str) -> None:
         """One more of a counter's child, outside a request's writes (a stream's failure)."""
-        with WRITING:
-            self.check_fork()
+        with self.lock:
             self.slot(counter, *labels).inc(1.0)
 
-    def check_fork(self) -> None:
-        """In a newly forked worker, slots in its own files, not the master's."""
-        if self.in_files and WORKER[0] != worker_key():
-            WORKER[0] = worker_key()
-            self.slots.clear()
-            self.answers.clear()
+    def forget(self) -> None:
+        """In a newly forked worker: no slot of the master's, each made afresh in this worker's
+        files (where() moves the values there)."""
+        self.slots.clear()
+        self.answers.clear()
+        self.models.clear()
+
+
+def locked(write: Callable, lock: threading.Lock) -> Callable:
+    """write, one request's writes at a time: for a worker that answers from several threads."""
+
+    def write_locked(*args) -> None:
+        with lock:
+            write(*args)
+
+    return write_locked
 
 
 class FileCounter:
@@ -260,24 +309,21 @@ def where(value) -> tuple[memoryview, int]:
     return memoryview(file._m).cast("d"), file._positions[value._key] // 8
 
 
-WORKER = [None]  # the worker whose files the slots write to
-# One request's writes at a time, should a worker ever answer from more than one thread.
-WRITING = threading.Lock()
-
-
 def instrument(app: Flask, model_names: list[str], models: dict) -> None:
     """Count every request of app, record which models loaded, and serve GET /metrics."""
     if not ENABLED:
         app.extensions["metrics"] = None
         return
-    registry = None
     if multiprocess():
         prepare_directory()
         # Values in the directory's files, named by worker id instead of PID (module docs).
         values.ValueClass = values.MultiProcessValue(process_identifier=worker_key)
+        metrics = Metrics(None, concurrent_requests())
+        forking.after_fork(metrics.forget)
+        registry = None
     else:
         registry = CollectorRegistry()
-    metrics = Metrics(registry)
+        metrics = Metrics(registry)
     app.extensions["metrics"] = metrics
     for name in model_names:
         metrics.model_loaded.labels(name).set(1 if name in models else 0)
