@@ -137,6 +137,14 @@ def process_tree(pid: int) -> list[int]:
     return pids
 
 
+def command_line(pid: int) -> str:
+    """What a process runs, for a message naming it ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:200].strip()
+    except OSError:
+        return ""
+
+
 def alive(pid: int) -> bool:
     """True while pid exists and is not a zombie."""
     try:
@@ -348,12 +356,12 @@ class Stack:
         deadline = time.monotonic() + timeout
         while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
             time.sleep(0.05)
-        leaked = [pid for pid in pids if alive(pid)]
+        leaked = {pid: command_line(pid) for pid in pids if alive(pid)}
         for pid in leaked:
             os.kill(pid, signal.SIGKILL)
         shutil.rmtree(self.dir, ignore_errors=True)
         if leaked:
-            raise RuntimeError(f"processes {leaked} outlived the stop; killed them")
+            raise RuntimeError(f"processes outlived the stop; killed them: {leaked}")
 
 
 def served_endpoints(document: dict) -> list[tuple[str, str]]:
