@@ -136,7 +136,8 @@ class Batcher:
         return self.gather(mine)
 
     def gather(self, leader: Pending) -> list[Pending]:
-        """The next batch, the leader's first: after the delay or once it is full."""
+        """The next batch, the leader's first: once the items it can expect are queued, or the
+        delay has passed since the function became free for it."""
         until = time.perf_counter() + self.max_delay
         self.wanted = min(self.expected, self.max_items)
         while self.queued_items < self.wanted:
