@@ -31,7 +31,7 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from modelserver import forking, metricfiles
+from modelserver import metricfiles
 from modelserver.batching import concurrent_requests
 from modelserver.serverstats import ServerCollector
 
@@ -102,6 +102,8 @@ class Metrics:
         """registry: None to count in the worker's files (uWSGI); threads: whether requests
         may be answered side by side, each then writing alone."""
         self.in_files = registry is None
+        # Made on a worker's first requests, never in the master, which answers none: so each
+        # worker's slots are in its own files (metricfiles.where()).
         self.slots = {}  # see slot()
         self.answers = {}  # see answer()
         self.models = {}  # see model()
@@ -244,13 +246,6 @@ class Metrics:
         with self.lock:
             self.slot(counter, *labels).inc(1.0)
 
-    def forget(self) -> None:
-        """In a newly forked worker: no slot of the master's, each made afresh in this worker's
-        files (where() moves the values there)."""
-        self.slots.clear()
-        self.answers.clear()
-        self.models.clear()
-
 
 def locked(write: Callable, lock: threading.Lock) -> Callable:
     """write, one request's writes at a time: for a worker that answers from several threads."""
@@ -272,7 +267,6 @@ def instrument(app: Flask, model_names: list[str], models: dict) -> None:
         # Values in the directory's files, named by worker id instead of PID (module docs).
         values.ValueClass = values.MultiProcessValue(process_identifier=worker_key)
         metrics = Metrics(None, concurrent_requests())
-        forking.after_fork(metrics.forget)
         registry = None
     else:
         registry = CollectorRegistry()
