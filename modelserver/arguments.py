@@ -131,7 +131,8 @@ def refuse_unknown_fields(sig: Signature, body: dict, where: str = "") -> None:
     silently stand in for what the client meant to send."""
     unknown = set(body) - {param.name for param in sig.params}
     if unknown:
-        names = ", ".join(repr(name) for name in sorted(unknown)[:3])
+        # By their text: a multipart field whose name Werkzeug cannot read is named None.
+        names = ", ".join(repr(name) for name in sorted(unknown, key=str)[:3])
         known = ", ".join(param.name for param in sig.params) or "none"
         raise BadRequest(f"{where}unknown field(s) {shorten(names)}; the parameters: {known}")
 

@@ -72,6 +72,17 @@ CASES = [
     ("no content type", ONE_PNG, "", 415, ("image/png",)),
     ("multipart without image", *multipart(("file", ONE_PNG)), 400, ("no field 'image'",)),
     (
+        "a field name Werkzeug cannot read beside another unknown field",
+        b'--XyZ\r\nContent-Disposition: form-data; name="a\\"\r\n\r\n1\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="b"\r\n\r\n2\r\n'
+        b'--XyZ\r\nContent-Disposition: form-data; name="image"; filename="i.png"\r\n\r\n'
+        + ONE_PNG
+        + b"\r\n--XyZ--\r\n",
+        "multipart/form-data; boundary=XyZ",
+        400,
+        ("unknown field(s)", "'b'"),
+    ),
+    (
         "batch with a bad image",
         *multipart(("image", ONE_PNG), ("image", b"xx")),
         400,
