@@ -347,6 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     if os.path.isdir(SHM) and shutil.disk_usage(SHM).free > SHM_NEEDED:
         tempfile.tempdir = SHM
     signal.signal(signal.SIGTERM, interrupt)  # stop the way Ctrl-C does: every stack stopped
+    # Started in the background (`make bench &`), the harness inherits SIGINT ignored, and so
+    # would every process it starts: LitServe would then outlive the SIGINT its stop sends.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started, load = time.monotonic(), os.getloadavg()[0]
     try:
         measurements = run_rounds(specs, args)

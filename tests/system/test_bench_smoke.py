@@ -6,6 +6,7 @@ them. The peers run only where bench/requirements.txt is installed; the rest alw
 
 import importlib.util
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,6 +54,9 @@ def run_harness(*args: str) -> subprocess.CompletedProcess:
         text=True,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        # As a shell starts a background job (`make bench &`): SIGINT ignored, which the
+        # processes the harness starts would inherit, though its stops rely on it.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
     )
     stdout, stderr = proc.communicate(timeout=180)  # about 100 s on a shared machine
     assert session_processes(proc.pid) == [], "the harness left processes behind"
