@@ -5,6 +5,9 @@
 # `make test PYTEST_ARGS="tests/stack/test_stack.py -k 502"`.
 
 PORT ?= 5555
+# Clients `make run` exempts from the per-client limits (200 requests/s, 32 at once), e.g.
+# EXEMPT=127.0.0.1 to load it with wrk from this machine; none by default, as installed.
+EXEMPT ?=
 # The virtualenv is built on the system's Python (Debian's /usr/bin/python3), the interpreter
 # production uses: uWSGI is compiled against, and embeds, the Python of the venv it is built in.
 PYTHON ?= /usr/bin/python3
@@ -31,7 +34,7 @@ TEST_PACKAGES += strace
 .PHONY: run check test image model soak bench bench-quick lint system-packages test-packages bench-packages clean
 
 run: system-packages $(VENV)/.service $(VIEWER)
-	$(VENV)/bin/python deploy/localstack.py --port $(PORT)
+	$(VENV)/bin/python deploy/localstack.py --port $(PORT) $(addprefix --exempt ,$(EXEMPT))
 
 # The unit layer needs neither nginx nor a browser: only the venv (and what building it takes).
 check: system-packages lint

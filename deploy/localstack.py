@@ -9,6 +9,7 @@ the run writes lives in that temp dir, removed on stop. `make run` and the tests
 
 import argparse
 import http.client
+import ipaddress
 import json
 import os
 import shutil
@@ -419,14 +420,31 @@ def reload(stack: Stack) -> None:
         print("reloaded", flush=True)
 
 
+def client_address(text: str) -> str:
+    """An address or network, as nginx's geo block takes it."""
+    try:
+        return str(ipaddress.ip_network(text, strict=False))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address or network: {text!r}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run nginx + uWSGI + the app locally.")
     parser.add_argument("--port", type=int, default=5555, help="nginx port (default: %(default)s)")
+    parser.add_argument(
+        "--exempt",
+        action="append",
+        default=[],
+        type=client_address,
+        metavar="ADDRESS",
+        help="a client the per-client limits do not apply to, such as a load generator on this "
+        "machine (127.0.0.1); repeatable",
+    )
     args = parser.parse_args(argv)
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, ask_reload)
     try:
-        with Stack(port=args.port, log_to_terminal=True) as stack:
+        with Stack(port=args.port, log_to_terminal=True, exempt=tuple(args.exempt)) as stack:
             status, _, document = stack.request("GET", "/openapi.json")
             endpoints = served_endpoints(json.loads(document)) if status == 200 else []
             print(

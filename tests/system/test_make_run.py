@@ -1,11 +1,13 @@
 """`make run` as a user runs it: start, answer through nginx, Ctrl-C, nothing left behind."""
 
+import http.client
 import json
 import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -65,6 +67,38 @@ def check_run(argv: list[str]) -> None:
 
 def test_make_run_serves_and_stops_on_ctrl_c():
     check_run(["make", "run", f"PORT={free_port()}"])
+
+
+def burst(url: str, count: int) -> Counter:
+    """The statuses of count GETs of url sent one after another on one connection, as fast as
+    they are answered: well past the 200 a second (bursts of 400) a client may send."""
+    parts = urllib.parse.urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
+    statuses: Counter = Counter()
+    try:
+        for _ in range(count):
+            conn.request("GET", f"{parts.path}?{parts.query}")
+            response = conn.getresponse()
+            response.read()
+            statuses[response.status] += 1
+    finally:
+        conn.close()
+    return statuses
+
+
+@pytest.mark.parametrize("exempt", [False, True])
+def test_make_run_exempts_the_clients_it_is_given_from_the_per_client_limits(exempt):
+    run = Run(["make", "run", f"PORT={free_port()}", *(["EXEMPT=127.0.0.1"] if exempt else [])])
+    try:
+        url = run.wait_for(UP, timeout=300).group(1)
+        statuses = burst(f"{url}/pisqrt?a=25", 1000)
+        run.interrupt(timeout=30)
+    finally:
+        run.kill()
+    if exempt:
+        assert statuses == {200: 1000}, statuses
+    else:
+        assert set(statuses) == {200, 429} and statuses[200] >= 400, statuses
 
 
 def readable_by_others(path: Path) -> bool:
