@@ -441,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
         "machine (127.0.0.1); repeatable",
     )
     args = parser.parse_args(argv)
+    # Started from a background job or a script, it inherits SIGINT ignored: Ctrl-C or kill -INT
+    # would then stop uWSGI (which has its own handler) and leave this loop to find it gone.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, interrupt)
     signal.signal(signal.SIGHUP, ask_reload)
     try:

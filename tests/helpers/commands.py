@@ -18,10 +18,17 @@ from helpers import wait_for
 UP = re.compile(r"modelserver is up: (\S+) +\(uWSGI pid (\d+), nginx pid (\d+)")
 
 
+def ignore_interrupts() -> None:
+    for number in (signal.SIGINT, signal.SIGQUIT):
+        signal.signal(number, signal.SIG_IGN)
+
+
 class Run:
     """A command in its own process group, its output collected line by line by a thread."""
 
-    def __init__(self, argv: list[str], cwd: Path = PROJECT):
+    def __init__(self, argv: list[str], cwd: Path = PROJECT, background: bool = False):
+        """background: started as a shell starts a background job (`make run &`), with SIGINT
+        and SIGQUIT ignored, which its own children inherit."""
         self.proc = subprocess.Popen(
             argv,
             cwd=cwd,
@@ -30,6 +37,7 @@ class Run:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=ignore_interrupts if background else None,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.output: list[str] = []

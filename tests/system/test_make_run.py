@@ -34,9 +34,9 @@ def get(url: str) -> tuple[int, dict, dict]:
         return error.code, error.headers, json.loads(error.read())
 
 
-def check_run(argv: list[str]) -> None:
+def check_run(argv: list[str], background: bool = False) -> None:
     """Start argv, call each GET URL it prints through its nginx, Ctrl-C it, find nothing left."""
-    run = Run(argv)
+    run = Run(argv, background=background)
     try:
         url, uwsgi_pid, nginx_pid = run.wait_for(UP, timeout=300).groups()
         run.wait_for(DOCS, timeout=10)  # the last line of the list of endpoints
@@ -65,8 +65,10 @@ def check_run(argv: list[str]) -> None:
     assert not os.path.exists(os.path.dirname(socket_path))
 
 
-def test_make_run_serves_and_stops_on_ctrl_c():
-    check_run(["make", "run", f"PORT={free_port()}"])
+@pytest.mark.parametrize("background", [False, True], ids=["foreground", "background"])
+def test_make_run_serves_and_stops_on_ctrl_c(background):
+    # In the background, SIGINT is ignored unless the stack takes it back: kill -INT must stop it.
+    check_run(["make", "run", f"PORT={free_port()}"], background)
 
 
 def burst(url: str, count: int) -> Counter:
