@@ -6,8 +6,10 @@ nested lists, tuples, datetimes, UUIDs, Decimals, models, dataclasses, TypedDict
 JSON body. Uploads: a PIL image, bytes (the raw body) and File (a part of a multipart form).
 """
 
+import datetime
 import enum
 import inspect
+import json
 import math
 import re
 import types
@@ -17,8 +19,8 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
 
 from PIL import Image
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic_core import PydanticSerializationError, to_jsonable_python
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError, PydanticSerializationError, to_jsonable_python
 
 from modelserver.files import File
 
@@ -267,7 +269,7 @@ def json_adapter(where: str, hint: object) -> TypeAdapter:
     """The TypeAdapter that checks a value of `hint` from JSON; TypeError, with pydantic's reason,
     for a type it cannot validate: the function cannot be served, so the app does not start."""
     try:
-        return TypeAdapter(hint)
+        return TypeAdapter(iso_text_only(hint))
     except Exception as error:  # PydanticSchemaGenerationError, PydanticUserError, TypeError
         reason = str(error).split("\n")[0]
         raise TypeError(
@@ -303,3 +305,55 @@ def upload_param(where: str, name: str, hint: object, optional: bool, default: o
             )
         return None
     return Param(name, UPLOADS[item], False, optional, default, upload=item, many=many)
+
+
+# pydantic reads a number, or the text of one, as Unix time for a date, a datetime or a time of
+# day: {"day": "20260102"} would be 1970-08-23. The schema says ISO 8601 text; only that is taken.
+CLOCK_EXAMPLES = {
+    datetime.date: "2026-01-02",
+    datetime.datetime: "2026-01-02T09:30:00Z",
+    datetime.time: "09:30:00",
+}
+
+
+def iso_text_only(hint: object) -> object:
+    """hint, with each date, datetime and time in it (alone, in lists, dicts, tuples, unions)
+    refusing a number or the text of one."""
+    if hint in CLOCK_EXAMPLES:
+        return Annotated[hint, BeforeValidator(refuse_numbers(hint))]
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Annotated:
+        return Annotated[(iso_text_only(args[0]), *hint.__metadata__)]
+    if not args or origin is Literal:
+        return hint
+    inner = tuple(iso_text_only(arg) for arg in args)
+    if inner == args:
+        return hint
+    if origin in (typing.Union, types.UnionType):
+        return typing.Union[inner]  # noqa: UP007 (the members are only known here)
+    return origin[inner]
+
+
+def refuse_numbers(hint: type) -> Callable[[object], object]:
+    """A check before hint's own: a number is refused, text is read as JSON's would be (here the
+    value is no longer JSON, and JSON's strict mode takes no text for a date from Python)."""
+    text = TypeAdapter(hint)
+
+    def check(value: object) -> object:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if number or (isinstance(value, str) and NUMBER.fullmatch(value)):
+            raise PydanticCustomError(
+                "clock_from_number",
+                "Input should be a {kind} in ISO 8601 text, such as {example}, not a number",
+                {"kind": hint.__name__, "example": CLOCK_EXAMPLES[hint]},
+            )
+        if not isinstance(value, str):
+            return value
+        try:
+            return text.validate_json(json.dumps(value))
+        except ValidationError as error:
+            problem = error.errors()[0]
+            message = problem["msg"].replace("{", "{{").replace("}", "}}")
+            raise PydanticCustomError(problem["type"], message) from None
+
+    return check

@@ -96,6 +96,17 @@ CASES = [
     ),
     ("POST", "/schedule", '{"day": "2026-13-02"}', JSON, 400, ("day", "valid date", "2026-13")),
     ("POST", "/schedule", '{"day": 20260102}', JSON, 400, ("day", "date")),
+    # Not Unix time, as pydantic alone would read a number or the text of one: 1970-08-23.
+    ("POST", "/schedule", '{"day": "20260102"}', JSON, 400, ("day", "ISO 8601", "not a number")),
+    ("POST", "/schedule", '{"day": "0"}', JSON, 400, ("day", "ISO 8601", "not a number")),
+    (
+        "POST",
+        "/schedule",
+        '{"day": "2026-01-02", "at": "3600"}',
+        JSON,
+        400,
+        ("at", "time in ISO 8601", "not a number"),
+    ),
     # UUID and Decimal in, given back as pydantic writes them.
     (
         "POST",
