@@ -13,7 +13,6 @@ import importlib.util
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -36,7 +35,7 @@ from bench.stacks import (
     WORKERS,
     StackSpec,
 )
-from deploy.localstack import Stack, interrupt, process_tree
+from deploy.localstack import Stack, process_tree, stop_on_signals
 
 # Bounded: about 16 min for the full run and about 4 for --quick (bench/README.md has the sums).
 FULL = {
@@ -346,10 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     # with room to spare: nginx alone logs about 400 MB a turn at 140,000 requests/s.
     if os.path.isdir(SHM) and shutil.disk_usage(SHM).free > SHM_NEEDED:
         tempfile.tempdir = SHM
-    signal.signal(signal.SIGTERM, interrupt)  # stop the way Ctrl-C does: every stack stopped
-    # Started in the background (`make bench &`), the harness inherits SIGINT ignored, and so
-    # would every process it starts: LitServe would then outlive the SIGINT its stop sends.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    stop_on_signals()
     started, load = time.monotonic(), os.getloadavg()[0]
     try:
         measurements = run_rounds(specs, args)

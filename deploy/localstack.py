@@ -401,6 +401,14 @@ def interrupt(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM raise KeyboardInterrupt, which stops every stack started. SIGINT
+    is set too: a background job (`make run &`) or a script inherits it ignored, and so would the
+    processes started from here; uWSGI would then stop on its own handler, LitServe not at all."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 RELOADS: list[int] = []  # SIGHUPs not yet acted on
 
 
@@ -441,10 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine (127.0.0.1); repeatable",
     )
     args = parser.parse_args(argv)
-    # Started from a background job or a script, it inherits SIGINT ignored: Ctrl-C or kill -INT
-    # would then stop uWSGI (which has its own handler) and leave this loop to find it gone.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.signal(signal.SIGTERM, interrupt)
+    stop_on_signals()
     signal.signal(signal.SIGHUP, ask_reload)
     try:
         with Stack(port=args.port, log_to_terminal=True, exempt=tuple(args.exempt)) as stack:

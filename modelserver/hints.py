@@ -9,7 +9,6 @@ JSON body. Uploads: a PIL image, bytes (the raw body) and File (a part of a mult
 import datetime
 import enum
 import inspect
-import json
 import math
 import re
 import types
@@ -319,7 +318,7 @@ CLOCK_EXAMPLES = {
 def iso_text_only(hint: object) -> object:
     """hint, with each date, datetime and time in it (alone, in lists, dicts, tuples, unions)
     refusing a number or the text of one."""
-    if hint in CLOCK_EXAMPLES:
+    if isinstance(hint, type) and hint in CLOCK_EXAMPLES:
         return Annotated[hint, BeforeValidator(refuse_numbers(hint))]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
@@ -335,8 +334,8 @@ def iso_text_only(hint: object) -> object:
 
 
 def refuse_numbers(hint: type) -> Callable[[object], object]:
-    """A check before hint's own: a number is refused, text is read as JSON's would be (here the
-    value is no longer JSON, and JSON's strict mode takes no text for a date from Python)."""
+    """A check before hint's own: a number is refused, text is read here, as pydantic reads it
+    from JSON (past this check the value is a Python str, which strict mode refuses)."""
     text = TypeAdapter(hint)
 
     def check(value: object) -> object:
@@ -350,7 +349,7 @@ def refuse_numbers(hint: type) -> Callable[[object], object]:
         if not isinstance(value, str):
             return value
         try:
-            return text.validate_json(json.dumps(value))
+            return text.validate_python(value)
         except ValidationError as error:
             problem = error.errors()[0]
             message = problem["msg"].replace("{", "{{").replace("}", "}}")

@@ -19,6 +19,7 @@ UP = re.compile(r"modelserver is up: (\S+) +\(uWSGI pid (\d+), nginx pid (\d+)")
 
 
 def ignore_interrupts() -> None:
+    """What a shell does to a background job it starts: SIGINT and SIGQUIT ignored."""
     for number in (signal.SIGINT, signal.SIGQUIT):
         signal.signal(number, signal.SIG_IGN)
 

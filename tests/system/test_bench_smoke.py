@@ -6,13 +6,13 @@ them. The peers run only where bench/requirements.txt is installed; the rest alw
 
 import importlib.util
 import json
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 from bench.stacks import BATCHING_BY_NAME, BY_NAME
 from deploy.localstack import PROJECT
+from helpers.commands import ignore_interrupts
 
 RUN = str(PROJECT / "bench" / "run.py")
 # Stacks of each kind: uWSGI (ours with and without metrics, bare), nginx alone, and one HTTP
@@ -54,9 +54,9 @@ def run_harness(*args: str) -> subprocess.CompletedProcess:
         text=True,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        # As a shell starts a background job (`make bench &`): SIGINT ignored, which the
-        # processes the harness starts would inherit, though its stops rely on it.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        # As a shell starts a background job (`make bench &`): the processes the harness starts
+        # would inherit SIGINT ignored, though its stops rely on it.
+        preexec_fn=ignore_interrupts,
     )
     stdout, stderr = proc.communicate(timeout=180)  # about 100 s on a shared machine
     assert session_processes(proc.pid) == [], "the harness left processes behind"
