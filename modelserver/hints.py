@@ -124,6 +124,12 @@ def choice_kind(hint: object) -> Kind | None:
     return Kind(name, parse, values[0], {})
 
 
+def listed(hint: object, table: dict) -> bool:
+    """Whether hint is one of table's classes. A hint that is not a class is never one, and is not
+    hashed: Annotated[int, {"unit": "cm"}] carries metadata that cannot be."""
+    return isinstance(hint, type) and hint in table
+
+
 def without_annotations(hint: object) -> object:
     """Annotated[float, Field(ge=0)] -> float: the type that decides how the value is read."""
     while typing.get_origin(hint) is Annotated:
@@ -134,7 +140,7 @@ def without_annotations(hint: object) -> object:
 def query_kind(hint: object) -> Kind | None:
     """The Kind of a type a query string can carry, or None for one that needs JSON."""
     base = without_annotations(hint)
-    return KINDS.get(base) if base in KINDS else choice_kind(base)
+    return KINDS[base] if listed(base, KINDS) else choice_kind(base)
 
 
 def type_name(hint: object) -> str:
@@ -232,7 +238,7 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
     is_list = typing.get_origin(hint) is list and query_kind(typing.get_args(hint)[0]) is not None
     item = typing.get_args(hint)[0] if is_list else hint
     kind = query_kind(item)
-    if kind is not None and without_annotations(item) in KINDS:
+    if kind is not None and listed(without_annotations(item), KINDS):
         # The plain types: checked as Python values, strictly, at a fraction of the JSON cost.
         json_item = JSON_INT if item is int else item
         json_hint = list[json_item] if is_list else json_item
@@ -296,8 +302,8 @@ def upload_param(where: str, name: str, hint: object, optional: bool, default: o
     """The Param of an upload (an image, bytes, a File or list[File]), or None for any other."""
     many = typing.get_origin(hint) is list and typing.get_args(hint) == (File,)
     item = File if many else hint
-    if item not in UPLOADS:
-        if typing.get_origin(hint) is list and typing.get_args(hint)[0] in UPLOADS:
+    if not listed(item, UPLOADS):
+        if typing.get_origin(hint) is list and listed(typing.get_args(hint)[0], UPLOADS):
             raise TypeError(
                 f"{where}: take one {type_name(typing.get_args(hint)[0])}, or list[File] for "
                 "several files; serve(..., vectorized=True) for a batch of images"
@@ -318,7 +324,7 @@ CLOCK_EXAMPLES = {
 def iso_text_only(hint: object) -> object:
     """hint, with each date, datetime and time in it (alone, in lists, dicts, tuples, unions)
     refusing a number or the text of one."""
-    if isinstance(hint, type) and hint in CLOCK_EXAMPLES:
+    if listed(hint, CLOCK_EXAMPLES):
         return Annotated[hint, BeforeValidator(refuse_numbers(hint))]
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:

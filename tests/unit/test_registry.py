@@ -220,6 +220,30 @@ def test_make_run_lists_a_functions_own_example_before_its_types():
     assert client.get("/odds?p=25").status_code == 400  # the type's example, refused
 
 
+def total_cm(lengths: Annotated[list[int], {"unit": "cm"}]) -> int:
+    return sum(lengths)
+
+
+def scaled(x: Annotated[float, ["a note"]], by: Annotated[int, {"unit": "x"}] = 2) -> float:
+    return x * by
+
+
+def test_annotations_with_unhashable_metadata_are_served_as_their_type():
+    """Annotated's metadata may be any object (a dict of units, a list); pydantic ignores what it
+    does not know, and so must the reading of the signature, which once hashed it."""
+    client = create_app({"TESTING": True, "ENDPOINTS": {"total": total_cm, "scaled": scaled}})
+    client = client.test_client()
+    response = client.post("/total", json={"lengths": [1, 2, 3]})
+    assert response.status_code == 200, response.data
+    assert response.get_json() == {"result": 6}
+    response = client.get("/scaled?x=1.5&by=3")
+    assert response.status_code == 200, response.data
+    assert response.get_json() == {"result": 4.5}
+    response = client.get("/scaled?x=1.5&by=two")
+    headers = {k.lower(): v for k, v in response.headers.items()}
+    assert_json_error(response.status_code, headers, response.data, 400, "'by'", "an integer")
+
+
 def test_cross_origin_calls_only_from_the_allowed_origins():
     config = {
         "TESTING": True,
