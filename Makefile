@@ -1,8 +1,8 @@
 # modelserver: `make run` serves the stack on http://127.0.0.1:$(PORT).
 # `make check` is the way to iterate: lint, format and the unit tests (tests/unit, in-process, no
 # server), in seconds. `make test` runs lint, format and every layer: unit, stack (real nginx and
-# uWSGI) and system (systemd, network namespaces, the browser, `make run`). One file or test:
-# `make test PYTEST_ARGS="tests/stack/test_stack.py -k 502"`.
+# uWSGI) and system (systemd, network namespaces, the browser, `make run`); `make test-deep` what
+# it leaves to CI. One file or test: `make test PYTEST_ARGS="tests/stack/test_stack.py -k 502"`.
 
 PORT ?= 5555
 # Clients `make run` exempts from the per-client limits (200 requests/s, 32 at once), e.g.
@@ -31,7 +31,7 @@ IMAGE_ARGS ?=
 # The bench counts syscalls per request with strace (its smoke test runs in make test).
 TEST_PACKAGES += strace
 
-.PHONY: run check test image model soak bench bench-quick lint system-packages test-packages bench-packages clean
+.PHONY: run check test test-deep image model soak bench bench-quick lint system-packages test-packages bench-packages clean
 
 run: system-packages $(VENV)/.service $(VIEWER)
 	$(VENV)/bin/python deploy/localstack.py --port $(PORT) $(addprefix --exempt ,$(EXEMPT))
@@ -41,7 +41,13 @@ check: system-packages lint
 	$(VENV)/bin/python -m pytest -q tests/unit
 
 test: test-packages lint $(VIEWER) $(VENV)/manifest-tools/.installed
-	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest -m "not deep" $(PYTEST_ARGS)
+
+# What make test leaves to CI, minutes more for faults that show rarely: the tests marked deep
+# (the demos' removal guide) and the fuzzing with four times make test's cases.
+test-deep: test-packages lint $(VIEWER)
+	$(VENV)/bin/python -m pytest -m deep
+	MODELSERVER_FUZZ_SCALE=4 $(VENV)/bin/python -m pytest tests/stack/test_fuzz.py
 
 # The OCI image (Dockerfile), with podman or docker, whichever is installed: tagged
 # modelserver:latest and modelserver:<short commit>.

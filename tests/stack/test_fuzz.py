@@ -6,9 +6,14 @@ response against it;
 hypothesis adds raw query strings and bodies that no schema describes, sent to a user's
 functions (usermodels.SERVED, what the `stack` fixture serves), and their responses are
 checked against the document's Result and Error schemas. FUZZED counts what was sent.
+
+make test sends a quarter of the cases that CI's deep lane sends (make test-deep sets
+MODELSERVER_FUZZ_SCALE=4): the rare finds come from the long run, the quick one keeps make test
+within its minutes.
 """
 
 import json
+import os
 from collections import Counter
 from urllib.parse import quote
 
@@ -24,6 +29,7 @@ from modelserver.openapi import openapi
 from registry import ENDPOINTS
 
 FUZZED: Counter = Counter()
+SCALE = int(os.environ.get("MODELSERVER_FUZZ_SCALE", "1"))
 SLOW_FIXTURE_OK = [HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 # The user's functions that fail on purpose answer 5xx by design: a bug, a NaN result, a model
 # that did not load (and with it /readyz).
@@ -96,13 +102,13 @@ def call_and_validate(case, url: str) -> None:
 
 
 @registered.parametrize()
-@settings(max_examples=500, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
+@settings(max_examples=125 * SCALE, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
 def test_every_registered_function_answers_as_documented(case, registry_stack):
     call_and_validate(case, registry_stack.url)
 
 
 @users.parametrize()
-@settings(max_examples=150, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
+@settings(max_examples=40 * SCALE, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
 def test_a_users_functions_answer_as_documented(case, user_stack):
     call_and_validate(case, user_stack.url)
 
@@ -128,7 +134,7 @@ PAIR = st.one_of(st.tuples(NAME, VALUE).map("=".join), NAME, VALUE)
 QUERY = st.lists(PAIR, max_size=6).map("&".join)
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
+@settings(max_examples=750 * SCALE, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
 @given(path=st.sampled_from(QUERY_PATHS), query=QUERY)
 def test_raw_query_strings(stack, path, query):
     status, headers, body = stack.request("GET", f"{path}?{query}")
@@ -166,7 +172,7 @@ CONTENT_TYPE = st.sampled_from(
 )
 
 
-@settings(max_examples=3000, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
+@settings(max_examples=750 * SCALE, deadline=None, suppress_health_check=SLOW_FIXTURE_OK)
 @given(path=st.sampled_from(JSON_PATHS), body=BODY, content_type=CONTENT_TYPE)
 def test_raw_bodies(stack, path, body, content_type):
     headers = {"Content-Type": content_type} if content_type else {}

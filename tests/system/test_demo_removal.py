@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from helpers import copy_checkout
 from helpers.docpages import doc_block
 
@@ -20,6 +22,7 @@ def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.deep  # re-runs 500 tests in the copy: make test-deep
 def test_the_guide_removes_the_demos_and_the_framework_stays_green(tmp_path, figure):
     app = copy_checkout(tmp_path / "app")
     deleted = subprocess.run(["bash", "-ec", doc_block("delete", "removal")], cwd=app, timeout=30)
