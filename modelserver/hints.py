@@ -2,8 +2,9 @@
 
 Simple types (float, int, bool, str, a Literal or Enum of strings or integers, lists of them)
 come in a query string as well as in a JSON body. Any other type pydantic validates (dicts,
-nested lists, tuples, datetimes, UUIDs, Decimals, models, dataclasses, TypedDicts) comes in a
-JSON body. Uploads: a PIL image, bytes (the raw body) and File (a part of a multipart form).
+nested lists, tuples, datetimes, UUIDs, Decimals, models, dataclasses, TypedDicts) and numpy
+arrays (modelserver/arrays.py) come in a JSON body. Uploads: a PIL image, bytes (the raw body)
+and File (a part of a multipart form).
 """
 
 import datetime
@@ -21,6 +22,7 @@ from PIL import Image
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
 from pydantic_core import PydanticCustomError, PydanticSerializationError, to_jsonable_python
 
+from modelserver.arrays import array_type
 from modelserver.files import File
 
 # A plain decimal number as people type it (25, -1.5, .5, 2e10). float() alone would also take
@@ -96,6 +98,7 @@ UPLOADS: dict[object, Kind] = {
 SUPPORTED = (
     "float, int, bool, str, list[float], list[int], list[str], a Literal or Enum, "
     "any type pydantic validates from JSON (dict[str, float], datetime, a BaseModel, ...), "
+    "np.ndarray, "
     "PIL.Image.Image, bytes, modelserver.files.File"
 )
 
@@ -274,7 +277,7 @@ def json_adapter(where: str, hint: object) -> TypeAdapter:
     """The TypeAdapter that checks a value of `hint` from JSON; TypeError, with pydantic's reason,
     for a type it cannot validate: the function cannot be served, so the app does not start."""
     try:
-        return TypeAdapter(iso_text_only(hint))
+        return TypeAdapter(from_json(hint))
     except Exception as error:  # PydanticSchemaGenerationError, PydanticUserError, TypeError
         reason = str(error).split("\n")[0]
         raise TypeError(
@@ -321,17 +324,21 @@ CLOCK_EXAMPLES = {
 }
 
 
-def iso_text_only(hint: object) -> object:
-    """hint, with each date, datetime and time in it (alone, in lists, dicts, tuples, unions)
-    refusing a number or the text of one."""
+def from_json(hint: object) -> object:
+    """hint, with each part that JSON alone would read wrongly (alone, or in lists, dicts, tuples,
+    unions) replaced by one that reads it right: a date, datetime or time refuses a number or
+    the text of one; an ndarray is read from nested lists (modelserver/arrays.py)."""
     if listed(hint, CLOCK_EXAMPLES):
         return Annotated[hint, BeforeValidator(refuse_numbers(hint))]
+    array = array_type(hint)
+    if array is not None:
+        return array
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
-        return Annotated[(iso_text_only(args[0]), *hint.__metadata__)]
+        return Annotated[(from_json(args[0]), *hint.__metadata__)]
     if not args or origin is Literal:
         return hint
-    inner = tuple(iso_text_only(arg) for arg in args)
+    inner = tuple(from_json(arg) for arg in args)
     if inner == args:
         return hint
     if origin in (typing.Union, types.UnionType):

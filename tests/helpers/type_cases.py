@@ -49,6 +49,22 @@ FILES = form(
 ONE_FILE = form(("doc", "report.pdf", "application/pdf", b"%PDF-1.7 ..."))
 CSV = b"name,price\ntea,1.5\ncake,2.25\n"
 
+MOMENT = {"shape": [2, 2], "dtype": "float32", "first": 1.0, "weights": None, "levels": None}
+WEIGHED = {
+    "shape": [2],
+    "dtype": "float32",
+    "first": 1.0,
+    "weights": ["int64", [2]],
+    "levels": None,
+}
+LEVELS = {
+    "shape": [1],
+    "dtype": "float32",
+    "first": 1.0,
+    "weights": None,
+    "levels": ["uint8", [0, 255]],
+}
+
 # (method, path, body, Content-Type, status, expected): the exact result of a 200, or the words
 # the error message must contain (the field path and the problem).
 CASES = [
@@ -64,6 +80,19 @@ CASES = [
     ("POST", "/row-sums", '{"rows": [[1, 2], [3, "x"]]}', JSON, 400, ("rows[1][1]", "number")),
     ("POST", "/row-sums", '{"rows": [[1e999]]}', JSON, 400, ("rows", "overflows")),
     ("POST", "/row-sums", '{"rows": [[1e308, 1e308]]}', JSON, 400, ("overflow",)),
+    # numpy arrays: nested lists, rectangular, numbers that fit the hint's dtype.
+    ("POST", "/moments", '{"x": [[1, 2], [3, 4.5]]}', JSON, 200, MOMENT),
+    ("POST", "/moments", '{"x": [1, 3], "weights": [3, 1]}', JSON, 200, WEIGHED),
+    ("POST", "/moments", '{"x": [1], "levels": [0, 255]}', JSON, 200, LEVELS),
+    ("POST", "/moments", '{"x": [[1, 2], [3]]}', JSON, 400, ("x must", "rectangular")),
+    ("POST", "/moments", '{"x": [1, "2"]}', JSON, 400, ("x must", "array of numbers")),
+    ("POST", "/moments", '{"x": 1}', JSON, 400, ("x must", "a JSON list")),
+    ("POST", "/moments", '{"x": [1, true]}', JSON, 400, ("x must", "not true or false")),
+    ("POST", "/moments", '{"x": [1e300]}', JSON, 400, ("x must", "fit in float32")),
+    ("POST", "/moments", '{"x": [1], "levels": [256]}', JSON, 400, ("levels", "fit in uint8")),
+    ("POST", "/moments", '{"x": [1], "levels": [-1]}', JSON, 400, ("levels", "fit in uint8")),
+    ("POST", "/moments", '{"x": [1], "levels": [1.5]}', JSON, 400, ("levels", "integers")),
+    ("GET", "/moments?x=1", None, None, 405, ("GET", "not allowed", "POST")),
     # A GET of a function whose required parameter needs JSON is refused as one of images is.
     ("GET", "/row-sums?rows=1", None, None, 405, ("GET", "not allowed", "POST")),
     (

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
@@ -145,6 +146,22 @@ def results() -> dict:
     }
 
 
+def moments(
+    x: npt.NDArray[np.float32],
+    weights: np.ndarray | None = None,
+    levels: npt.NDArray[np.uint8] | None = None,
+) -> dict:
+    """numpy arrays in: float32 as the hint says, numpy's own dtype for an ndarray. What they
+    are, not sums of them: any array the type allows is answered (a sum may overflow)."""
+    return {
+        "shape": x.shape,
+        "dtype": str(x.dtype),
+        "first": float(x.flat[0]) if x.size else None,
+        "weights": None if weights is None else [str(weights.dtype), weights.shape],
+        "levels": None if levels is None else [str(levels.dtype), levels.tolist()],
+    }
+
+
 def nan_inside(a: float) -> Point:
     """A NaN inside a dataclass: still a 500 naming the function."""
     return Point(float("nan"), a)
@@ -225,6 +242,7 @@ ENDPOINTS = {
     "receipt": receipt,
     "place": place,
     "results": results,
+    "moments": moments,
     "nan-inside": nan_inside,
     "size": size,
     "column-total": column_total,

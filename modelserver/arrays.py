@@ -1,0 +1,103 @@
+"""numpy arrays as parameters: `x: np.ndarray` or `x: npt.NDArray[np.float32]` takes a JSON array
+of numbers, nested for more dimensions, rectangular, and the function gets an ndarray.
+
+The dtype is the hint's (NDArray[np.float32]: float32), else numpy's own choice (int64 or
+float64). What would not be an array of numbers in numpy is a 400 naming the parameter: text,
+objects, rows of different lengths, integers past 64 bits, values past the dtype's range.
+"""
+
+import typing
+from typing import Annotated, Any
+
+import numpy as np
+from pydantic import PlainValidator, WithJsonSchema
+from pydantic_core import PydanticCustomError
+
+NUMERIC_KINDS = "biuf"  # numpy's bool, signed and unsigned integer, float
+# The JSON type of an array's items and an example, by numpy's kind of its dtype.
+ITEMS = {
+    "b": ("boolean", [[True, False], [False, True]]),
+    "i": ("integer", [[1, 2], [3, 4]]),
+    "u": ("integer", [[1, 2], [3, 4]]),
+    "f": ("number", [[0.5, 1.5], [2.5, 3.5]]),
+}
+
+
+def schema(dtype: np.dtype | None) -> dict:
+    item, example = ITEMS[dtype.kind if dtype is not None else "f"]
+    return {
+        "type": "array",
+        "items": {"anyOf": [{"type": item}, {"type": "array"}]},
+        "description": f"an array of {item}s: a list, a list of lists of equal length, ...",
+        "examples": [example],
+    }
+
+
+def array_type(hint: object) -> object | None:
+    """The pydantic type of an ndarray hint, or None for any other hint; TypeError for an array
+    of anything but numbers."""
+    if hint is np.ndarray:
+        dtype = None
+    elif typing.get_origin(hint) is np.ndarray:
+        dtype = dtype_of(hint)
+    else:
+        return None
+    return Annotated[Any, PlainValidator(reader(dtype)), WithJsonSchema(schema(dtype))]
+
+
+def dtype_of(hint: object) -> np.dtype | None:
+    """NDArray[np.float32] -> float32; None where the hint leaves it open (NDArray[Any])."""
+    args = typing.get_args(hint)
+    scalars = typing.get_args(args[1]) if len(args) == 2 else ()
+    if not scalars or scalars[0] is Any:
+        return None
+    dtype = np.dtype(scalars[0])
+    if dtype.kind not in NUMERIC_KINDS:
+        raise TypeError(f"an array parameter holds numbers; {hint!r} holds {dtype}")
+    return dtype
+
+
+def reader(dtype: np.dtype | None) -> typing.Callable[[object], np.ndarray]:
+    def read(value: object) -> np.ndarray:
+        if not isinstance(value, list):
+            raise complaint("an array of numbers (a JSON list)")
+        try:
+            array = np.asarray(value)
+        except ValueError:  # rows of different lengths
+            raise complaint(
+                "a rectangular array: lists of equal length at each depth, 64 deep at most"
+            ) from None
+        if dtype is not None and dtype.kind == "b":
+            if array.dtype.kind != "b":
+                raise complaint("an array of true and false")
+            return array
+        numbers = array.dtype.kind in "iuf"
+        if array.dtype.kind == "b" or (numbers and holds_bool(value, array.ndim)):
+            raise complaint("an array of numbers, not true or false")  # numpy reads true as 1
+        if not numbers:  # text, objects, integers past 64 bits
+            raise complaint("an array of numbers, and integers of at most 64 bits")
+        if dtype is None or array.dtype == dtype:
+            return array
+        if array.dtype.kind == "f" and dtype.kind != "f":  # numpy would cut off the fractions
+            raise complaint(f"an array of integers, for {dtype}")
+        try:
+            with np.errstate(over="ignore"):  # too large for a float32: inf, refused below
+                converted = np.asarray(value, dtype=dtype)
+        except OverflowError:  # too large for an int8
+            raise complaint(f"an array of numbers that fit in {dtype}") from None
+        if dtype.kind == "f" and not np.isfinite(converted).all():
+            raise complaint(f"an array of numbers that fit in {dtype}")
+        return converted
+
+    return read
+
+
+def holds_bool(value: list, depth: int) -> bool:
+    """Whether a rectangular nested list of depth levels holds a true or a false."""
+    if depth == 1:
+        return any(item is True or item is False for item in value)
+    return any(holds_bool(item, depth - 1) for item in value)
+
+
+def complaint(what: str) -> PydanticCustomError:
+    return PydanticCustomError("ndarray", "Input should be " + what)
