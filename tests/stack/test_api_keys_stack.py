@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import Stack
-from helpers import SERVED_APP, assert_json_error, wait_for
+from helpers import SERVED_APP, assert_json_error, fifo_reload, wait_for
 from helpers.keys import KEY, OTHER_KEY, bearer, keyed_stack
 
 CALL = "/norm?values=3&values=4"  # a user's function (usermodels.SERVED)
@@ -70,7 +70,7 @@ def test_a_new_key_takes_effect_with_a_reload_and_no_request_fails(keyed, figure
         client.start()
     time.sleep(1)
     keys.write_text(f"{KEY}\n{OTHER_KEY}\n")
-    Path(stack.socket_path + ".fifo").write_text("r")  # what systemctl reload does
+    fifo_reload(stack)
     for client in clients:
         client.join(30)
     seen = sum(results, Counter())

@@ -20,7 +20,14 @@ import pytest
 from PIL import Image, ImageDraw
 
 from deploy.localstack import PROJECT, SITE_ROOT, Stack, process_tree
-from helpers import SERVED_APP, assert_json_error, multipart, one_after_another, wait_for
+from helpers import (
+    SERVED_APP,
+    assert_json_error,
+    fifo_reload,
+    multipart,
+    one_after_another,
+    wait_for,
+)
 
 
 @pytest.fixture(scope="module")
@@ -576,7 +583,7 @@ def test_a_reload_without_the_key_file_keeps_serving_with_the_old_keys(key_file)
         Stack(uwsgi_args=SERVED_APP) as stack,
     ):
         key_file.unlink()
-        Path(stack.socket_path + ".fifo").write_text("r")  # what systemctl reload does
+        fifo_reload(stack)
         log = Path(stack.dir, "uwsgi.log")
         wait_for(
             lambda: "could not read" in log.read_text(errors="replace"),

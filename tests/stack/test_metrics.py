@@ -13,7 +13,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.localstack import Stack, alive, process_tree
-from helpers import SERVED_APP, assert_json_error, uwsgi_app, wait_for
+from helpers import SERVED_APP, assert_json_error, fifo_reload, uwsgi_app, wait_for
 from helpers.netns_hosts import install_sh
 from modelserver.serverstats import unix_listen_queue
 
@@ -174,7 +174,7 @@ def test_graceful_reload_loses_no_count(metrics_stack):
     log = Path(metrics_stack.dir, "uwsgi.log")
     reloads = log.read_text().count("binary reloading uWSGI")
     # What `systemctl reload` does (deploy/systemd/modelserver.service).
-    Path(metrics_stack.socket_path + ".fifo").write_text("r")
+    fifo_reload(metrics_stack)
     wait_for(lambda: log.read_text().count("binary reloading uWSGI") > reloads, 20)
     wait_for(lambda: len(workers(metrics_stack)) == 2 and not workers(metrics_stack) & old, 20)
     wait_for(lambda: metrics_stack.request("GET", "/readyz")[0] == 200, 20)
