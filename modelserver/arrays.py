@@ -67,6 +67,8 @@ def reader(dtype: np.dtype | None) -> typing.Callable[[object], np.ndarray]:
             raise complaint(
                 "a rectangular array: lists of equal length at each depth, 64 deep at most"
             ) from None
+        if array.size == 0:  # numpy reads [] as float64: nothing in it to check
+            return array if dtype is None else array.astype(dtype)
         if dtype is not None and dtype.kind == "b":
             if array.dtype.kind != "b":
                 raise complaint("an array of true and false")

@@ -57,6 +57,13 @@ WEIGHED = {
     "weights": ["int64", [2]],
     "levels": None,
 }
+NO_LEVELS = {
+    "shape": [1],
+    "dtype": "float32",
+    "first": 1.0,
+    "weights": None,
+    "levels": ["uint8", []],
+}
 LEVELS = {
     "shape": [1],
     "dtype": "float32",
@@ -89,6 +96,7 @@ CASES = [
     ("POST", "/moments", '{"x": 1}', JSON, 400, ("x must", "a JSON list")),
     ("POST", "/moments", '{"x": [1, true]}', JSON, 400, ("x must", "not true or false")),
     ("POST", "/moments", '{"x": [1e300]}', JSON, 400, ("x must", "fit in float32")),
+    ("POST", "/moments", '{"x": [1], "levels": []}', JSON, 200, NO_LEVELS),
     ("POST", "/moments", '{"x": [1], "levels": [256]}', JSON, 400, ("levels", "fit in uint8")),
     ("POST", "/moments", '{"x": [1], "levels": [-1]}', JSON, 400, ("levels", "fit in uint8")),
     ("POST", "/moments", '{"x": [1], "levels": [1.5]}', JSON, 400, ("levels", "integers")),
