@@ -7,6 +7,7 @@ objects, rows of different lengths, integers past 64 bits, values past the dtype
 """
 
 import typing
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import numpy as np
@@ -57,7 +58,7 @@ def dtype_of(hint: object) -> np.dtype | None:
     return dtype
 
 
-def reader(dtype: np.dtype | None) -> typing.Callable[[object], np.ndarray]:
+def reader(dtype: np.dtype | None) -> Callable[[object], np.ndarray]:
     def read(value: object) -> np.ndarray:
         if not isinstance(value, list):
             raise complaint("an array of numbers (a JSON list)")
@@ -82,16 +83,24 @@ def reader(dtype: np.dtype | None) -> typing.Callable[[object], np.ndarray]:
             return array
         if array.dtype.kind == "f" and dtype.kind != "f":  # numpy would cut off the fractions
             raise complaint(f"an array of integers, for {dtype}")
-        try:
-            with np.errstate(over="ignore"):  # too large for a float32: inf, refused below
-                converted = np.asarray(value, dtype=dtype)
-        except OverflowError:  # too large for an int8
-            raise complaint(f"an array of numbers that fit in {dtype}") from None
-        if dtype.kind == "f" and not np.isfinite(converted).all():
+        narrowed = narrow(array, dtype)
+        if narrowed is None:
             raise complaint(f"an array of numbers that fit in {dtype}")
-        return converted
+        return narrowed
 
     return read
+
+
+def narrow(array: np.ndarray, dtype: np.dtype) -> np.ndarray | None:
+    """An integer or float array as dtype; None if a number is past dtype's range."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        if array.min() < info.min or array.max() > info.max:
+            return None
+        return array.astype(dtype)
+    with np.errstate(over="ignore"):  # too large for a float32: inf
+        narrowed = array.astype(dtype)
+    return narrowed if np.isfinite(narrowed).all() else None
 
 
 def holds_bool(value: list, depth: int) -> bool:

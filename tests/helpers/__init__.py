@@ -18,14 +18,13 @@ HELPERS = Path(__file__).resolve().parent
 ARTIFACTS = PROJECT / ".artifacts"  # screenshots, for a person to look at
 
 
-def fifo_reload(stack) -> set[int]:
+def fifo_reload(stack) -> None:
     """uWSGI's graceful reload ("r" to the master FIFO) once every worker takes requests, as
-    modelserver/handover.py sends it for `systemctl reload`; the pids of the workers it replaces.
+    modelserver/handover.py sends it for `systemctl reload`.
     A worker still starting has no handler for the master's SIGHUP yet: it misses the reload,
     which then waits for it until worker-reload-mercy (40 s)."""
-    old = wait_for(lambda: accepting_workers(stack.socket_path), 30, message=stack.logs)
+    wait_for(lambda: accepting_workers(stack.socket_path), 30, message=stack.logs)
     Path(stack.socket_path + ".fifo").write_text("r")
-    return old
 
 
 def uwsgi_app(module: str) -> tuple[str, ...]:
