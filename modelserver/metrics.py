@@ -108,7 +108,7 @@ class Metrics:
         self.answers = {}  # see answer()
         self.models = {}  # see model()
         self.lock = threading.Lock()
-        # A request's writes: write(endpoint, method, status, seconds, calls, batching).
+        # A request's writes: write(endpoint, method, status, seconds, calls).
         self.write = self.write_files if self.in_files else self.write_in_memory
         if threads:
             self.write = locked(self.write, self.lock)
@@ -196,9 +196,7 @@ class Metrics:
         found = self.models[name] = self.slot(self.model_duration, name)
         return found
 
-    def write_files(
-        self, endpoint: str, method: str, status: int, seconds: float, calls, batching
-    ) -> None:
+    def write_files(self, endpoint: str, method: str, status: int, seconds: float, calls) -> None:
         """A request's counts and times, added straight into the worker's files. What every
         request writes is written here, not through each slot's method: in a worker under load
         a method call costs as much as the addition it makes."""
@@ -210,17 +208,18 @@ class Metrics:
         view[duration.sum] += seconds
         view[duration.buckets[bisect.bisect_left(duration.bounds, seconds)]] += 1.0
         for model, name, batch, model_seconds in calls:
+            if model is BATCHED:
+                self.write_batching(name, batch, model_seconds)
+                continue
             histogram = self.models.get(model) or self.model(model)
             view = histogram.view
             view[histogram.sum] += model_seconds
             view[histogram.buckets[bisect.bisect_left(histogram.bounds, model_seconds)]] += 1.0
             if batch is not None:
                 self.slot(self.batch_size, name).observe(batch)
-        if batching:
-            self.write_batching(batching)
 
     def write_in_memory(
-        self, endpoint: str, method: str, status: int, seconds: float, calls, batching
+        self, endpoint: str, method: str, status: int, seconds: float, calls
     ) -> None:
         """The same through the library's children, which lock each value."""
         count, duration = self.answers.get((endpoint, method, status)) or self.answer(
@@ -229,17 +228,17 @@ class Metrics:
         count.inc(1.0)
         duration.observe(seconds)
         for model, name, batch, model_seconds in calls:
+            if model is BATCHED:
+                self.write_batching(name, batch, model_seconds)
+                continue
             self.slot(self.model_duration, model).observe(model_seconds)
             if batch is not None:
                 self.slot(self.batch_size, name).observe(batch)
-        if batching:
-            self.write_batching(batching)
 
-    def write_batching(self, batching: list) -> None:
-        for name, formed, wait in batching:
-            self.slot(self.batch_wait, name).observe(wait)
-            if formed is not None:
-                self.slot(self.formed_batch_size, name).observe(formed)
+    def write_batching(self, name: str, formed: int | None, wait: float) -> None:
+        self.slot(self.batch_wait, name).observe(wait)
+        if formed is not None:
+            self.slot(self.formed_batch_size, name).observe(formed)
 
     def count(self, counter, *labels: str) -> None:
         """One more of a counter's child, outside a request's writes (a stream's failure)."""
@@ -282,44 +281,57 @@ def counted(wsgi_app: Callable, metrics: Metrics) -> Callable:
     """The WSGI app, each answer it gives counted and timed as it starts, errors included, with
     the model calls its request made: all written together, once. Timed from before Flask's own
     work and any before_request check; a wrapper costs a fraction of Flask's hooks."""
+    write, record, clock = metrics.write, RECORD, time.perf_counter
 
     def app(environ: dict, start_response: Callable):
-        started = time.perf_counter()
-        calls, batching = RECORD.calls, RECORD.batching = [], []
+        started = clock()
+        calls = record.calls = []
 
         def respond(status: str, headers: list, exc_info=None):
-            seconds = time.perf_counter() - started
+            seconds = clock() - started
             # Flask's request, still in its context while the answer starts.
             request = environ.get("werkzeug.request")
             rule = None if request is None else request.url_rule
             method = environ["REQUEST_METHOD"]
-            metrics.write(
+            write(
                 "none" if rule is None else rule.endpoint,
                 method if method in METHODS else "other",
                 int(status[:3]),
                 seconds,
                 calls,
-                batching,
             )
             return start_response(status, headers, exc_info)
 
         try:
             return wsgi_app(environ, respond)
         finally:
-            RECORD.calls = RECORD.batching = None
+            record.calls = None
 
     return app
 
 
 class Record(threading.local):
-    """The model calls, and batched waits, of the request this thread answers (counted() sets
-    them, None outside a counted request): the view reaches them without Flask's proxies."""
+    """What the request this thread answers did (counted() sets it, None outside a counted
+    request): its model calls and batched waits, so that the view reaches them without Flask's
+    proxies."""
 
     calls: list | None = None
-    batching: list | None = None
 
 
-RECORD = Record()
+class OneAtATime:
+    """The same in a worker that answers one request at a time: a plain attribute, which a
+    worker under load reads and sets in a fraction of a thread-local's time."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self):
+        self.calls = None
+
+
+RECORD = Record() if concurrent_requests() else OneAtATime()
+# A request's record is one list: its model calls, (model, endpoint, batch size or None,
+# seconds), and its batched waits, (BATCHED, endpoint, items formed or None, seconds waited).
+BATCHED = object()
 
 
 def observe_model(model: str, endpoint: str, batch: int | None, seconds: float) -> None:
@@ -333,9 +345,9 @@ def observe_model(model: str, endpoint: str, batch: int | None, seconds: float) 
 def observe_batching(endpoint: str, formed: int | None, wait: float) -> None:
     """A batched request's wait for its call, and the items of the batch it led (None: it was
     in another's); written with the response."""
-    batching = RECORD.batching
-    if batching is not None:
-        batching.append((endpoint, formed, wait))
+    calls = RECORD.calls
+    if calls is not None:
+        calls.append((BATCHED, endpoint, formed, wait))
 
 
 def exposition(registry: CollectorRegistry | None) -> Response:
