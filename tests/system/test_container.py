@@ -290,6 +290,14 @@ def test_podman_kill_of_one_under_load_fails_no_request(cluster):
     box.restart()
 
 
+def back_in_rotation(balancer: LoopbackBalancer, port: int, offset: int) -> bool:
+    """Whether the balancer has had a 200 from the container on port since offset (bytes) of its
+    access log."""
+    with balancer.access_log.open("rb") as log:
+        log.seek(offset)
+        return f"upstream=127.0.0.1:{port} upstream_status=200".encode() in log.read()
+
+
 def test_rolling_replace_with_a_new_image_under_load(cluster, new_image):
     def replace_all() -> None:
         for i, old in enumerate(cluster.boxes):
@@ -297,7 +305,17 @@ def test_rolling_replace_with_a_new_image_under_load(cluster, new_image):
             old.remove()
             new = Container(new_image, *cluster.options, port=old.port)
             cluster.boxes[i] = new  # removed by the fixture, whatever happens next
+            offset = cluster.access_log.stat().st_size
             new.start()
+            # A container the balancer found failed while it started gets requests again only
+            # after fail_timeout (5 s): stopping the next one before then can leave none in
+            # rotation. deploy/rollout.sh waits the same way for a host.
+            wait_for(
+                lambda port=new.port, offset=offset: back_in_rotation(cluster, port, offset),
+                15,
+                0.5,
+                message="the balancer sent the new container no request",
+            )
 
     under_load(cluster, "rolling replace of all 3", replace_all, seconds=0)
     # The new code answers on every container, and through the balancer.
