@@ -250,6 +250,9 @@ CASES = [
     ("POST", "/column-total?column=1", CSV, "text/csv", 200, 3.75),
     ("POST", "/column-total?column=x", CSV, "text/csv", 400, ("'column'", "integer")),
     ("POST", "/column-total?column=5", CSV, "text/csv", 400, ("no column 5",)),
+    # A bare carriage return ends a line, as csv reads files; a field past csv's limit is a 400.
+    ("POST", "/column-total", b"a\r1\r2", "text/csv", 200, 3.0),
+    ("POST", "/column-total", b"a\n" + b"7" * 200_000, "text/csv", 400, ("not CSV",)),
     # File: a part of a form, or the body; list[File]: every part of that name.
     (
         "POST",
