@@ -108,7 +108,7 @@ class Metrics:
         self.answers = {}  # see answer()
         self.models = {}  # see model()
         self.lock = threading.Lock()
-        # A request's writes: write(endpoint, method, status, seconds, calls).
+        # A request's writes: write(endpoint, method, status, seconds, calls, batching).
         self.write = self.write_files if self.in_files else self.write_in_memory
         if threads:
             self.write = locked(self.write, self.lock)
@@ -196,7 +196,9 @@ class Metrics:
         found = self.models[name] = self.slot(self.model_duration, name)
         return found
 
-    def write_files(self, endpoint: str, method: str, status: int, seconds: float, calls) -> None:
+    def write_files(
+        self, endpoint: str, method: str, status: int, seconds: float, calls, batching
+    ) -> None:
         """A request's counts and times, added straight into the worker's files. What every
         request writes is written here, not through each slot's method: in a worker under load
         a method call costs as much as the addition it makes."""
@@ -208,18 +210,17 @@ class Metrics:
         view[duration.sum] += seconds
         view[duration.buckets[bisect.bisect_left(duration.bounds, seconds)]] += 1.0
         for model, name, batch, model_seconds in calls:
-            if model is BATCHED:
-                self.write_batching(name, batch, model_seconds)
-                continue
             histogram = self.models.get(model) or self.model(model)
             view = histogram.view
             view[histogram.sum] += model_seconds
             view[histogram.buckets[bisect.bisect_left(histogram.bounds, model_seconds)]] += 1.0
             if batch is not None:
                 self.slot(self.batch_size, name).observe(batch)
+        if batching:
+            self.write_batching(batching)
 
     def write_in_memory(
-        self, endpoint: str, method: str, status: int, seconds: float, calls
+        self, endpoint: str, method: str, status: int, seconds: float, calls, batching
     ) -> None:
         """The same through the library's children, which lock each value."""
         count, duration = self.answers.get((endpoint, method, status)) or self.answer(
@@ -228,17 +229,17 @@ class Metrics:
         count.inc(1.0)
         duration.observe(seconds)
         for model, name, batch, model_seconds in calls:
-            if model is BATCHED:
-                self.write_batching(name, batch, model_seconds)
-                continue
             self.slot(self.model_duration, model).observe(model_seconds)
             if batch is not None:
                 self.slot(self.batch_size, name).observe(batch)
+        if batching:
+            self.write_batching(batching)
 
-    def write_batching(self, name: str, formed: int | None, wait: float) -> None:
-        self.slot(self.batch_wait, name).observe(wait)
-        if formed is not None:
-            self.slot(self.formed_batch_size, name).observe(formed)
+    def write_batching(self, batching: list) -> None:
+        for name, formed, wait in batching:
+            self.slot(self.batch_wait, name).observe(wait)
+            if formed is not None:
+                self.slot(self.formed_batch_size, name).observe(formed)
 
     def count(self, counter, *labels: str) -> None:
         """One more of a counter's child, outside a request's writes (a stream's failure)."""
@@ -285,7 +286,7 @@ def counted(wsgi_app: Callable, metrics: Metrics) -> Callable:
 
     def app(environ: dict, start_response: Callable):
         started = clock()
-        calls = record.calls = []
+        calls, batching = record.calls, record.batching = [], []
 
         def respond(status: str, headers: list, exc_info=None):
             seconds = clock() - started
@@ -299,39 +300,37 @@ def counted(wsgi_app: Callable, metrics: Metrics) -> Callable:
                 int(status[:3]),
                 seconds,
                 calls,
+                batching,
             )
             return start_response(status, headers, exc_info)
 
         try:
             return wsgi_app(environ, respond)
         finally:
-            record.calls = None
+            record.calls = record.batching = None
 
     return app
 
 
 class Record(threading.local):
-    """What the request this thread answers did (counted() sets it, None outside a counted
-    request): its model calls and batched waits, so that the view reaches them without Flask's
-    proxies."""
+    """The model calls, and batched waits, of the request this thread answers (counted() sets
+    them, None outside a counted request): the view reaches them without Flask's proxies."""
 
     calls: list | None = None
+    batching: list | None = None
 
 
 class OneAtATime:
-    """The same in a worker that answers one request at a time: a plain attribute, which a
+    """The same in a worker that answers one request at a time: plain attributes, which a
     worker under load reads and sets in a fraction of a thread-local's time."""
 
-    __slots__ = ("calls",)
+    __slots__ = ("calls", "batching")
 
     def __init__(self):
-        self.calls = None
+        self.calls = self.batching = None
 
 
 RECORD = Record() if concurrent_requests() else OneAtATime()
-# A request's record is one list: its model calls, (model, endpoint, batch size or None,
-# seconds), and its batched waits, (BATCHED, endpoint, items formed or None, seconds waited).
-BATCHED = object()
 
 
 def observe_model(model: str, endpoint: str, batch: int | None, seconds: float) -> None:
@@ -345,9 +344,9 @@ def observe_model(model: str, endpoint: str, batch: int | None, seconds: float) 
 def observe_batching(endpoint: str, formed: int | None, wait: float) -> None:
     """A batched request's wait for its call, and the items of the batch it led (None: it was
     in another's); written with the response."""
-    calls = RECORD.calls
-    if calls is not None:
-        calls.append((BATCHED, endpoint, formed, wait))
+    batching = RECORD.batching
+    if batching is not None:
+        batching.append((endpoint, formed, wait))
 
 
 def exposition(registry: CollectorRegistry | None) -> Response:
