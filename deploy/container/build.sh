@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the modelserver image (the Dockerfile) with podman or docker, whichever is installed, and
-# tag it modelserver:latest and modelserver:<short commit>. `make image` runs this.
+# tag it modelserver:latest and modelserver:<short commit>, <short commit>-dirty when tracked files
+# differ from it (the image then holds code no commit has). `make image` runs this.
 #
 #     deploy/container/build.sh [BUILD OPTIONS...]    # options go to `podman build` as they are
 #
@@ -24,6 +25,9 @@ elif [ -n "${BASE:-}" ]; then
     args+=(--build-arg "BASE=$BASE")
 fi
 commit=$(git -C "$context" rev-parse --short HEAD 2>/dev/null || true)
+if [ -n "$commit" ] && ! git -C "$context" diff --quiet HEAD --; then
+    commit+=-dirty
+fi
 for tag in ${TAGS:-modelserver:latest ${commit:+modelserver:$commit}}; do
     args+=(--tag "$tag")
 done
