@@ -154,6 +154,10 @@ def alive(pid: int) -> bool:
         return False
 
 
+class NotStarted(RuntimeError):
+    """A process of the stack ended before the app answered."""
+
+
 class Stack:
     """nginx on 127.0.0.1:port in front of uWSGI, in a temp dir; a context manager.
 
@@ -287,8 +291,7 @@ class Stack:
         while True:
             for proc in (self.uwsgi, self.nginx):
                 if proc is not None and proc.poll() is not None:
-                    name = Path(proc.args[0]).name
-                    raise RuntimeError(f"{name} exited with {proc.returncode}:\n{self.logs()}")
+                    raise NotStarted(self.exited(proc))
             try:
                 if self.request("GET", self.ready_path)[0] == 200:
                     return
@@ -297,6 +300,14 @@ class Stack:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"no answer from {self.url} in {timeout} s:\n{self.logs()}")
             time.sleep(0.05)
+
+    def exited(self, proc: subprocess.Popen) -> str:
+        """What to say of a process that ended while the stack started: its log's tail, or,
+        when uWSGI wrote to the terminal, where the app's error already is."""
+        name = Path(proc.args[0]).name
+        if self.log_to_terminal and proc is self.uwsgi:
+            return f"{name} exited with {proc.returncode}; its output above says why"
+        return f"{name} exited with {proc.returncode}:\n{self.logs()}"
 
     def request(
         self,
@@ -472,6 +483,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("modelserver stopped", flush=True)
         return 0
+    except NotStarted as error:  # a registry entry the app cannot serve, say
+        print(f"modelserver did not start: {error}", file=sys.stderr, flush=True)
+        return 1
     print("a process of the stack exited by itself; the rest is stopped", file=sys.stderr)
     return 1
 

@@ -4,6 +4,7 @@ import http.client
 import json
 import os
 import re
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -125,3 +126,26 @@ def test_stack_runs_as_an_ordinary_user():
             str(free_port()),
         ]
     )
+
+
+def test_make_run_says_so_when_the_app_does_not_start(tmp_path):
+    # An app that refuses to start (here: a key file with no key) ends `make run` with the app's
+    # message in uWSGI's output and one line that points at it, not a traceback of the runner.
+    keys = tmp_path / "api-keys"
+    keys.write_text("# the only key, commented out\n")
+    env = {**os.environ, "MODELSERVER_API_KEYS_FILE": str(keys)}
+    done = subprocess.run(
+        ["make", "run", f"PORT={free_port()}"],
+        cwd=PROJECT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode != 0, done.stdout
+    lines = done.stdout.splitlines()
+    assert lines[-1].startswith("make: ***"), done.stdout
+    assert lines[-2] == "modelserver did not start: uwsgi exited with 22; its output above says why"
+    assert "holds comments but no key" in done.stdout
+    assert 'localstack.py", line' not in done.stdout  # no frame of the runner's own
