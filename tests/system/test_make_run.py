@@ -133,7 +133,9 @@ def test_make_run_says_so_when_the_app_does_not_start(tmp_path):
     # message in uWSGI's output and one line that points at it, not a traceback of the runner.
     keys = tmp_path / "api-keys"
     keys.write_text("# the only key, commented out\n")
-    env = {**os.environ, "MODELSERVER_API_KEYS_FILE": str(keys)}
+    # As from a shell: under `make test` this make would be a sub-make, and print its directory.
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    env["MODELSERVER_API_KEYS_FILE"] = str(keys)
     done = subprocess.run(
         ["make", "run", f"PORT={free_port()}"],
         cwd=PROJECT,
