@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from modelserver.answers import shorten
-from modelserver.complaints import complaint, oversized_int, pydantic_problem
+from modelserver.complaints import complaint, field_path, oversized_int, pydantic_problem
 from modelserver.endpoints import Signature
 from modelserver.files import File
 from modelserver.hints import Param
@@ -166,10 +166,28 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
             ) from None
         value = param.adapter.validate_json(text, strict=True)
     except ValidationError as error:
+        if error.errors()[0]["type"] == "json_invalid" and (half := lone_surrogate(value)):
+            raise BadRequest(
+                f"{where}{field_path(name, ())} holds {half}, half of a character (a UTF-16 "
+                "surrogate alone, as from text cut in the middle of an emoji): send whole "
+                "characters"
+            ) from None
         raise BadRequest(f"{where}{complaint(name, error.errors()[0])}") from None
     if param.nested_ints and (too_big := oversized_int(name, value)):
         raise BadRequest(f"{where}{too_big}")
     return value
+
+
+def lone_surrogate(value: object) -> str | None:
+    """The first lone surrogate in value's strings, escaped ("\\ud83d"), or None: Python's json
+    reads one from a JSON escape, and pydantic's JSON parser then refuses the text json.dumps made
+    of it, at a position the client never saw. (json.loads joins a valid pair into one character.)
+    """
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError as error:
+        return error.object[error.start].encode("unicode_escape").decode()
+    return None
 
 
 def columns_rows(sig: Signature, body: dict) -> list[list]:

@@ -195,6 +195,19 @@ CASES = [
         ("item 1: customer must be a string", "5"),
     ),
     ("GET", "/receipt", None, None, 405, ("GET", "not allowed", "POST")),
+    # Half an emoji (a JSON escape of one UTF-16 surrogate, as text cut in JavaScript gives) is
+    # refused naming it; a whole one, two escapes, is one character.
+    (
+        "POST",
+        "/receipt",
+        order_with(0, "name", "tea \ud83d"),
+        JSON,
+        400,
+        ("the body holds \\ud83d",),
+    ),
+    ("POST", "/receipt", order_with(0, "name", "tea \ud83d\ude00"), JSON, 200, RECEIPT),
+    ("POST", "/best", '{"scores": {"\\ude00": 1}}', JSON, 400, ("scores holds \\ude00", "half")),
+    ("POST", "/best", '{"scores": {"\\ud83d\\ude00": 1}}', JSON, 200, "\U0001f600"),
     # A dataclass and a TypedDict in, a dataclass out.
     (
         "POST",
