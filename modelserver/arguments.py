@@ -166,13 +166,14 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
             ) from None
         value = param.adapter.validate_json(text, strict=True)
     except ValidationError as error:
-        if error.errors()[0]["type"] == "json_invalid" and (half := lone_surrogate(value)):
+        first = error.errors()[0]
+        if first["type"] == "json_invalid" and (half := lone_surrogate(value)):
             raise BadRequest(
                 f"{where}{field_path(name, ())} holds {half}, half of a character (a UTF-16 "
                 "surrogate alone, as from text cut in the middle of an emoji): send whole "
                 "characters"
             ) from None
-        raise BadRequest(f"{where}{complaint(name, error.errors()[0])}") from None
+        raise BadRequest(f"{where}{complaint(name, first)}") from None
     if param.nested_ints and (too_big := oversized_int(name, value)):
         raise BadRequest(f"{where}{too_big}")
     return value
