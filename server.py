@@ -77,7 +77,7 @@ def create_app(config: dict | None = None) -> Flask:
         frozenset(sig.name for sig in signatures),
     )
     answers.stop_requests_at_the_deadline()
-    app.wsgi_app = memoryguard.guarded(app.wsgi_app)
+    memoryguard.guard()
     return app
 
 

@@ -91,8 +91,8 @@ def test_uwsgi_effective_options():
         "worker-reload-mercy": "40",
     }
     assert {name: options.get(name) for name in expected} == expected
-    # The memory guard is the app's, looking once a second, not uWSGI's reload-on-rss, which
-    # reads /proc after every request.
+    # The memory guard is the app's, looking once a second on the master's timer, not uWSGI's
+    # reload-on-rss, which reads /proc after every request.
     assert "reload-on-rss" not in options
     assert options["environ"]["MODELSERVER_MAX_RSS_MB"] == "512"
     # What the kernel granted, and the mode uWSGI ran in, from its own startup log.

@@ -3,6 +3,8 @@ after answering, and no request fails on the way."""
 
 import json
 
+import pytest
+
 from deploy.localstack import Stack
 from helpers import uwsgi_app, wait_for
 
@@ -16,9 +18,11 @@ def pid_of(stack: Stack, path: str) -> int:
     return json.loads(body)["pid"]
 
 
-def test_a_worker_past_its_memory_limit_is_replaced_and_no_request_fails(monkeypatch):
+# Sync workers, and workers with threads (for batching), whose threads all wait for requests.
+@pytest.mark.parametrize("threads", [(), ("--threads", "4")], ids=["sync", "threads"])
+def test_a_worker_past_its_memory_limit_is_replaced_and_no_request_fails(monkeypatch, threads):
     monkeypatch.setenv("MODELSERVER_MAX_RSS_MB", str(LIMIT_MB))
-    with Stack(uwsgi_args=uwsgi_app("testapps:flask_app")) as stack:
+    with Stack(uwsgi_args=(*uwsgi_app("testapps:flask_app"), *threads)) as stack:
         before = {pid_of(stack, "/pid") for _ in range(20)}
         grown = pid_of(stack, f"/grow?mb={2 * LIMIT_MB}")
         assert grown in before
@@ -28,6 +32,6 @@ def test_a_worker_past_its_memory_limit_is_replaced_and_no_request_fails(monkeyp
             answered.append(pid_of(stack, "/pid"))  # every one must be a 200
             return grown not in answered[-10:] and len(set(answered[-10:]) - before) > 0
 
-        # The guard looks once a second, when a request arrives, and the worker leaves after
-        # answering it; the master forks its successor from the preloaded app.
+        # The worker looks once a second, between requests, and leaves after answering the one
+        # it serves; the master forks its successor from the preloaded app.
         wait_for(replaced, 15, interval=0.02, message=lambda: f"answered by {answered[-20:]}")
