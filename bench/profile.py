@@ -27,7 +27,9 @@ from deploy.localstack import Stack, process_tree
 PY_SPY = Path(sys.executable).parent / "py-spy"
 # Parts of a request, each found by a substring of the sampled frames ("function (file:line)").
 PARTS = {
-    "Flask wsgi_app (all of Flask's request handling)": "wsgi_app (flask/app.py",
+    # Flask.wsgi_app with the count inline (modelserver/metrics.py), or Flask's own without it.
+    "the request's entry (all of its handling, counted)": "app (modelserver/metrics.py",
+    "Flask wsgi_app (all of Flask's request handling, uncounted)": "wsgi_app (flask/app.py",
     "request context: create, push, pop": "flask/ctx.py",
     "URL adapter and routing match": "werkzeug/routing/",
     "view dispatch (our view and what it calls)": "dispatch_request (flask/app.py",

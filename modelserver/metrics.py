@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 
 from flask import Flask, Response
+from flask.globals import _cv_app, _cv_request
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -274,40 +275,56 @@ def instrument(app: Flask, model_names: list[str], models: dict) -> None:
     app.extensions["metrics"] = metrics
     for name in model_names:
         metrics.model_loaded.labels(name).set(1 if name in models else 0)
-    app.wsgi_app = counted(app.wsgi_app, metrics)
+    app.wsgi_app = counted(app, metrics)
     app.add_url_rule("/metrics", "metrics", lambda: exposition(registry))
 
 
-def counted(wsgi_app: Callable, metrics: Metrics) -> Callable:
-    """The WSGI app, each answer it gives counted and timed as it starts, errors included, with
-    the model calls its request made: all written together, once. Timed from before Flask's own
-    work and any before_request check; a wrapper costs a fraction of Flask's hooks."""
+def counted(flask_app: Flask, metrics: Metrics) -> Callable:
+    """flask_app's WSGI entry point with every answer it gives counted and timed, errors
+    included, with the model calls its request made: all written together, once, as the answer
+    leaves Flask. It is Flask.wsgi_app (Flask 3.1) with the count inline: a WSGI wrapper around
+    it would cost every request a layer (a closure, a call of it, the status parsed back from
+    its text) that a worker under load pays several times over (docs/performance.md). Timed
+    from before Flask's own work and any before_request check."""
     write, record, clock = metrics.write, RECORD, time.perf_counter
+    request_context = flask_app.request_context
+    full_dispatch_request = flask_app.full_dispatch_request
+    handle_exception = flask_app.handle_exception
 
     def app(environ: dict, start_response: Callable):
         started = clock()
         calls, batching = record.calls, record.batching = [], []
-
-        def respond(status: str, headers: list, exc_info=None):
-            seconds = clock() - started
-            # Flask's request, still in its context while the answer starts.
-            request = environ.get("werkzeug.request")
-            rule = None if request is None else request.url_rule
+        ctx = request_context(environ)
+        error: BaseException | None = None
+        try:
+            try:
+                ctx.push()
+                response = full_dispatch_request()
+            except Exception as e:
+                error = e
+                response = handle_exception(e)
+            except BaseException as e:
+                error = e
+                raise
+            rule = ctx.request.url_rule
             method = environ["REQUEST_METHOD"]
             write(
                 "none" if rule is None else rule.endpoint,
                 method if method in METHODS else "other",
-                int(status[:3]),
-                seconds,
+                response.status_code,
+                clock() - started,
                 calls,
                 batching,
             )
-            return start_response(status, headers, exc_info)
-
-        try:
-            return wsgi_app(environ, respond)
+            return response(environ, start_response)
         finally:
             record.calls = record.batching = None
+            if "werkzeug.debug.preserve_context" in environ:
+                environ["werkzeug.debug.preserve_context"](_cv_app.get())
+                environ["werkzeug.debug.preserve_context"](_cv_request.get())
+            if error is not None and flask_app.should_ignore_error(error):
+                error = None
+            ctx.pop(error)
 
     return app
 
