@@ -9,7 +9,7 @@ MAX_RSS_MB = int(os.environ.get("MODELSERVER_MAX_RSS_MB", "0") or 0)
 # Memory grows over many requests, so a look once a second is soon enough. It is made on the
 # master's clock, between requests, so a request costs nothing: uWSGI's reload-on-rss reads
 # /proc after every one, and a check in the app would run on every request to see the time.
-INTERVAL_SECONDS = 1
+INTERVAL_SECONDS = 1  # whole seconds: uWSGI's timers take no fractions
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
