@@ -1,6 +1,6 @@
 """`make bench`: ours against the bare-WSGI and nginx ceilings and the peers, in one run.
 
-Each round starts every stack in turn (A B C … A B C …), loads it with wrk at each concurrency
+Each round starts every stack in turn (A B C, then C B A …), loads it with wrk at each concurrency
 after a warm-up, measures batches through ours, and stops it; nothing outlives its turn. The end
 writes results.md, results.json (every round) and results.png, and prints the table.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 # Run as a script, Python puts bench/ first on sys.path; the imports below need the project root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import batching, budget, report
+from bench import batching, budget, paired, report
 from bench import model as modelpath
 from bench.load import THREADS, run_wrk, write_script, wrk_binary
 from bench.stacks import (
@@ -44,6 +44,7 @@ FULL = {
     "warmup": 1,
     "stacks": [s.name for s in STACKS],
     "batches": [1, 100, 1000, 10_000],
+    "pairs": 16,
 }
 QUICK = {
     "rounds": 3,
@@ -51,6 +52,7 @@ QUICK = {
     "warmup": 1,
     "stacks": [s.name for s in STACKS if s.in_quick],
     "batches": [10_000],
+    "pairs": 4,
 }
 SHM = "/dev/shm"  # a tmpfs on Linux
 SHM_NEEDED = 2 * 1024**3
@@ -73,6 +75,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--stacks", type=names, help=f"comma-separated, of: {', '.join(BY_NAME)}")
     parser.add_argument("--concurrency", type=counts, default=[32, 256], help="e.g. 32,256")
     parser.add_argument("--batches", type=counts, help="sizes (1,100,1000,10000), or ''")
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        help=f"windows of ours and ours without metrics in turn, per concurrency, after the "
+        f"rounds ({FULL['pairs']}, quick {QUICK['pairs']}; 0: none)",
+    )
     parser.add_argument(
         "--no-model", action="store_true", help="leave out the model path (POST /predict, A/B)"
     )
@@ -273,6 +281,12 @@ def progress(round_no: int, rounds: int, row: dict) -> str:
     )
 
 
+def in_turn(specs: list[StackSpec], round_no: int) -> list[StackSpec]:
+    """The stacks' order in a round: as given in odd rounds, reversed in even ones (A B C, C B A,
+    ...), so that no stack is always measured before another (bench/README.md)."""
+    return specs if round_no % 2 else specs[::-1]
+
+
 def run_rounds(specs: list[StackSpec], args) -> list[dict]:
     measurements = []
     variants = {}
@@ -288,7 +302,7 @@ def run_rounds(specs: list[StackSpec], args) -> list[dict]:
             for row in model_rows:
                 measurements.append({"round": round_no, **row})
                 print(progress(round_no, args.rounds, row), flush=True)
-            for spec in specs:
+            for spec in in_turn(specs, round_no):
                 for row in turn(spec, args, Path(scripts)):
                     measurements.append({"round": round_no, **row})
                     print(progress(round_no, args.rounds, row), flush=True)
@@ -297,6 +311,27 @@ def run_rounds(specs: list[StackSpec], args) -> list[dict]:
                     measurements.append({"round": round_no, **row})
                     print(progress(round_no, args.rounds, row), flush=True)
     return measurements
+
+
+def measure_pairs(args) -> list[dict]:
+    """Counting's cost in adjacent windows (bench/paired.py), at each concurrency."""
+
+    def show(row: dict) -> None:
+        print(
+            f"pair {row['pair']}/{args.pairs} {row['stack']} c={row['concurrency']}: "
+            f"{row['rps']:,.0f} req/s; other processes {row['other_cpu_pct']:.0f}% CPU",
+            flush=True,
+        )
+
+    with tempfile.TemporaryDirectory(prefix="modelserver-bench-") as scripts:
+        script = write_script(Path(scripts) / "get.lua")
+        return paired.measure(
+            args.pairs,
+            args.concurrency,
+            check_answer,
+            lambda stack, c, seconds: run_wrk(stack.url + PATH, c, seconds, script, stack.pids()),
+            show,
+        )
 
 
 def write_results(args, specs: list[StackSpec], measurements: list[dict], run: dict) -> str:
@@ -316,6 +351,8 @@ def write_results(args, specs: list[StackSpec], measurements: list[dict], run: d
             "batching_concurrency": args.batching_concurrency,
             "baseline": modelpath.BASELINE,
             "ab_seconds_per_stage": round(args.duration * AB_SHARE, 3),
+            "metrics_pairs": args.pairs if paired.wanted(args.stacks) else 0,
+            "pair_window_s": paired.WINDOW_S,
         },
         "machine": report.machine(),
         "stacks": {s.name: {"label": s.label, "how": s.how} for s in specs},
@@ -349,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     started, load = time.monotonic(), os.getloadavg()[0]
     try:
         measurements = run_rounds(specs, args)
+        if args.pairs and paired.wanted(args.stacks):
+            measurements += measure_pairs(args)
     except KeyboardInterrupt:
         print("interrupted: every process started was stopped; no results written", flush=True)
         return 130

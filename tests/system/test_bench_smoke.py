@@ -68,6 +68,7 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         *("--rounds", "1", "--duration", "1", "--warmup", "0", "--concurrency", "8"),
         *("--batches", str(BATCH), "--stacks", ",".join(INSTALLED), "--out", str(tmp_path)),
         *("--batching-stacks", ",".join(BATCHING), "--batching-concurrency", "1,4"),
+        *("--pairs", "1"),
     )
     assert done.returncode == 0, done.stderr
 
@@ -111,6 +112,16 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     batching = results["summary"]["batching"]
     assert batching["on_over_off"]["4"] > 0, batching
 
+    # Counting's cost in a pair of adjacent windows, after the rounds.
+    pairs = [m for m in results["measurements"] if m["kind"] == "paired"]
+    assert [(m["stack"], m["pair"], m["concurrency"]) for m in pairs] == [
+        ("ours", 1, 8),
+        ("ours-nometrics", 1, 8),
+    ]
+    for m in pairs:
+        assert m["requests"] > 0 and m["errors"] == 0, m
+    assert results["summary"]["metrics_pairs"]["8"]["pairs"] == 1
+
     budget = results["run"]["budget"]
     for side in ("nginx", "uwsgi"):
         assert budget[side]["user_us"] > 0 and budget[f"{side}_syscalls"] > 0, budget
@@ -124,6 +135,7 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         "Targets of the HTTP path and of the metrics' cost:" in markdown
         and "Targets of the image path:" in markdown
     )
+    assert "Counting's cost, in pairs:" in markdown
     assert "## Batching: the MLP, one item a request" in markdown
     for name in BATCHING:
         assert f"| {BATCHING_BY_NAME[name].label} | 4 |" in markdown

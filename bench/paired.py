@@ -1,0 +1,104 @@
+"""Counting's cost measured in pairs: ours and ours without metrics running side by side, loaded
+in turn in short windows, the median of the pairs' ratios.
+
+The rounds load each stack seconds apart, and this machine's speed drifts by up to a third in
+phases of a few seconds (docs/performance.md): more than the few percent counting costs. Here
+the two windows of a pair are adjacent, in alternate order (A B, B A, ...) so that neither
+side is always the later one, and the idle stack only sleeps; a pair's ratio keeps little of the
+drift, and the median over the pairs less still.
+"""
+
+import statistics
+from collections.abc import Callable
+
+from bench.stacks import BY_NAME
+
+WITH, WITHOUT = "ours", "ours-nometrics"
+WINDOW_S = 1
+# A pair whose windows other processes took more of the CPU in than this is left out, and said.
+SHARED_PCT = 10
+
+
+def wanted(stacks: list[str]) -> bool:
+    return WITH in stacks and WITHOUT in stacks
+
+
+def measure(
+    pairs: int, concurrencies: list[int], check: Callable, load: Callable, show: Callable
+) -> list[dict]:
+    """pairs pairs of windows at each concurrency; check(stack, spec) refuses a wrong answer,
+    load(stack, c, seconds) is one wrk run's figures, show(row) prints one. A row per window."""
+    rows = []
+    specs = {WITH: BY_NAME[WITH], WITHOUT: BY_NAME[WITHOUT]}
+    with specs[WITH].start() as with_metrics, specs[WITHOUT].start() as without:
+        stacks = {WITH: with_metrics, WITHOUT: without}
+        for name, stack in stacks.items():
+            check(stack, specs[name])
+        for c in concurrencies:
+            for stack in stacks.values():  # warm-up, as before every measurement of the rounds
+                load(stack, c, WINDOW_S)
+            for pair in range(1, pairs + 1):
+                order = (WITH, WITHOUT) if pair % 2 else (WITHOUT, WITH)
+                for name in order:
+                    figures = load(stacks[name], c, WINDOW_S)
+                    row = {"kind": "paired", "pair": pair, "stack": name, "concurrency": c}
+                    rows.append({**row, **figures})
+                    show(rows[-1])
+    return rows
+
+
+def summarize(measurements: list[dict]) -> dict:
+    """Per concurrency: the median of ours / ours without metrics over the pairs kept, its
+    quartiles, and how many pairs were left out for shared CPU."""
+    by_pair: dict[tuple, dict] = {}
+    for m in measurements:
+        if m["kind"] == "paired":
+            by_pair.setdefault((m["concurrency"], m["pair"]), {})[m["stack"]] = m
+    summary = {}
+    for c in dict.fromkeys(c for c, _ in by_pair):
+        pairs = [p for (pc, _), p in by_pair.items() if pc == c and len(p) == 2]
+        kept = [p for p in pairs if max(m["other_cpu_pct"] for m in p.values()) <= SHARED_PCT]
+        ratios = [p[WITH]["rps"] / p[WITHOUT]["rps"] for p in kept if p[WITHOUT]["rps"]]
+        if not ratios:
+            continue
+        low, middle, high = quartiles(ratios)
+        summary[str(c)] = {
+            "median": round(middle, 3),
+            "quartiles": [round(low, 3), round(high, 3)],
+            "pairs": len(ratios),
+            "left_out": len(pairs) - len(kept),
+            "errors": sum(m["errors"] for p in pairs for m in p.values()),
+        }
+    return summary
+
+
+def quartiles(values: list[float]) -> tuple[float, float, float]:
+    if len(values) < 2:
+        return values[0], values[0], values[0]
+    low, middle, high = statistics.quantiles(values, n=4)
+    return low, statistics.median(values), high
+
+
+def markdown(summary: dict, rounds_ratios: dict) -> list[str]:
+    if not summary:
+        return []
+    lines = [
+        "",
+        f"Counting's cost, in pairs: ours and ours without metrics side by side, loaded in turn "
+        f"in adjacent windows of {WINDOW_S} s (A B, B A, ...) after the rounds; the metrics "
+        "targets read the median of the pairs' ratios, which the host's drift between two "
+        "stacks' turns in a round does not reach (bench/paired.py). The rounds' ratio of "
+        "medians beside it.",
+        "",
+        "| c | ours / without, pairs (median) | quartiles | pairs | left out (shared CPU) "
+        "| errors | the rounds' ratio |",
+        "|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for c, s in summary.items():
+        low, high = s["quartiles"]
+        rounds = rounds_ratios.get(c)
+        lines.append(
+            f"| {c} | {s['median']:.3f}× | {low:.3f}–{high:.3f} | {s['pairs']} | "
+            f"{s['left_out']} | {s['errors']} | {'—' if rounds is None else f'{rounds:.3f}×'} |"
+        )
+    return lines
