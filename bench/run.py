@@ -34,6 +34,7 @@ from bench.stacks import (
     STACKS,
     WORKERS,
     StackSpec,
+    in_turn,
 )
 from deploy.localstack import Stack, process_tree, stop_on_signals
 
@@ -279,12 +280,6 @@ def progress(round_no: int, rounds: int, row: dict) -> str:
         f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, errors {row['errors']}; "
         f"other processes {row['other_cpu_pct']:.0f}% CPU"
     )
-
-
-def in_turn(specs: list[StackSpec], round_no: int) -> list[StackSpec]:
-    """The stacks' order in a round: as given in odd rounds, reversed in even ones (A B C, C B A,
-    ...), so that no stack is always measured before another (bench/README.md)."""
-    return specs if round_no % 2 else specs[::-1]
 
 
 def run_rounds(specs: list[StackSpec], args) -> list[dict]:

@@ -228,6 +228,12 @@ STACKS = [
 BY_NAME = {spec.name: spec for spec in STACKS}
 
 
+def in_turn(specs: list[StackSpec], round_no: int) -> list[StackSpec]:
+    """The stacks' order in a round: as given in odd rounds, reversed in even ones (A B C, C B A,
+    ...), so that no stack is always measured before another (bench/README.md)."""
+    return specs if round_no % 2 else specs[::-1]
+
+
 # --- batching: a model where it pays, served by ours with batching off and on and by the peers ---
 
 # bench/mlp.py's MLP: one request is one item, as most clients send.

@@ -2,7 +2,7 @@
 how the figures are formed from measurements (no timing is asserted here)."""
 
 from bench import paired, report
-from bench.run import in_turn
+from bench.stacks import in_turn
 
 
 def window(stack: str, pair: int, rps: float, c: int = 32, other: float = 0.0) -> dict:
