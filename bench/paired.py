@@ -4,8 +4,9 @@ in turn in short windows, the median of the pairs' ratios.
 The rounds load each stack seconds apart, and this machine's speed drifts by up to a third in
 phases of a few seconds (docs/performance.md): more than the few percent counting costs. Here
 the two windows of a pair are adjacent, in alternate order (A B, B A, ...) so that neither
-side is always the later one, and the idle stack only sleeps; a pair's ratio keeps little of the
-drift, and the median over the pairs less still.
+side is always the later one, and the idle stack only sleeps: a pair's ratio keeps less of the
+drift than two turns of a round, and the median over the pairs less again. It narrows the drift;
+it does not remove it (docs/performance.md has runs of it).
 """
 
 import statistics
@@ -86,9 +87,8 @@ def markdown(summary: dict, rounds_ratios: dict) -> list[str]:
         "",
         f"Counting's cost, in pairs: ours and ours without metrics side by side, loaded in turn "
         f"in adjacent windows of {WINDOW_S} s (A B, B A, ...) after the rounds; the metrics "
-        "targets read the median of the pairs' ratios, which the host's drift between two "
-        "stacks' turns in a round does not reach (bench/paired.py). The rounds' ratio of "
-        "medians beside it.",
+        "targets read the median of the pairs' ratios, less exposed to the host's drift than "
+        "two stacks' turns in a round (bench/paired.py). The rounds' ratio of medians beside it.",
         "",
         "| c | ours / without, pairs (median) | quartiles | pairs | left out (shared CPU) "
         "| errors | the rounds' ratio |",
