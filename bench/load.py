@@ -32,6 +32,9 @@ file:close()
 """
 
 ERRORS = ("connect", "read", "write", "timeout", "status")
+# Above this share of the CPU used by others during a measurement, it counts as shared: results.md
+# warns, and a pair of bench/paired.py is left out.
+SHARED_PCT = 10
 TICKS = os.sysconf("SC_CLK_TCK")
 
 

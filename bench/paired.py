@@ -12,12 +12,11 @@ it does not remove it (docs/performance.md has runs of it).
 import statistics
 from collections.abc import Callable
 
+from bench.load import SHARED_PCT
 from bench.stacks import BY_NAME
 
 WITH, WITHOUT = "ours", "ours-nometrics"
 WINDOW_S = 1
-# A pair whose windows other processes took more of the CPU in than this is left out, and said.
-SHARED_PCT = 10
 
 
 def wanted(stacks: list[str]) -> bool:

@@ -12,7 +12,7 @@ from importlib import metadata
 from pathlib import Path
 
 from bench import batching, budget, paired
-from bench.load import wrk_binary
+from bench.load import SHARED_PCT, wrk_binary
 from bench.stacks import BY_NAME, PATH, WORKERS
 from deploy.localstack import PROJECT, find_nginx
 
@@ -26,8 +26,6 @@ COMPARED = {
     "FastAPI + uvicorn behind nginx": ("fastapi",),
     "uvicorn alone": ("uvicorn",),
 }
-# Above this share of the CPU used by others during a measurement, results.md warns.
-SHARED_PCT = 10
 PACKAGES = (
     "Flask",
     "gunicorn",
