@@ -109,10 +109,16 @@ class Metrics:
         self.answers = {}  # see answer()
         self.models = {}  # see model()
         self.lock = threading.Lock()
-        # A request's writes: write(endpoint, method, status, seconds, calls, batching).
+        # A request's answer: write(endpoint, method, status, seconds); its model calls and
+        # waits for a batch, as they end: write_model(model, endpoint, batch, seconds) and
+        # write_batching(endpoint, formed, wait). In a worker with threads each takes the lock.
         self.write = self.write_files if self.in_files else self.write_in_memory
+        self.write_model = self.model_files if self.in_files else self.model_in_memory
+        self.write_batching = self.batching_written
         if threads:
             self.write = locked(self.write, self.lock)
+            self.write_model = locked(self.write_model, self.lock)
+            self.write_batching = locked(self.write_batching, self.lock)
         self.requests = Counter(
             "modelserver_requests",
             "HTTP requests answered by the app, by endpoint, method and status.",
@@ -197,12 +203,9 @@ class Metrics:
         found = self.models[name] = self.slot(self.model_duration, name)
         return found
 
-    def write_files(
-        self, endpoint: str, method: str, status: int, seconds: float, calls, batching
-    ) -> None:
-        """A request's counts and times, added straight into the worker's files. What every
-        request writes is written here, not through each slot's method: in a worker under load
-        a method call costs as much as the addition it makes."""
+    def write_files(self, endpoint: str, method: str, status: int, seconds: float) -> None:
+        """A request's count and time, added straight into the worker's files: in a worker
+        under load a method call of each slot costs as much as the addition it makes."""
         count, duration = self.answers.get((endpoint, method, status)) or self.answer(
             endpoint, method, status
         )
@@ -210,37 +213,35 @@ class Metrics:
         view = duration.view
         view[duration.sum] += seconds
         view[duration.buckets[bisect.bisect_left(duration.bounds, seconds)]] += 1.0
-        for model, name, batch, model_seconds in calls:
-            histogram = self.models.get(model) or self.model(model)
-            view = histogram.view
-            view[histogram.sum] += model_seconds
-            view[histogram.buckets[bisect.bisect_left(histogram.bounds, model_seconds)]] += 1.0
-            if batch is not None:
-                self.slot(self.batch_size, name).observe(batch)
-        if batching:
-            self.write_batching(batching)
 
-    def write_in_memory(
-        self, endpoint: str, method: str, status: int, seconds: float, calls, batching
-    ) -> None:
+    def write_in_memory(self, endpoint: str, method: str, status: int, seconds: float) -> None:
         """The same through the library's children, which lock each value."""
         count, duration = self.answers.get((endpoint, method, status)) or self.answer(
             endpoint, method, status
         )
         count.inc(1.0)
         duration.observe(seconds)
-        for model, name, batch, model_seconds in calls:
-            self.slot(self.model_duration, model).observe(model_seconds)
-            if batch is not None:
-                self.slot(self.batch_size, name).observe(batch)
-        if batching:
-            self.write_batching(batching)
 
-    def write_batching(self, batching: list) -> None:
-        for name, formed, wait in batching:
-            self.slot(self.batch_wait, name).observe(wait)
-            if formed is not None:
-                self.slot(self.formed_batch_size, name).observe(formed)
+    def model_files(self, model: str, endpoint: str, batch: int | None, seconds: float) -> None:
+        """A model call's time, and the items of a batch request, likewise into the files."""
+        histogram = self.models.get(model) or self.model(model)
+        view = histogram.view
+        view[histogram.sum] += seconds
+        view[histogram.buckets[bisect.bisect_left(histogram.bounds, seconds)]] += 1.0
+        if batch is not None:
+            self.slot(self.batch_size, endpoint).observe(batch)
+
+    def model_in_memory(self, model: str, endpoint: str, batch: int | None, seconds: float) -> None:
+        """The same through the library's children."""
+        self.slot(self.model_duration, model).observe(seconds)
+        if batch is not None:
+            self.slot(self.batch_size, endpoint).observe(batch)
+
+    def batching_written(self, endpoint: str, formed: int | None, wait: float) -> None:
+        """A batched request's wait for its call, and the items of the batch it led."""
+        self.slot(self.batch_wait, endpoint).observe(wait)
+        if formed is not None:
+            self.slot(self.formed_batch_size, endpoint).observe(formed)
 
     def count(self, counter, *labels: str) -> None:
         """One more of a counter's child, outside a request's writes (a stream's failure)."""
@@ -281,8 +282,8 @@ def instrument(app: Flask, model_names: list[str], models: dict) -> None:
 
 def counted(flask_app: Flask, metrics: Metrics) -> Callable:
     """flask_app's WSGI entry point with every answer it gives counted and timed, errors
-    included, with the model calls its request made: all written together, once, as the answer
-    leaves Flask. It is Flask.wsgi_app (Flask 3.1) with the count inline: a WSGI wrapper around
+    included, as the answer leaves Flask; the model calls it makes are written as they end,
+    through RECORD. It is Flask.wsgi_app (Flask 3.1) with the count inline: a WSGI wrapper around
     it would cost every request a layer (a closure, a call of it, the status parsed back from
     its text) that a worker under load pays several times over (docs/performance.md). Timed
     from before Flask's own work and any before_request check."""
@@ -293,7 +294,7 @@ def counted(flask_app: Flask, metrics: Metrics) -> Callable:
 
     def app(environ: dict, start_response: Callable):
         started = clock()
-        calls, batching = record.calls, record.batching = [], []
+        record.metrics = metrics
         ctx = request_context(environ)
         error: BaseException | None = None
         try:
@@ -313,12 +314,10 @@ def counted(flask_app: Flask, metrics: Metrics) -> Callable:
                 method if method in METHODS else "other",
                 response.status_code,
                 clock() - started,
-                calls,
-                batching,
             )
             return response(environ, start_response)
         finally:
-            record.calls = record.batching = None
+            record.metrics = None
             if "werkzeug.debug.preserve_context" in environ:
                 environ["werkzeug.debug.preserve_context"](_cv_app.get())
                 environ["werkzeug.debug.preserve_context"](_cv_request.get())
@@ -330,21 +329,22 @@ def counted(flask_app: Flask, metrics: Metrics) -> Callable:
 
 
 class Record(threading.local):
-    """The model calls, and batched waits, of the request this thread answers (counted() sets
-    them, None outside a counted request): the view reaches them without Flask's proxies."""
+    """The metrics that count the request this thread answers (counted() sets them, None
+    outside a counted request): the view's model calls reach them without Flask's proxies,
+    and are written as they end rather than kept in a list per request for the answer's
+    write (in a worker under load, making and reading that list cost more than writing)."""
 
-    calls: list | None = None
-    batching: list | None = None
+    metrics: Metrics | None = None
 
 
 class OneAtATime:
     """The same in a worker that answers one request at a time: plain attributes, which a
     worker under load reads and sets in a fraction of a thread-local's time."""
 
-    __slots__ = ("calls", "batching")
+    __slots__ = ("metrics",)
 
     def __init__(self):
-        self.calls = self.batching = None
+        self.metrics = None
 
 
 RECORD = Record() if concurrent_requests() else OneAtATime()
@@ -352,18 +352,18 @@ RECORD = Record() if concurrent_requests() else OneAtATime()
 
 def observe_model(model: str, endpoint: str, batch: int | None, seconds: float) -> None:
     """One call of an endpoint's function(s): the time inside them, and the size of a batch
-    request (None for a single item: a GET, or a POST of one); written with the response."""
-    calls = RECORD.calls
-    if calls is not None:
-        calls.append((model, endpoint, batch, seconds))
+    request (None for a single item: a GET, or a POST of one); written now."""
+    counting = RECORD.metrics
+    if counting is not None:
+        counting.write_model(model, endpoint, batch, seconds)
 
 
 def observe_batching(endpoint: str, formed: int | None, wait: float) -> None:
     """A batched request's wait for its call, and the items of the batch it led (None: it was
-    in another's); written with the response."""
-    batching = RECORD.batching
-    if batching is not None:
-        batching.append((endpoint, formed, wait))
+    in another's); written now."""
+    counting = RECORD.metrics
+    if counting is not None:
+        counting.write_batching(endpoint, formed, wait)
 
 
 def exposition(registry: CollectorRegistry | None) -> Response:
