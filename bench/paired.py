@@ -27,7 +27,8 @@ def measure(
     pairs: int, concurrencies: list[int], check: Callable, load: Callable, show: Callable
 ) -> list[dict]:
     """pairs pairs of windows at each concurrency; check(stack, spec) refuses a wrong answer,
-    load(stack, c, seconds) is one wrk run's figures, show(row) prints one. A row per window."""
+    load(stack, c, seconds, pids) is one wrk run's figures (pids: the stack's processes),
+    show(row) prints one. A row per window."""
     rows = []
     specs = {WITH: BY_NAME[WITH], WITHOUT: BY_NAME[WITHOUT]}
     with specs[WITH].start() as with_metrics, specs[WITHOUT].start() as without:
@@ -36,11 +37,11 @@ def measure(
             check(stack, specs[name])
         for c in concurrencies:
             for stack in stacks.values():  # warm-up, as before every measurement of the rounds
-                load(stack, c, WINDOW_S)
+                load(stack, c, WINDOW_S, stack.pids())
             for pair in range(1, pairs + 1):
                 order = (WITH, WITHOUT) if pair % 2 else (WITHOUT, WITH)
                 for name in order:
-                    figures = load(stacks[name], c, WINDOW_S)
+                    figures = load(stacks[name], c, WINDOW_S, stacks[name].pids())
                     row = {"kind": "paired", "pair": pair, "stack": name, "concurrency": c}
                     rows.append({**row, **figures})
                     show(rows[-1])

@@ -4,7 +4,7 @@ Each round starts every stack in turn (A B C, then C B A …), loads it with wrk
 after a warm-up, measures batches through ours, and stops it; nothing outlives its turn. The end
 writes results.md, results.json (every round) and results.png, and prints the table.
 
-    .venv/bin/python bench/run.py            # full: about 17 min
+    .venv/bin/python bench/run.py            # full: about 19 min
     .venv/bin/python bench/run.py --quick    # about 4 min
 """
 
@@ -16,12 +16,13 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Run as a script, Python puts bench/ first on sys.path; the imports below need the project root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import batching, budget, paired, report
+from bench import batching, budget, one_nginx, paired, report
 from bench import model as modelpath
 from bench.load import THREADS, run_wrk, write_script, wrk_binary
 from bench.stacks import (
@@ -38,7 +39,7 @@ from bench.stacks import (
 )
 from deploy.localstack import Stack, process_tree, stop_on_signals
 
-# Bounded: about 17 min for the full run and about 4 for --quick (bench/README.md has the sums).
+# Bounded: about 19 min for the full run and about 4 for --quick (bench/README.md has the sums).
 FULL = {
     "rounds": 5,
     "duration": 3,
@@ -46,6 +47,7 @@ FULL = {
     "stacks": [s.name for s in STACKS],
     "batches": [1, 100, 1000, 10_000],
     "pairs": 16,
+    "one_nginx": 8,
 }
 QUICK = {
     "rounds": 3,
@@ -54,6 +56,7 @@ QUICK = {
     "stacks": [s.name for s in STACKS if s.in_quick],
     "batches": [10_000],
     "pairs": 4,
+    "one_nginx": 2,
 }
 SHM = "/dev/shm"  # a tmpfs on Linux
 SHM_NEEDED = 2 * 1024**3
@@ -81,6 +84,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=int,
         help=f"windows of ours and ours without metrics in turn, per concurrency, after the "
         f"rounds ({FULL['pairs']}, quick {QUICK['pairs']}; 0: none)",
+    )
+    parser.add_argument(
+        "--one-nginx",
+        type=int,
+        help=f"windows of {one_nginx.WINDOW_S} s of ours and ours without metrics behind one "
+        f"nginx, per concurrency, after the pairs ({FULL['one_nginx']}, quick "
+        f"{QUICK['one_nginx']}; 0: none)",
     )
     parser.add_argument(
         "--no-model", action="store_true", help="leave out the model path (POST /predict, A/B)"
@@ -318,13 +328,35 @@ def measure_pairs(args) -> list[dict]:
             flush=True,
         )
 
+    return measure_counting(paired.measure, args.pairs, args.concurrency, show)
+
+
+def measure_one_nginx(args) -> list[dict]:
+    """Counting's cost in CPU time, both stacks behind one nginx (bench/one_nginx.py)."""
+
+    def show(row: dict) -> None:
+        print(
+            f"one nginx, window {row['window']}/{args.one_nginx} c={row['concurrency']}: "
+            f"{row['rps']:,.0f} req/s, uWSGI with metrics {row['with_us'] or 0:.1f} µs a "
+            f"request, without {row['without_us'] or 0:.1f}; other processes "
+            f"{row['other_cpu_pct']:.0f}% CPU",
+            flush=True,
+        )
+
+    return measure_counting(one_nginx.measure, args.one_nginx, args.concurrency, show)
+
+
+def measure_counting(
+    measure: Callable, count: int, concurrencies: list[int], show: Callable
+) -> list[dict]:
+    """measure (paired's or one_nginx's) with wrk's GET script: count windows or pairs."""
     with tempfile.TemporaryDirectory(prefix="modelserver-bench-") as scripts:
         script = write_script(Path(scripts) / "get.lua")
-        return paired.measure(
-            args.pairs,
-            args.concurrency,
+        return measure(
+            count,
+            concurrencies,
             check_answer,
-            lambda stack, c, seconds: run_wrk(stack.url + PATH, c, seconds, script, stack.pids()),
+            lambda stack, c, seconds, pids: run_wrk(stack.url + PATH, c, seconds, script, pids),
             show,
         )
 
@@ -348,6 +380,8 @@ def write_results(args, specs: list[StackSpec], measurements: list[dict], run: d
             "ab_seconds_per_stage": round(args.duration * AB_SHARE, 3),
             "metrics_pairs": args.pairs if paired.wanted(args.stacks) else 0,
             "pair_window_s": paired.WINDOW_S,
+            "one_nginx_windows": args.one_nginx if paired.wanted(args.stacks) else 0,
+            "one_nginx_window_s": one_nginx.WINDOW_S,
         },
         "machine": report.machine(),
         "stacks": {s.name: {"label": s.label, "how": s.how} for s in specs},
@@ -383,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
         measurements = run_rounds(specs, args)
         if args.pairs and paired.wanted(args.stacks):
             measurements += measure_pairs(args)
+        if args.one_nginx and paired.wanted(args.stacks):
+            measurements += measure_one_nginx(args)
     except KeyboardInterrupt:
         print("interrupted: every process started was stopped; no results written", flush=True)
         return 130

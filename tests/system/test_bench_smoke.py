@@ -68,7 +68,7 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         *("--rounds", "1", "--duration", "1", "--warmup", "0", "--concurrency", "8"),
         *("--batches", str(BATCH), "--stacks", ",".join(INSTALLED), "--out", str(tmp_path)),
         *("--batching-stacks", ",".join(BATCHING), "--batching-concurrency", "1,4"),
-        *("--pairs", "1"),
+        *("--pairs", "1", "--one-nginx", "1"),
     )
     assert done.returncode == 0, done.stderr
 
@@ -122,6 +122,14 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         assert m["requests"] > 0 and m["errors"] == 0, m
     assert results["summary"]["metrics_pairs"]["8"]["pairs"] == 1
 
+    # And in CPU time, both behind one nginx: each uWSGI answered its share of the window.
+    [window] = [m for m in results["measurements"] if m["kind"] == "one-nginx"]
+    assert window["requests"] > 0 and window["errors"] == 0, window
+    assert all(answered > 0 for answered in window["answered"]), window
+    assert window["with_us"] > 0 and window["without_us"] > 0, window
+    assert window["machine_us"] > window["with_us"] / 2, window
+    assert results["summary"]["metrics_one_nginx"]["8"]["windows"] == 1
+
     budget = results["run"]["budget"]
     for side in ("nginx", "uwsgi"):
         assert budget[side]["user_us"] > 0 and budget[f"{side}_syscalls"] > 0, budget
@@ -136,6 +144,7 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         and "Targets of the image path:" in markdown
     )
     assert "Counting's cost, in pairs:" in markdown
+    assert "Counting's cost in CPU time:" in markdown
     assert "## Batching: the MLP, one item a request" in markdown
     for name in BATCHING:
         assert f"| {BATCHING_BY_NAME[name].label} | 4 |" in markdown
