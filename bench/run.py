@@ -4,7 +4,7 @@ Each round starts every stack in turn (A B C, then C B A …), loads it with wrk
 after a warm-up, measures batches through ours, and stops it; nothing outlives its turn. The end
 writes results.md, results.json (every round) and results.png, and prints the table.
 
-    .venv/bin/python bench/run.py            # full: about 19 min
+    .venv/bin/python bench/run.py            # full: about 18 min
     .venv/bin/python bench/run.py --quick    # about 4 min
 """
 
@@ -39,7 +39,7 @@ from bench.stacks import (
 )
 from deploy.localstack import Stack, process_tree, stop_on_signals
 
-# Bounded: about 19 min for the full run and about 4 for --quick (bench/README.md has the sums).
+# Bounded: about 18 min for the full run and about 4 for --quick (bench/README.md has the sums).
 FULL = {
     "rounds": 5,
     "duration": 3,
