@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
+import time
 from pathlib import Path
 
 THREADS = 2  # one per core; wrk shares the machine's 2 cores with the servers it loads
@@ -55,12 +57,8 @@ def write_script(
     return path
 
 
-def run_wrk(url: str, concurrency: int, seconds: int, script: Path, pids: list[int]) -> dict:
-    """One wrk run: requests/s, p50/p99 in ms, errors (socket errors + HTTP status >= 400).
-
-    pids: the stack's processes, to tell their CPU time and wrk's from everybody else's.
-    """
-    argv = [
+def wrk_argv(url: str, concurrency: int, seconds: int, script: Path) -> list[str]:
+    return [
         wrk_binary() or "wrk",
         # wrk wants at least one connection per thread: c=1 runs one.
         "--threads", str(min(THREADS, concurrency)),
@@ -72,13 +70,70 @@ def run_wrk(url: str, concurrency: int, seconds: int, script: Path, pids: list[i
         "--script", str(script),
         url,
     ]  # fmt: skip
+
+
+def run_wrk(url: str, concurrency: int, seconds: int, script: Path, pids: list[int]) -> dict:
+    """One wrk run: requests/s, p50/p99 in ms, errors (socket errors + HTTP status >= 400).
+
+    pids: the stack's processes, to tell their CPU time and wrk's from everybody else's.
+    """
     before = cpu_ticks(pids)
     # run() kills wrk (by its PID) if this times out or is interrupted, and always waits for it.
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30)
+    done = subprocess.run(
+        wrk_argv(url, concurrency, seconds, script),
+        capture_output=True,
+        text=True,
+        timeout=seconds + 30,
+    )
     after = cpu_ticks(pids)
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr or done.stdout}")
-    return {**figures(done.stdout), "other_cpu_pct": other_cpu_pct(before, after)}
+    return {
+        **figures(done.stdout),
+        "other_cpu_pct": other_cpu_pct(before, after),
+        "busy_pct": busy_pct(before, after),
+    }
+
+
+def run_wrks(urls: list[str], concurrency: int, seconds: int, script: Path) -> list[dict]:
+    """One wrk per URL, all at once: each one's figures and its own CPU time ("wrk_cpu_s").
+
+    Each wrk is reaped with wait4, which gives its resource usage alone; one that outlives its
+    duration by 30 s is killed, and every one is reaped whatever happens.
+    """
+    with tempfile.TemporaryDirectory(prefix="modelserver-wrk-") as out:
+        procs = []
+        try:
+            for number, url in enumerate(urls):
+                with open(Path(out, f"{number}.out"), "w") as stdout:
+                    argv = wrk_argv(url, concurrency, seconds, script)
+                    procs.append(subprocess.Popen(argv, stdout=stdout, stderr=subprocess.STDOUT))
+            usage = [reap(proc, time.monotonic() + seconds + 30) for proc in procs]
+        finally:
+            for proc in procs:
+                if proc.returncode is None:
+                    proc.kill()
+                    reap(proc, time.monotonic() + 5)
+        results = []
+        for number, (proc, cpu_s) in enumerate(zip(procs, usage, strict=True)):
+            output = Path(out, f"{number}.out").read_text()
+            if proc.returncode != 0:
+                raise RuntimeError(f"wrk failed ({proc.returncode}): {output}")
+            results.append({**figures(output), "wrk_cpu_s": cpu_s})
+        return results
+
+
+def reap(proc: subprocess.Popen, deadline: float) -> float:
+    """Wait for proc, killing it at deadline; its user + system CPU time in seconds."""
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if not pid and time.monotonic() >= deadline:
+            proc.kill()
+            pid, status, usage = os.wait4(proc.pid, 0)
+        if pid:
+            proc.returncode = os.waitstatus_to_exitcode(status)
+            return usage.ru_utime + usage.ru_stime
+        time.sleep(0.05)
 
 
 def cpu_ticks(pids: list[int]) -> tuple[int, int, int]:
@@ -108,6 +163,12 @@ def other_cpu_pct(before: tuple[int, int, int], after: tuple[int, int, int]) -> 
     """
     busy, total, ours = (b - a for a, b in zip(before, after, strict=True))
     return round(100 * max(busy - ours, 0) / total, 1) if total else 0.0
+
+
+def busy_pct(before: tuple[int, int, int], after: tuple[int, int, int]) -> float:
+    """The share of all cores busy during a measurement, in %: whether the stack saturated them."""
+    busy, total = after[0] - before[0], after[1] - before[1]
+    return round(100 * busy / total, 1) if total else 0.0
 
 
 def figures(output: str) -> dict:

@@ -22,7 +22,7 @@ from pathlib import Path
 # Run as a script, Python puts bench/ first on sys.path; the imports below need the project root.
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import batching, budget, one_nginx, paired, report
+from bench import batching, budget, one_nginx, paired, report, side_by_side
 from bench import model as modelpath
 from bench.load import THREADS, run_wrk, write_script, wrk_binary
 from bench.stacks import (
@@ -48,6 +48,7 @@ FULL = {
     "batches": [1, 100, 1000, 10_000],
     "pairs": 16,
     "one_nginx": 8,
+    "side_by_side": 8,
 }
 QUICK = {
     "rounds": 3,
@@ -57,6 +58,7 @@ QUICK = {
     "batches": [10_000],
     "pairs": 4,
     "one_nginx": 2,
+    "side_by_side": 2,
 }
 SHM = "/dev/shm"  # a tmpfs on Linux
 SHM_NEEDED = 2 * 1024**3
@@ -91,6 +93,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help=f"windows of {one_nginx.WINDOW_S} s of ours and ours without metrics behind one "
         f"nginx, per concurrency, after the pairs ({FULL['one_nginx']}, quick "
         f"{QUICK['one_nginx']}; 0: none)",
+    )
+    parser.add_argument(
+        "--side-by-side",
+        type=int,
+        help=f"windows of {side_by_side.WINDOW_S} s of ours and FastAPI + uvicorn at once, each "
+        f"behind its own nginx, per concurrency, last ({FULL['side_by_side']}, quick "
+        f"{QUICK['side_by_side']}; 0: none)",
+    )
+    parser.add_argument(
+        "--side-by-side-check",
+        action="store_true",
+        help="also each of the two against itself, the same way: what the measure's own spread is",
     )
     parser.add_argument(
         "--no-model", action="store_true", help="leave out the model path (POST /predict, A/B)"
@@ -346,6 +360,35 @@ def measure_one_nginx(args) -> list[dict]:
     return measure_counting(one_nginx.measure, args.one_nginx, args.concurrency, show)
 
 
+def measure_side_by_side(args) -> list[dict]:
+    """Ours against FastAPI in CPU time, both at once (bench/side_by_side.py); with
+    --side-by-side-check, each against itself first."""
+    pairs = [(side_by_side.OURS, side_by_side.PEER)]
+    if args.side_by_side_check:
+        pairs = [(side_by_side.OURS,) * 2, (side_by_side.PEER,) * 2, *pairs]
+
+    def show(row: dict) -> None:
+        sides = ", ".join(
+            f"{name} {s['rps']:,.0f} req/s, {side_by_side.total_us(s) or 0:.1f} µs a request"
+            for name, s in zip(row["stacks"], row["sides"], strict=True)
+        )
+        print(
+            f"side by side, window {row['window']}/{args.side_by_side} "
+            f"c={row['concurrency']}: {sides}; other processes {row['other_cpu_pct']:.0f}% CPU",
+            flush=True,
+        )
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="modelserver-bench-") as scripts:
+        script = write_script(Path(scripts) / "get.lua")
+        for names in pairs:
+            specs = (BY_NAME[names[0]], BY_NAME[names[1]])
+            rows += side_by_side.measure(
+                args.side_by_side, args.concurrency, check_answer, script, show, specs
+            )
+    return rows
+
+
 def measure_counting(
     measure: Callable, count: int, concurrencies: list[int], show: Callable
 ) -> list[dict]:
@@ -382,6 +425,8 @@ def write_results(args, specs: list[StackSpec], measurements: list[dict], run: d
             "pair_window_s": paired.WINDOW_S,
             "one_nginx_windows": args.one_nginx if paired.wanted(args.stacks) else 0,
             "one_nginx_window_s": one_nginx.WINDOW_S,
+            "side_by_side_windows": args.side_by_side if side_by_side.wanted(args.stacks) else 0,
+            "side_by_side_window_s": side_by_side.WINDOW_S,
         },
         "machine": report.machine(),
         "stacks": {s.name: {"label": s.label, "how": s.how} for s in specs},
@@ -419,6 +464,8 @@ def main(argv: list[str] | None = None) -> int:
             measurements += measure_pairs(args)
         if args.one_nginx and paired.wanted(args.stacks):
             measurements += measure_one_nginx(args)
+        if args.side_by_side and side_by_side.wanted(args.stacks):
+            measurements += measure_side_by_side(args)
     except KeyboardInterrupt:
         print("interrupted: every process started was stopped; no results written", flush=True)
         return 130

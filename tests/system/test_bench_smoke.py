@@ -68,7 +68,7 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
         *("--rounds", "1", "--duration", "1", "--warmup", "0", "--concurrency", "8"),
         *("--batches", str(BATCH), "--stacks", ",".join(INSTALLED), "--out", str(tmp_path)),
         *("--batching-stacks", ",".join(BATCHING), "--batching-concurrency", "1,4"),
-        *("--pairs", "1", "--one-nginx", "1"),
+        *("--pairs", "1", "--one-nginx", "1", "--side-by-side", "1"),
     )
     assert done.returncode == 0, done.stderr
 
@@ -78,6 +78,7 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     assert [(m["stack"], m["concurrency"]) for m in gets] == [(name, 8) for name in INSTALLED]
     for m in gets:
         assert m["requests"] > 0 and m["errors"] == 0, m
+        assert 0 < m["busy_pct"] <= 100, m
     assert set(results["summary"]["medians"]) == set(INSTALLED)
 
     [batch] = [m for m in results["measurements"] if m["kind"] == "batch"]
@@ -130,6 +131,18 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     assert window["machine_us"] > window["with_us"] / 2, window
     assert results["summary"]["metrics_one_nginx"]["8"]["windows"] == 1
 
+    # Ours against FastAPI in CPU time, both at once: each stack's nginx, server and wrk.
+    sides = [m for m in results["measurements"] if m["kind"] == "side-by-side"]
+    if "fastapi" in INSTALLED:
+        [window] = sides
+        assert window["stacks"] == ["ours", "fastapi"]
+        for side in window["sides"]:
+            assert side["requests"] > 0 and side["errors"] == 0, window
+            assert all(us > 0 for us in side["us"].values()), window
+        assert results["summary"]["side_by_side"]["ours / fastapi"]["8"]["windows"] == 1
+    else:
+        assert sides == []
+
     budget = results["run"]["budget"]
     for side in ("nginx", "uwsgi"):
         assert budget[side]["user_us"] > 0 and budget[f"{side}_syscalls"] > 0, budget
@@ -145,6 +158,8 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     )
     assert "Counting's cost, in pairs:" in markdown
     assert "Counting's cost in CPU time:" in markdown
+    if "fastapi" in INSTALLED:
+        assert "Ours against FastAPI + uvicorn in CPU time:" in markdown
     assert "## Batching: the MLP, one item a request" in markdown
     for name in BATCHING:
         assert f"| {BATCHING_BY_NAME[name].label} | 4 |" in markdown
