@@ -44,7 +44,8 @@ test: test-packages lint $(VIEWER) $(VENV)/manifest-tools/.installed
 	$(VENV)/bin/python -m pytest -m "not deep" $(PYTEST_ARGS)
 
 # What make test leaves to CI, minutes more for faults that show rarely: the tests marked deep
-# (the demos' removal guide) and the fuzzing with four times make test's cases.
+# (the demos' removal guide, App Engine's entrypoint in a fresh venv) and the fuzzing with four
+# times make test's cases.
 test-deep: test-packages lint $(VIEWER)
 	$(VENV)/bin/python -m pytest -m deep
 	MODELSERVER_FUZZ_SCALE=4 $(VENV)/bin/python -m pytest tests/stack/test_fuzz.py
@@ -62,7 +63,7 @@ model: $(VENV)/.tests
 soak: test-packages $(VENV)/.tests
 	MODELSERVER_LOAD_SECONDS=600 $(VENV)/bin/python -m pytest -k 64_clients tests/stack/test_reliability.py
 
-# The side-by-side benchmark (bench/README.md): about 18 min; bench-quick in about 4.
+# The side-by-side benchmark (bench/README.md): about 20 min; bench-quick in about 4.
 # Both write bench/results.md, .json and .png and print the table.
 bench: bench-packages $(VENV)/.bench
 	$(VENV)/bin/python bench/run.py

@@ -74,6 +74,9 @@ def test_checkov_passes_every_manifest_or_names_why_not():
         assert len(check["check_result"]["suppress_comment"]) > 20, check
 
 
+# Deep: a fresh venv and the service's requirements installed into it, as App Engine builds it,
+# take most of a minute; CI runs it with make test-deep.
+@pytest.mark.deep
 def test_app_engine_entrypoint_answers_the_contract(tmp_path):
     config = yaml.safe_load((PROJECT / "app.yaml").read_text())
     venv = tmp_path / "venv"
