@@ -236,7 +236,8 @@ class Stack:
             handover.wait()
             raise
         if code != 0:
-            raise RuntimeError(f"the reload failed ({code}):\n{self.logs()}")
+            logs = self.logs() or "see the log above"  # empty when uWSGI logs to the terminal
+            raise RuntimeError(f"the reload failed ({code}):\n{logs}")
 
     def metrics_env(self) -> dict[str, str]:
         """Where uWSGI's workers count (emptied at start) and where nginx's stub_status is."""
@@ -288,17 +289,21 @@ class Stack:
     def wait_ready(self, timeout: float) -> None:
         """Poll through nginx until the app answers 200; fail early if a process died."""
         deadline = time.monotonic() + timeout
+        answer = None  # the last answer that was not a 200, if any
         while True:
             for proc in (self.uwsgi, self.nginx):
                 if proc is not None and proc.poll() is not None:
                     raise NotStarted(self.exited(proc))
             try:
-                if self.request("GET", self.ready_path)[0] == 200:
+                status, _, body = self.request("GET", self.ready_path)
+                if status == 200:
                     return
+                answer = f"{status} {body.decode(errors='replace').strip()}"
             except OSError:
                 pass
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no answer from {self.url} in {timeout} s:\n{self.logs()}")
+                said = f"GET {self.ready_path} answered {answer}" if answer else "no answer"
+                raise TimeoutError(f"{said} from {self.url} in {timeout} s:\n{self.logs()}")
             time.sleep(0.05)
 
     def exited(self, proc: subprocess.Popen) -> str:
@@ -407,6 +412,21 @@ def example_query(parameters: list[dict]) -> str:
     return urllib.parse.urlencode(pairs)
 
 
+def not_ready(stack: Stack) -> list[str]:
+    """The lines that say why /readyz is not 200 (a model failed to load), or none."""
+    status, _, body = stack.request("GET", READY_PATH)
+    if status == 200:
+        return []
+    try:
+        message = json.loads(body)["message"]
+    except (ValueError, KeyError, TypeError):
+        message = body.decode(errors="replace").strip()
+    return [
+        f"{READY_PATH} answers {status}: {message}.",
+        "  The endpoints of those models answer 503 and the others serve; the log above says why.",
+    ]
+
+
 def interrupt(signum, frame) -> None:
     """SIGTERM stops the stack the same way as Ctrl-C."""
     raise KeyboardInterrupt
@@ -463,7 +483,11 @@ def main(argv: list[str] | None = None) -> int:
     stop_on_signals()
     signal.signal(signal.SIGHUP, ask_reload)
     try:
-        with Stack(port=args.port, log_to_terminal=True, exempt=tuple(args.exempt)) as stack:
+        # Up once the app answers: a model that failed to load leaves its endpoints at 503 and the
+        # others serving (README), which the banner then says.
+        with Stack(
+            port=args.port, log_to_terminal=True, ready_path="/healthz", exempt=tuple(args.exempt)
+        ) as stack:
             status, _, document = stack.request("GET", "/openapi.json")
             endpoints = served_endpoints(json.loads(document)) if status == 200 else []
             print(
@@ -471,6 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"nginx pid {stack.nginx.pid}; Ctrl-C stops)",
                 *(f"  {method:<4} {stack.url}{path}" for method, path in endpoints),
                 f"  docs {stack.url}/docs",
+                *not_ready(stack),
                 f"New code or models: kill -HUP {os.getpid()} reloads them, no request refused.",
                 sep="\n",
                 flush=True,

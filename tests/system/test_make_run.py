@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from deploy.localstack import PROJECT, alive, free_port
+from helpers import copy_checkout
 from helpers.commands import UP, Run
 from modelserver.endpoints import signature_of
 from registry import ENDPOINTS
@@ -151,3 +152,45 @@ def test_make_run_says_so_when_the_app_does_not_start(tmp_path):
     assert lines[-2] == "modelserver did not start: uwsgi exited with 22; its output above says why"
     assert "holds comments but no key" in done.stdout
     assert 'localstack.py", line' not in done.stdout  # no frame of the runner's own
+
+
+# A registry with a model whose loader fails, beside a function that needs none.
+BROKEN_MODEL_REGISTRY = """
+import algo
+from modelserver.endpoints import serve
+
+
+def load_broken():
+    raise RuntimeError("weights file missing")
+
+
+def uses_broken(model, x: float) -> float:
+    return x
+
+
+ENDPOINTS = {"pisqrt": algo.pi_sqrt, "broken": serve(uses_broken, model=load_broken)}
+"""
+
+
+def test_make_run_serves_the_others_when_a_model_fails_to_load(tmp_path):
+    # As the README says of a model that fails to load: its endpoints answer 503, the others
+    # serve, and the runner says so rather than waiting for a readiness that will not come.
+    checkout = copy_checkout(tmp_path / "checkout")
+    (checkout / "registry.py").write_text(BROKEN_MODEL_REGISTRY)
+    python = str(PROJECT / ".venv" / "bin" / "python")
+    run = Run([python, "deploy/localstack.py", "--port", str(free_port())], cwd=checkout)
+    try:
+        url = run.wait_for(UP, timeout=60).group(1)
+        banner = run.wait_for(re.compile("^New code or models: kill -HUP"), timeout=10)
+        assert banner
+        output = "".join(run.output)
+        assert "/readyz answers 503: not ready: model(s) not loaded: broken." in output, output
+        assert "weights file missing" in output, output  # the loader's traceback, above
+        assert get(f"{url}/pisqrt?a=25")[::2] == (200, {"result": 8.86226925452758})
+        status, _, answer = get(f"{url}/broken?x=1")
+        assert status == 503, answer
+        assert answer == {"message": "the model 'broken' is not loaded; see /readyz"}
+        output = run.interrupt(timeout=30)
+    finally:
+        run.kill()
+    assert "modelserver stopped" in output, output
