@@ -1,6 +1,7 @@
 """A request's arguments: from the query string, a JSON body or a multipart form."""
 
 import json
+import math
 
 from flask import request
 from pydantic import ValidationError
@@ -83,9 +84,12 @@ def as_list(value: object) -> list:
 def json_body() -> object:
     """The request body as JSON; NaN and Infinity, which are not JSON, are refused."""
     if not request.is_json:
-        raise UnsupportedMediaType(
-            f"send the body as Content-Type: application/json, not {request.mimetype or 'none'!r}"
+        sent = (
+            f", not {request.mimetype!r}"
+            if request.mimetype
+            else "; the request's Content-Type is missing or unreadable"
         )
+        raise UnsupportedMediaType(f"send the body as Content-Type: application/json{sent}")
     try:
         return json.loads(request.get_data(), parse_constant=refuse_constant)
     except (ValueError, RecursionError) as error:  # bad text or encoding; absurd nesting
@@ -162,7 +166,8 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
             text = json.dumps(value, allow_nan=False)
         except ValueError:  # json.loads made a number of too many digits infinite
             raise BadRequest(
-                f"{where}{name} holds a number that overflows a 64-bit float"
+                f"{where}{field_path(name, infinite_at(value))} holds a number that overflows a "
+                "64-bit float"
             ) from None
         value = param.adapter.validate_json(text, strict=True)
     except ValidationError as error:
@@ -177,6 +182,23 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
     if param.nested_ints and (too_big := oversized_int(name, value)):
         raise BadRequest(f"{where}{too_big}")
     return value
+
+
+def infinite_at(value: object) -> tuple:
+    """Where in value its first infinite float is, as pydantic locates an error: ("income",),
+    (2, "a"); () for value itself, or when there is none."""
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return ()
+    for key, item in items:
+        if isinstance(item, float) and math.isinf(item):
+            return (key,)
+        if inner := infinite_at(item):
+            return (key, *inner)
+    return ()
 
 
 def lone_surrogate(value: object) -> str | None:

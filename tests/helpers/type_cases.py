@@ -85,7 +85,7 @@ CASES = [
     # A matrix and a dict: JSON only; the query string answers which POST to send.
     ("POST", "/row-sums", '{"rows": [[1, 2], [3, 4.5]]}', JSON, 200, [3.0, 7.5]),
     ("POST", "/row-sums", '{"rows": [[1, 2], [3, "x"]]}', JSON, 400, ("rows[1][1]", "number")),
-    ("POST", "/row-sums", '{"rows": [[1e999]]}', JSON, 400, ("rows", "overflows")),
+    ("POST", "/row-sums", '{"rows": [[1, 1e999]]}', JSON, 400, ("rows[0][1] holds a number",)),
     ("POST", "/row-sums", '{"rows": [[1e308, 1e308]]}', JSON, 400, ("overflow",)),
     # numpy arrays: nested lists, rectangular, numbers that fit the hint's dtype.
     ("POST", "/moments", '{"x": [[1, 2], [3, 4.5]]}', JSON, 200, MOMENT),
@@ -185,6 +185,23 @@ CASES = [
         JSON,
         400,
         ("items[1].quantity must be a 64-bit integer", "18446744073709551616"),
+    ),
+    # A number too large for a float is named by its path, as any other refused value is.
+    (
+        "POST",
+        "/receipt",
+        order_with(1, "quantity", 7).replace(": 7", ": 1e999"),
+        JSON,
+        400,
+        ("items[1].quantity holds a number that overflows a 64-bit float",),
+    ),
+    (
+        "POST",
+        "/receipt",
+        '[{"customer": "ann", "items": []}, {"customer": 1e999, "items": []}]',
+        JSON,
+        400,
+        ("item 1: customer holds a number that overflows",),
     ),
     (
         "POST",

@@ -11,3 +11,18 @@ def test_contract_flask(client, method, path, body, expected_status, expected):
     response = client.open(path, method=method, data=body, headers=JSON if body is not None else {})
     headers = {k.lower(): v for k, v in response.headers.items()}
     check(response.status_code, headers, response.data, method, expected_status, expected)
+
+
+@pytest.mark.parametrize(
+    "headers,said",
+    [
+        ({}, "; the request's Content-Type is missing or unreadable"),
+        ({"Content-Type": "text/plain"}, ", not 'text/plain'"),
+        ({"Content-Type": ";;;==="}, "; the request's Content-Type is missing or unreadable"),
+    ],
+    ids=["none", "text", "unreadable"],
+)
+def test_a_body_of_another_type_is_a_415_that_says_what_was_sent(client, headers, said):
+    response = client.post("/pisqrt", data='{"a": 25}', headers=headers)
+    assert response.status_code == 415, response.data
+    assert response.json == {"message": f"send the body as Content-Type: application/json{said}"}
