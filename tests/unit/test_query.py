@@ -6,7 +6,7 @@ from hypothesis import strategies as st
 from werkzeug.test import EnvironBuilder
 from werkzeug.wrappers import Request
 
-from modelserver.query import split_plain
+from modelserver.query import not_utf8, split_plain
 
 # Names, values and separators of every kind a client may put in a URL, escapes included.
 QUERY_TEXT = st.text(alphabet=st.sampled_from("ab=&;+%20é?x_-.[]"), max_size=40)
@@ -34,3 +34,11 @@ def test_plain_query_strings_are_split():
 def test_escapes_and_other_characters_go_to_werkzeug():
     for text in ("a=%32", "a=1+2", "a=\u00e9".encode().decode("latin1")):
         assert split_plain(text) is False
+
+
+def test_a_query_string_that_is_not_utf8_once_unescaped_is_named():
+    assert not_utf8("text=%ff%fe") == "text"
+    assert not_utf8("a=1&b=%C3&c=2") == "b"  # half a character
+    assert not_utf8("a=\u00ff") == "a"  # a raw byte 0xFF, as WSGI gives it
+    assert not_utf8("a=%C3%A9&b=" + "\u00c3\u00a9") is None  # é escaped, and é raw
+    assert not_utf8("a=%25FF") is None  # the text "%FF", escaped as it should be
