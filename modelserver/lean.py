@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 
-from flask import Flask, Request
+from flask import Flask, Request, Response
 from flask.sessions import NullSession, SessionInterface
 from werkzeug.routing import MapAdapter
 
@@ -42,6 +42,14 @@ class App(Flask):
         super().__init__(*args, **kwargs)
         self.sync_functions: dict[Callable, Callable] = {}
         self.server_names: dict[str, str] = {}
+
+    def make_default_options_response(self) -> Response:
+        """OPTIONS: the methods in Allow and no body (204), where Flask gives an empty 200 that
+        calls itself HTML: every answer is JSON or has no body at all."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
 
     def ensure_sync(self, func: Callable) -> Callable:
         """Flask's answer for each view and hook, remembered: it asks inspect whether the

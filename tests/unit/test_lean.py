@@ -42,3 +42,12 @@ def test_uploaded_files_are_closed(app):
         assert not files["f"].stream.closed
         context.request.close()
         assert files["f"].stream.closed
+
+
+@pytest.mark.parametrize("path", ["/pisqrt", "/v1/pisqrt", "/healthz"])
+def test_options_answers_the_allowed_methods_with_no_body(path):
+    response = create_app({"TESTING": True}).test_client().options(path)
+    assert response.status_code == 204, response.data
+    assert "Content-Type" not in response.headers
+    assert response.data == b""
+    assert {"GET", "OPTIONS"} <= set(response.headers["Allow"].split(", "))

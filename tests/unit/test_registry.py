@@ -257,6 +257,14 @@ def test_cross_origin_calls_only_from_the_allowed_origins():
     assert allowed.headers["Access-Control-Allow-Headers"] == "Content-Type, Authorization"
     # The page on that origin may read the request's id.
     assert allowed.headers["Access-Control-Expose-Headers"] == "X-Request-Id"
+    # The browser's preflight of a POST: no body, the CORS headers.
+    preflight = client.options(
+        "/sentiment",
+        headers={"Origin": "https://app.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert preflight.status_code == 204, preflight.data
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example"
+    assert preflight.headers["Access-Control-Allow-Methods"] == "GET, POST"
     other = client.get("/sentiment?text=good", headers={"Origin": "https://evil.example"})
     assert other.status_code == 200, other.data
     assert "Access-Control-Allow-Origin" not in other.headers
