@@ -335,6 +335,16 @@ def parse_form() -> None:
     too large."""
     try:
         request.files  # noqa: B018 (parses the form)
+    except ValueError:  # modelserver.lean.LeanRequest: a form Werkzeug cannot read
+        if not request.mimetype_params.get("boundary"):
+            raise BadRequest(
+                "the multipart form's Content-Type names no boundary: send it as "
+                "multipart/form-data; boundary=..., as curl -F and browsers do"
+            ) from None
+        raise BadRequest(
+            "the multipart form cannot be read: it is cut short or malformed (a form ends with "
+            "its closing boundary)"
+        ) from None
     except RequestEntityTooLarge:
         if (request.content_length or 0) > (request.max_content_length or 0):
             raise

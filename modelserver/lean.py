@@ -4,6 +4,7 @@ from collections.abc import Callable
 
 from flask import Flask, Request, Response
 from flask.sessions import NullSession, SessionInterface
+from werkzeug.formparser import FormDataParser
 from werkzeug.routing import MapAdapter
 
 # Hosts whose server name (lower case, IDNA) is remembered; past this many the memory is
@@ -25,9 +26,26 @@ class NoSessions(SessionInterface):
 
 
 class LeanRequest(Request):
-    """Flask's request, closing its uploaded files only when it has parsed some."""
+    """Flask's request, closing its uploaded files only when it has opened some, and telling a
+    form it cannot read (no boundary, cut short) from an empty one."""
+
+    def make_form_data_parser(self) -> FormDataParser:
+        """Werkzeug's parser, raising ValueError on a malformed form rather than reading it as
+        one with no fields (modelserver.arguments.parse_form answers it with a 400)."""
+        parser = super().make_form_data_parser()
+        parser.silent = False
+        return parser
+
+    def _get_file_stream(self, *args, **kwargs):
+        """Werkzeug's stream for a file part, remembered: a form that fails to parse leaves
+        the parts read so far out of request.files, and close() must close them all the same."""
+        stream = super()._get_file_stream(*args, **kwargs)
+        self.__dict__.setdefault("file_streams", []).append(stream)
+        return stream
 
     def close(self) -> None:
+        for stream in self.__dict__.get("file_streams", ()):
+            stream.close()
         if self.__dict__.get("files"):
             super().close()
 

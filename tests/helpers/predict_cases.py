@@ -71,6 +71,15 @@ CASES = [
     ("wrong type", ONE_PNG, "text/plain", 415, ("image/png", "multipart")),
     ("no content type", ONE_PNG, "", 415, ("image/png",)),
     ("multipart without image", *multipart(("file", ONE_PNG)), 400, ("no field 'image'",)),
+    # A form Werkzeug cannot read is said to be one, not taken for a form with no fields.
+    ("multipart with no boundary", b"xx", "multipart/form-data", 400, ("names no boundary",)),
+    (
+        "multipart cut short",
+        multipart(("image", ONE_PNG))[0][:-40],
+        multipart(("image", ONE_PNG))[1],
+        400,
+        ("cut short or malformed",),
+    ),
     (
         "a field name Werkzeug cannot read beside another unknown field",
         b'--XyZ\r\nContent-Disposition: form-data; name="a\\"\r\n\r\n1\r\n'
