@@ -8,7 +8,13 @@ from pydantic import ValidationError
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from modelserver.answers import shorten
-from modelserver.complaints import complaint, field_path, oversized_int, pydantic_problem
+from modelserver.complaints import (
+    complaint,
+    field_path,
+    first_leaf,
+    oversized_int,
+    pydantic_problem,
+)
 from modelserver.endpoints import Signature
 from modelserver.files import File
 from modelserver.hints import Param
@@ -165,9 +171,9 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
         try:
             text = json.dumps(value, allow_nan=False)
         except ValueError:  # json.loads made a number of too many digits infinite
+            loc, _ = first_leaf(value, not_finite) or ((), None)
             raise BadRequest(
-                f"{where}{field_path(name, infinite_at(value))} holds a number that overflows a "
-                "64-bit float"
+                f"{where}{field_path(name, loc)} holds a number that overflows a 64-bit float"
             ) from None
         value = param.adapter.validate_json(text, strict=True)
     except ValidationError as error:
@@ -184,21 +190,8 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
     return value
 
 
-def infinite_at(value: object) -> tuple:
-    """Where in value its first infinite float is, as pydantic locates an error: ("income",),
-    (2, "a"); () for value itself, or when there is none."""
-    if isinstance(value, dict):
-        items = value.items()
-    elif isinstance(value, list):
-        items = enumerate(value)
-    else:
-        return ()
-    for key, item in items:
-        if isinstance(item, float) and math.isinf(item):
-            return (key,)
-        if inner := infinite_at(item):
-            return (key, *inner)
-    return ()
+def not_finite(value: object) -> bool:
+    return isinstance(value, float) and not math.isfinite(value)
 
 
 def lone_surrogate(value: object) -> str | None:

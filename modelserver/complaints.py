@@ -4,6 +4,7 @@ with the field's path (items[2].when), and the integers past 64 bits that pydant
 import dataclasses
 import json
 import re
+from collections.abc import Callable
 
 from pydantic import BaseModel
 
@@ -66,16 +67,25 @@ def oversized_int(name: str, value: object) -> str | None:
     """'m[0][1] must be a 64-bit integer ...' for the first int of a validated value past 64 bits
     (in a list of lists, a dict, a model's field), or None. JSON_INT holds a parameter's own ints
     and lists of them; pydantic reuses a model's own validator, so deeper ones are looked for."""
-    found = int_past_64_bits(value, ())
+    found = first_leaf(value, past_64_bits)
     if found is None:
         return None
     loc, number = found
     return f"{field_path(name, loc)} {INT64_RANGE}, got {shorten(str(number))}"
 
 
-def int_past_64_bits(value: object, loc: tuple) -> tuple[tuple, int] | None:
-    if type(value) is int:
-        return None if INT64[0] <= value <= INT64[1] else (loc, value)
+def past_64_bits(value: object) -> bool:
+    return type(value) is int and not INT64[0] <= value <= INT64[1]
+
+
+def first_leaf(
+    value: object, wanted: Callable[[object], bool], loc: tuple = ()
+) -> tuple[tuple, object] | None:
+    """The first value in value (itself, or at any depth of its lists, dicts and their keys,
+    models and dataclasses) that is wanted, and where it is, as pydantic locates an error
+    (("items", 2, "when")); None if there is none."""
+    if wanted(value):
+        return loc, value
     if isinstance(value, dict):
         items = [*((key, key) for key in value), *value.items()]  # dict[int, ...]'s keys too
     elif isinstance(value, list | tuple | set | frozenset):
@@ -87,7 +97,7 @@ def int_past_64_bits(value: object, loc: tuple) -> tuple[tuple, int] | None:
     else:
         return None
     for key, item in items:
-        found = int_past_64_bits(item, (*loc, key))
+        found = first_leaf(item, wanted, (*loc, key))
         if found is not None:
             return found
     return None
