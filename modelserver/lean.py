@@ -44,10 +44,10 @@ class LeanRequest(Request):
         return stream
 
     def close(self) -> None:
+        """Every file part's stream is one _get_file_stream opened: those are all there is to
+        close, whether the form parsed or not."""
         for stream in self.__dict__.get("file_streams", ()):
             stream.close()
-        if self.__dict__.get("files"):
-            super().close()
 
 
 class App(Flask):

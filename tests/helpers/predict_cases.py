@@ -52,12 +52,14 @@ GIF = encode(drawing(ONE), "GIF")
 
 # (name, body, content type, status, expected): expected is the label (or list of labels) of a
 # 200, or the words the error message must contain.
+ONE_FORM, ONE_FORM_TYPE = multipart(("image", ONE_PNG))
+
 CASES = [
     ("raw PNG", ONE_PNG, "image/png", 200, 1),
     ("raw JPEG", SEVEN_JPEG, "image/jpeg", 200, 7),
     ("light on dark", SEVEN_LIGHT_ON_DARK, "image/png", 200, 7),
     ("JPEG labelled PNG", SEVEN_JPEG, "image/png", 200, 7),
-    ("multipart one", *multipart(("image", ONE_PNG)), 200, 1),
+    ("multipart one", ONE_FORM, ONE_FORM_TYPE, 200, 1),
     ("multipart batch", *multipart(("image", ONE_PNG), ("image", SEVEN_JPEG)), 200, [1, 7]),
     ("empty", b"", "image/png", 400, ("empty",)),
     ("not an image", b"hello, this is text", "image/png", 400, ("not a PNG or JPEG",)),
@@ -73,13 +75,7 @@ CASES = [
     ("multipart without image", *multipart(("file", ONE_PNG)), 400, ("no field 'image'",)),
     # A form Werkzeug cannot read is said to be one, not taken for a form with no fields.
     ("multipart with no boundary", b"xx", "multipart/form-data", 400, ("names no boundary",)),
-    (
-        "multipart cut short",
-        multipart(("image", ONE_PNG))[0][:-40],
-        multipart(("image", ONE_PNG))[1],
-        400,
-        ("cut short or malformed",),
-    ),
+    ("multipart cut short", ONE_FORM[:-40], ONE_FORM_TYPE, 400, ("cut short or malformed",)),
     (
         "a field name Werkzeug cannot read beside another unknown field",
         b'--XyZ\r\nContent-Disposition: form-data; name="a\\"\r\n\r\n1\r\n'
