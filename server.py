@@ -23,11 +23,12 @@ from modelserver import (
     requestids,
     streaming,
 )
-from modelserver.arguments import json_body, json_rows, query_value, upload_rows
+from modelserver.arguments import json_body, json_rows, query_value
 from modelserver.calls import call_timed, model_of
 from modelserver.endpoints import Endpoint, Signature, signature_of
 from modelserver.lean import App
 from modelserver.limits import MAX_BODY_BYTES
+from modelserver.uploads import upload_rows
 
 # Every route answers unversioned and under /v1, so clients can pin the contract they wrote for.
 PREFIXES = ("", "/v1")

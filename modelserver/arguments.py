@@ -16,10 +16,8 @@ from modelserver.complaints import (
     pydantic_problem,
 )
 from modelserver.endpoints import Signature
-from modelserver.files import File
 from modelserver.hints import Param
-from modelserver.images import IMAGE_TYPES, ImageUpload, decode_field, decode_upload
-from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES
+from modelserver.limits import MAX_BATCH
 from modelserver.query import query_texts
 
 # --- arguments from a query string ---------------------------------------------------------
@@ -114,7 +112,7 @@ def json_rows(sig: Signature, body: object) -> tuple[list[list], bool]:
             raise RequestEntityTooLarge(
                 f"a batch holds at most {MAX_BATCH} items; this one has {len(body)}"
             )
-        return [object_row(sig, item, f"item {i}: ") for i, item in enumerate(body)], True
+        return batch_rows(sig, body), True
     if not isinstance(body, dict):
         raise BadRequest(
             f"the body must be a JSON object such as {json_example(sig)}, or a list "
@@ -123,6 +121,34 @@ def json_rows(sig: Signature, body: object) -> tuple[list[list], bool]:
     if sig.numbers_only and any(isinstance(body.get(p.name), list) for p in sig.params):
         return columns_rows(sig, body), True
     return [object_row(sig, body)], False
+
+
+def batch_rows(sig: Signature, items: list) -> list[list]:
+    """The rows of a batch of JSON objects: all at once when each parameter's values can be
+    checked in one call; else item by item, which names the item and the value at fault."""
+    rows = rows_at_once(sig, items)
+    if rows is None:
+        rows = [object_row(sig, item, f"item {i}: ") for i, item in enumerate(items)]
+    return rows
+
+
+def rows_at_once(sig: Signature, items: list) -> list[tuple] | None:
+    """The rows when every item is an object that gives each parameter, all single values of
+    the plain types, and each parameter's values pass its check in one call; else None (the
+    item-by-item check then says what is wrong, and where)."""
+    params = sig.params
+    if not params or any(param.column_adapter is None for param in params):
+        return None
+    try:
+        if set(map(len, items)) - {len(params)}:  # a field missing or unknown
+            return None
+        columns = [
+            param.column_adapter.validate_python([item[param.name] for item in items])
+            for param in params
+        ]
+    except (TypeError, KeyError, ValidationError):  # not an object; another name; refused
+        return None
+    return list(zip(*columns, strict=True))
 
 
 def object_row(sig: Signature, body: object, where: str = "") -> list:
@@ -221,11 +247,19 @@ def columns_rows(sig: Signature, body: dict) -> list[list]:
             f"a batch holds at most {MAX_BATCH} values; this one has {len(lists[0])}"
         )
     refuse_unknown_fields(sig, body)
-    columns = [
-        [validated(param, f"{param.name}[{i}]", item) for i, item in enumerate(values[param.name])]
-        for param in sig.params
-    ]
-    return [list(row) for row in zip(*columns, strict=True)]
+    columns = [column_values(param, values[param.name]) for param in sig.params]
+    return list(zip(*columns, strict=True))
+
+
+def column_values(param: Param, values: list) -> list:
+    """A parameter's list of values, each checked: in one call; if that refuses one, item by
+    item, to name it."""
+    if param.column_adapter is not None:
+        try:
+            return param.column_adapter.validate_python(values)
+        except ValidationError:
+            pass
+    return [validated(param, f"{param.name}[{i}]", item) for i, item in enumerate(values)]
 
 
 def json_example(sig: Signature) -> str:
@@ -242,152 +276,3 @@ def field_example(param: Param) -> str:
 def field_text(param: Param) -> str:
     example = param.example()
     return f"{json.dumps(param.name)}: {'...' if example is None else json.dumps(example)}"
-
-
-# --- arguments from uploads: images, bytes, files ------------------------------------------
-
-
-def upload_rows(sig: Signature) -> tuple[list[list], bool]:
-    """The rows of arguments of an upload: a multipart form whose fields are the parameters (an
-    upload field given n times: n items), a PNG or JPEG body for a function of one image, or
-    the raw body for a function of bytes or a File (its other parameters in the query string)."""
-    request.max_content_length = MAX_IMAGE_BODY_BYTES  # before the body is read
-    if request.mimetype == "multipart/form-data":
-        return form_rows(sig)
-    raw = next((p for p in sig.params if p.upload in (bytes, File) and not p.many), None)
-    if sig.takes_images and (request.mimetype in IMAGE_TYPES or raw is None):
-        return image_body_rows(sig)
-    if raw is None:
-        raise UnsupportedMediaType(
-            f"send the files as multipart/form-data; got {request.mimetype or 'no Content-Type'!r}"
-        )
-    data = request.get_data()
-    if not data and raw.required:
-        raise BadRequest(
-            f"the body is empty; send {raw.name!r} as the request body, or as a part of a "
-            "multipart/form-data form"
-        )
-    if raw.upload is File:
-        data = File(data, "", request.mimetype or "application/octet-stream")
-    return [[data if p is raw else raw_body_other(p) for p in sig.params]], False
-
-
-def raw_body_other(param: Param) -> object:
-    """A parameter beside a raw body: from the query string; an upload must come in a form."""
-    if param.upload is None:
-        return query_value(param)
-    if not param.required:
-        return param.default
-    raise BadRequest(f"send {param.name!r} too: use a multipart/form-data form")
-
-
-def image_body_rows(sig: Signature) -> tuple[list[list], bool]:
-    """A PNG or JPEG body for a function of one image; anything else is refused."""
-    if request.mimetype not in IMAGE_TYPES:
-        raise UnsupportedMediaType(
-            "send a PNG or JPEG image as the body (Content-Type: image/png or image/jpeg), or as "
-            f"multipart/form-data; got {request.mimetype or 'no Content-Type'!r}"
-        )
-    images = [param for param in sig.params if param.is_image]
-    missing = [p.name for p in sig.params if p.required and p not in images[:1]]
-    if missing:
-        raise BadRequest(f"send {', '.join(missing)} too: use a multipart/form-data form")
-    data = request.get_data()
-    row = [decode_upload(data, sig.draft) if p is images[0] else p.default for p in sig.params]
-    return [row], False
-
-
-def form_rows(sig: Signature) -> tuple[list[list], bool]:
-    """A multipart form's rows: an upload field given n times makes n items."""
-    parse_form()
-    fields = {param.name: form_values(param) for param in sig.params}
-    refuse_unknown_fields(sig, {**request.form, **request.files})
-    count = max(map(len, fields.values()), default=1)
-    if count > MAX_IMAGES:
-        what = "images" if sig.takes_images else "uploads"
-        raise RequestEntityTooLarge(f"at most {MAX_IMAGES} {what} at once; got {count}")
-    for name, values in fields.items():
-        if len(values) not in (1, count):
-            raise BadRequest(
-                f"field {name!r} is given {len(values)} times; give it once, or "
-                f"once per {'image' if sig.takes_images else 'upload'} ({count})"
-            )
-    rows = [
-        [values[i if len(values) > 1 else 0] for values in fields.values()] for i in range(count)
-    ]
-    # In a batch, an image's errors name it.
-    where = [f"image {i}: " if count > 1 else "" for i in range(count)]
-    return [
-        [decode_field(value, sig.draft, where[i]) for value in row] for i, row in enumerate(rows)
-    ], count > 1
-
-
-def parse_form() -> None:
-    """Parse the multipart form, refusing one of more parts than Werkzeug's max_form_parts
-    (1,000: parsed in 25 ms) with a 413 that says so; Werkzeug's own would say the body is
-    too large."""
-    try:
-        request.files  # noqa: B018 (parses the form)
-    except ValueError:  # modelserver.lean.LeanRequest: a form Werkzeug cannot read
-        if not request.mimetype_params.get("boundary"):
-            raise BadRequest(
-                "the multipart form's Content-Type names no boundary: send it as "
-                "multipart/form-data; boundary=..., as curl -F and browsers do"
-            ) from None
-        raise BadRequest(
-            "the multipart form cannot be read: it is cut short or malformed (a form ends with "
-            "its closing boundary)"
-        ) from None
-    except RequestEntityTooLarge:
-        if (request.content_length or 0) > (request.max_content_length or 0):
-            raise
-        raise RequestEntityTooLarge(
-            f"a multipart form holds at most {request.max_form_parts} parts"
-        ) from None
-
-
-def form_values(param: Param) -> list:
-    """The values of one multipart field: an upload's files, text parsed as in a query (JSON
-    for a type that needs it)."""
-    if param.upload is not None:
-        values = [upload_value(param, part) for part in request.files.getlist(param.name)]
-        # A field sent as text (curl -F name=value) is a file's bytes all the same.
-        values += [upload_value(param, text) for text in request.form.getlist(param.name)]
-        if param.many:
-            if len(values) > MAX_IMAGES:
-                raise RequestEntityTooLarge(
-                    f"field {param.name!r}: at most {MAX_IMAGES} files; got {len(values)}"
-                )
-            values = [values] if values else []
-    elif param.in_query:
-        values = [text_value(param, text) for text in request.form.getlist(param.name)]
-    else:
-        values = [form_json(param, text) for text in request.form.getlist(param.name)]
-    if values:
-        return values
-    if not param.required:
-        return [param.default]
-    raise BadRequest(f"the multipart form has no field {param.name!r}")
-
-
-def upload_value(param: Param, part: object) -> object:
-    """One part of a form as the parameter's upload type."""
-    if isinstance(part, str):
-        data, filename, content_type = part.encode(), "", "text/plain"
-    else:
-        data, filename = part.read(), part.filename or ""
-        content_type = part.mimetype or "application/octet-stream"
-    if param.is_image:
-        return ImageUpload(data)
-    return data if param.upload is bytes else File(data, filename, content_type)
-
-
-def form_json(param: Param, text: str) -> object:
-    """A form field of a type that needs JSON: its text is the JSON value."""
-    try:
-        value = json.loads(text, parse_constant=refuse_constant)
-    except ValueError as error:
-        raise BadRequest(
-            f"field {param.name!r} ({param.kind.name}) must be JSON text: {error}"
-        ) from None
-    return validated(param, param.name, value)

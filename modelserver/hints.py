@@ -183,6 +183,9 @@ class Param:
     upload: type | None = None  # Image.Image, bytes or File: from the body or a form's part
     many: bool = False  # list[File]: every part of its name, as one list
     nested_ints: bool = False  # ints JSON_INT does not hold (in a model, a list of lists)
+    # A batch's values of this parameter checked in one call, as adapter checks each: for a
+    # single value of the plain types, where a call per item costs more than the check.
+    column_adapter: TypeAdapter | None = field(default=None, compare=False)
 
     @property
     def required(self) -> bool:
@@ -245,11 +248,22 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
         # The plain types: checked as Python values, strictly, at a fraction of the JSON cost.
         json_item = JSON_INT if item is int else item
         json_hint = list[json_item] if is_list else json_item
-        adapter = TypeAdapter(json_hint | None if optional else json_hint, config=STRICT)
+        value_hint = json_hint | None if optional else json_hint
+        adapter = TypeAdapter(value_hint, config=STRICT)
+        column = None if is_list else TypeAdapter(list[value_hint], config=STRICT)
         constrained = item is not without_annotations(item)
         if constrained:
             kind = replace(kind, example=fitting_example(TypeAdapter(item), kind.example))
-        return Param(name, kind, is_list, optional, default, adapter, False, constrained)
+        return Param(
+            name,
+            kind,
+            is_list,
+            optional,
+            default,
+            adapter,
+            constrained=constrained,
+            column_adapter=column,
+        )
     adapter = json_adapter(where, hint | None if optional else hint)
     if kind is None:
         kind = Kind(type_name(hint), None, None, {})
