@@ -236,8 +236,9 @@ class Stack:
             handover.wait()
             raise
         if code != 0:
-            logs = self.logs() or "see the log above"  # empty when uWSGI logs to the terminal
-            raise RuntimeError(f"the reload failed ({code}):\n{logs}")
+            if self.log_to_terminal:  # the app's error is above; nginx's logs are not about it
+                raise RuntimeError(f"the reload failed ({code}); its output above says why")
+            raise RuntimeError(f"the reload failed ({code}):\n{self.logs()}")
 
     def metrics_env(self) -> dict[str, str]:
         """Where uWSGI's workers count (emptied at start) and where nginx's stub_status is."""
