@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 from flask import request
 from pydantic import ValidationError
@@ -19,6 +20,9 @@ from modelserver.endpoints import Signature
 from modelserver.hints import Param
 from modelserver.limits import MAX_BATCH
 from modelserver.query import query_texts
+
+# In a value's JSON text, the digits of an integer that may be past a float's range (1.8e308).
+HUGE_INT = re.compile(r"\d{309}")
 
 # --- arguments from a query string ---------------------------------------------------------
 
@@ -156,21 +160,29 @@ def object_row(sig: Signature, body: object, where: str = "") -> list:
     if not isinstance(body, dict):
         raise BadRequest(f"{where}must be a JSON object such as {json_example(sig)}")
     if sig.params and sig.params[0].whole_body:  # the object is the model, as in FastAPI
-        return [validated(sig.params[0], "", body, where)]
+        model = sig.params[0]
+        if model.body_fields is not None:
+            refuse_unknown(body, sorted(model.body_fields), "the fields", where)
+        return [validated(model, "", body, where)]
     row = [field_value(param, body, where) for param in sig.params]
     refuse_unknown_fields(sig, body, where)
     return row
 
 
 def refuse_unknown_fields(sig: Signature, body: dict, where: str = "") -> None:
-    """A field that is no parameter is a typo, not something to ignore: a default would
-    silently stand in for what the client meant to send."""
-    unknown = set(body) - {param.name for param in sig.params}
+    refuse_unknown(body, [param.name for param in sig.params], "the parameters", where)
+
+
+def refuse_unknown(body: dict, known: list[str], what: str, where: str = "") -> None:
+    """A field that is not known is a typo, not something to ignore: a default would silently
+    stand in for what the client meant to send."""
+    unknown = set(body).difference(known)
     if unknown:
         # By their text: a multipart field whose name Werkzeug cannot read is named None.
         names = ", ".join(repr(name) for name in sorted(unknown, key=str)[:3])
-        known = ", ".join(param.name for param in sig.params) or "none"
-        raise BadRequest(f"{where}unknown field(s) {shorten(names)}; the parameters: {known}")
+        raise BadRequest(
+            f"{where}unknown field(s) {shorten(names)}; {what}: {', '.join(known) or 'none'}"
+        )
 
 
 def field_value(param: Param, body: dict, where: str = "") -> object:
@@ -197,11 +209,10 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
         try:
             text = json.dumps(value, allow_nan=False)
         except ValueError:  # json.loads made a number of too many digits infinite
-            loc, _ = first_leaf(value, not_finite) or ((), None)
-            raise BadRequest(
-                f"{where}{field_path(name, loc)} holds a number that overflows a 64-bit float"
-            ) from None
+            raise overflow(where, name, value) from None
         value = param.adapter.validate_json(text, strict=True)
+        if HUGE_INT.search(text) and first_leaf(value, not_finite):  # an int read as a float
+            raise overflow(where, name, value)
     except ValidationError as error:
         first = error.errors()[0]
         if first["type"] == "json_invalid" and (half := lone_surrogate(value)):
@@ -214,6 +225,13 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
     if param.nested_ints and (too_big := oversized_int(name, value)):
         raise BadRequest(f"{where}{too_big}")
     return value
+
+
+def overflow(where: str, name: str, value: object) -> BadRequest:
+    """The 400 of a value holding a number past a float's range, which became infinite."""
+    loc, _ = first_leaf(value, not_finite) or ((), None)
+    path = field_path(name, loc)
+    return BadRequest(f"{where}{path} holds a number that overflows a 64-bit float")
 
 
 def not_finite(value: object) -> bool:

@@ -77,8 +77,9 @@ def reader(dtype: np.dtype | None) -> Callable[[object], np.ndarray]:
         numbers = array.dtype.kind in "iuf"
         if array.dtype.kind == "b" or (numbers and holds_bool(value, array.ndim)):
             raise complaint("an array of numbers, not true or false")  # numpy reads true as 1
-        if not numbers:  # text, objects, integers past 64 bits
-            raise complaint("an array of numbers, and integers of at most 64 bits")
+        # Text, objects, integers past 64 bits; numpy reads those from 2**63 on as uint64.
+        if not numbers or (dtype is None and array.dtype.kind == "u"):
+            raise complaint("an array of numbers, with integers from -2**63 to 2**63-1")
         if dtype is None or array.dtype == dtype:
             return array
         if array.dtype.kind == "f" and dtype.kind != "f":  # numpy would cut off the fractions

@@ -34,6 +34,8 @@ def complaint(name: str, error: dict) -> str:
     value = error.get("input")
     if error["type"] == "float_type" and type(value) is int:  # more digits than a float holds
         return f"{where} overflows a 64-bit float"
+    if error["type"] == "finite_number" and isinstance(value, str):  # a Decimal's "NaN"
+        return f"{where} must be a finite number, got {shorten(json.dumps(value))}"
     problem = pydantic_problem(error)
     if error["type"] in ("finite_number", "missing", "extra_forbidden"):
         return f"{where} {problem}"

@@ -1,15 +1,17 @@
 """The served thing: serve() declares an endpoint, signature_of() checks it at startup."""
 
+import functools
 import inspect
 import re
 import typing
 from collections.abc import AsyncIterable, Callable, Iterable
 from dataclasses import dataclass, replace
 
-from pydantic import TypeAdapter
+import numpy as np
+from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter
 
 from modelserver import eventloop
-from modelserver.hints import SUPPORTED, Param, is_model, make_param
+from modelserver.hints import SUPPORTED, Param, from_json, is_model, make_param
 
 
 @dataclass(frozen=True)
@@ -161,7 +163,8 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         raise TypeError(f"{where}: a vectorised function takes at most one image parameter")
     if len(params) == 1 and is_model(hints[params[0].name]) and not endpoint.vectorized:
         # FastAPI's way: a function of one model takes the body as that model.
-        params[0] = replace(params[0], whole_body=True)
+        model = hints[params[0].name]
+        params[0] = replace(params[0], whole_body=True, body_fields=body_fields(model))
     check_batching(where, endpoint)
     streams = eventloop.streams(func)
     if streams and endpoint.vectorized:
@@ -174,10 +177,12 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
     returns_hint = item_hint(hints.get("return")) if streams else hints.get("return")
     if endpoint.vectorized and typing.get_origin(returns_hint) is list:
         (returns_hint,) = typing.get_args(returns_hint)
-    returns = result_schema(returns_hint)
+    returns = result_schema(where, returns_hint)
+    keywords = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
     return Signature(
         name,
-        eventloop.plain(func),  # an async def runs on the worker's loop (modelserver.eventloop)
+        # An async def runs on the worker's loop (modelserver.eventloop).
+        by_name(eventloop.plain(func), keywords),
         tuple(params),
         model,
         endpoint.vectorized,
@@ -190,6 +195,24 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         endpoint.max_batch_size,
         endpoint.max_batch_delay_ms,
     )
+
+
+def body_fields(model: type[BaseModel]) -> frozenset[str] | None:
+    """The top-level names a model of the whole body takes (its fields and their aliases) when
+    its config does not say what to do with others: then, as for a function's parameters,
+    another name is a typo to refuse, not data to drop. None when the config says (extra=...),
+    or when an alias is a path or a choice."""
+    config = model.model_config
+    if config.get("extra") is not None:
+        return None
+    by_name = config.get("populate_by_name") or config.get("validate_by_name")
+    names = set()
+    for name, info in model.model_fields.items():
+        aliases = [alias for alias in (info.alias, info.validation_alias) if alias is not None]
+        if not all(isinstance(alias, str) for alias in aliases):
+            return None
+        names.update(aliases if aliases and not by_name else (name, *aliases))
+    return frozenset(names)
 
 
 def check_batching(where: str, endpoint: Endpoint) -> None:
@@ -212,15 +235,45 @@ def model_name(loader: Callable[[], object]) -> str:
     return getattr(loader, "__name__", "model").removeprefix("load_")
 
 
-def result_schema(hint: object) -> dict:
-    """The JSON Schema of one result, from the return hint where pydantic knows the type; {} (any
-    JSON) for numpy arrays and other types that become JSON only when they are answered."""
+def by_name(func: Callable, keywords: tuple[str, ...]) -> Callable:
+    """func as the server calls every function, its arguments in order, when its last
+    parameters (keywords) are keyword-only (def f(x, *, k))."""
+    if not keywords:
+        return func
+    count = len(keywords)
+
+    @functools.wraps(func)
+    def call(*args):
+        return func(*args[:-count], **dict(zip(keywords, args[-count:], strict=True)))
+
+    return call
+
+
+def result_schema(where: str, hint: object) -> dict:
+    """The JSON Schema of one result, from the return hint where pydantic knows the type (numpy
+    arrays as lists); {} (any JSON) for numpy's numbers, answered as plain ones, and for hints
+    pydantic reads but has no schema for. TypeError for a class the answer cannot turn into
+    JSON (a tokenizer, a tensor): every call would fail."""
     if hint is None:
         return {}
     try:
-        return TypeAdapter(hint).json_schema(mode="serialization")
-    except Exception:  # pydantic has no schema for it (numpy, a model's own class)
+        return TypeAdapter(from_json(hint)).json_schema(mode="serialization")
+    except PydanticSchemaGenerationError as error:
+        if holds_numpy(hint):
+            return {}
+        raise TypeError(
+            f"{where}: its return type {hint!r} cannot be answered as JSON; return plain "
+            "values, lists, dicts, numpy values, pydantic models or dataclasses"
+        ) from error
+    except Exception:  # pydantic has no JSON Schema for it (a Callable, a typing.TypedDict)
         return {}
+
+
+def holds_numpy(hint: object) -> bool:
+    """Whether hint is, or holds, one of numpy's types (np.float32, np.ndarray)."""
+    if isinstance(hint, type) and issubclass(hint, np.generic | np.ndarray):
+        return True
+    return any(holds_numpy(arg) for arg in typing.get_args(hint))
 
 
 def item_hint(hint: object) -> object:

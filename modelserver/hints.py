@@ -180,11 +180,12 @@ class Param:
     # A query string's value is checked by the adapter too: constraints (Field(ge=0)).
     constrained: bool = False
     whole_body: bool = False  # a lone BaseModel parameter: the JSON body is the model
+    # Of such a model, when its config leaves other fields unsaid: the names it takes.
+    body_fields: frozenset[str] | None = field(default=None, compare=False)
     upload: type | None = None  # Image.Image, bytes or File: from the body or a form's part
     many: bool = False  # list[File]: every part of its name, as one list
     nested_ints: bool = False  # ints JSON_INT does not hold (in a model, a list of lists)
-    # A batch's values of this parameter checked in one call, as adapter checks each: for a
-    # single value of the plain types, where a call per item costs more than the check.
+    # A batch's values checked in one call, as adapter checks each (single plain values).
     column_adapter: TypeAdapter | None = field(default=None, compare=False)
 
     @property
@@ -267,7 +268,12 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
     adapter = json_adapter(where, hint | None if optional else hint)
     if kind is None:
         kind = Kind(type_name(hint), None, None, {})
-    nested_ints = holds_int(adapter.core_schema)
+    if only_python(adapter.core_schema):
+        raise TypeError(
+            f"{where}: type hint {hint!r} is not supported: no JSON value can be one; use one "
+            f"of {SUPPORTED}"
+        )
+    nested_ints = holds(adapter.core_schema, {"int"})
     return Param(name, kind, is_list, optional, default, adapter, True, nested_ints=nested_ints)
 
 
@@ -304,15 +310,24 @@ def json_adapter(where: str, hint: object) -> TypeAdapter:
 NOT_SCHEMAS = frozenset({"cls", "config", "default", "expected", "metadata", "serialization"})
 
 
-def holds_int(schema: object) -> bool:
-    """Whether a pydantic core schema has an int in it, however deep (a model's field)."""
+def holds(schema: object, types: set | frozenset) -> bool:
+    """Whether a pydantic core schema has one of types in it (e.g. "int"), however deep (a
+    model's field)."""
     if isinstance(schema, list):
-        return any(holds_int(item) for item in schema)
+        return any(holds(item, types) for item in schema)
     if not isinstance(schema, dict):
         return False
-    if schema.get("type") == "int":
+    if schema.get("type") in types:
         return True
-    return any(holds_int(v) for k, v in schema.items() if k not in NOT_SCHEMAS)
+    return any(holds(v, types) for k, v in schema.items() if k not in NOT_SCHEMAS)
+
+
+def only_python(schema: dict) -> bool:
+    """Whether a pydantic core schema takes no JSON value but null: a function, a class, an
+    instance of one (a Callable, type[X]). In a model, such a field may have a default."""
+    while schema.get("type") in ("nullable", "default"):
+        schema = schema["schema"]
+    return schema.get("type") in ("callable", "is-subclass", "is-instance")
 
 
 def upload_param(where: str, name: str, hint: object, optional: bool, default: object):

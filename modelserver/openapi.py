@@ -123,6 +123,10 @@ def openapi(signatures: list[Signature]) -> dict:
             operations = {"get": get_operation(sig), **operations}
         paths[f"/{sig.name}"] = operations
         paths[f"/v1/{sig.name}"] = {"$ref": "#/paths/~1" + sig.name}
+    for sig in signatures:  # a model that is a whole body refuses other fields (arguments.py)
+        if sig.params and sig.params[0].body_fields is not None:
+            model = sig.params[0].kind.name
+            COMPONENTS.get(model, {}).setdefault("additionalProperties", False)
     return {
         "openapi": "3.0.3",
         "info": {

@@ -100,7 +100,12 @@ def parse_form() -> None:
     too large."""
     try:
         request.files  # noqa: B018 (parses the form)
-    except ValueError:  # modelserver.lean.LeanRequest: a form Werkzeug cannot read
+    except ValueError as error:  # modelserver.lean.LeanRequest: a form Werkzeug cannot read
+        if isinstance(error, UnicodeDecodeError):
+            raise BadRequest(
+                "the multipart form cannot be read: a part's headers (a field's or a file's "
+                "name) are not UTF-8 text"
+            ) from None
         if not request.mimetype_params.get("boundary"):
             raise BadRequest(
                 "the multipart form's Content-Type names no boundary: send it as "

@@ -15,6 +15,12 @@ ORDER = {
         {"name": "cake", "quantity": 1, "when": "2026-01-03T10:00:00"},
     ],
 }
+OVERFLOW_B = ("scores.b holds a number that overflows a 64-bit float",)
+OVERFLOW_01 = ("rows[0][1] holds a number that overflows a 64-bit float",)
+UUID = "12345678-1234-5678-1234-567812345678"
+NOT_FINITE = ('amount must be a finite number, got "NaN"',)
+PAST_INT64 = ("weights must be an array of numbers, with integers from -2**63 to 2**63-1",)
+UNKNOWN_FIELD = ("unknown field(s) 'custmer'; the fields: customer, items",)
 RECEIPT = {"customer": "ann", "quantity": 3, "last": "2026-01-03T10:00:00"}
 
 
@@ -36,7 +42,8 @@ def form(*parts: tuple[str, str | None, str | None, bytes]) -> tuple[bytes, str]
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
         head += f'; filename="{filename}"' if filename else ""
         head += f"\r\nContent-Type: {content_type}" if content_type else ""
-        chunks.append(head.encode() + b"\r\n\r\n" + data + b"\r\n")
+        # surrogateescape: "\udce9" in a name is the byte 0xe9, a name that is not UTF-8.
+        chunks.append(head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + data + b"\r\n")
     body = b"".join(chunks) + f"--{boundary}--\r\n".encode()
     return body, f"multipart/form-data; boundary={boundary}"
 
@@ -165,7 +172,22 @@ CASES = [
     ("POST", "/span", '{"pair": [1]}', JSON, 400, ("pair[1] is missing",)),
     # An int at any depth is held to 64 bits, as a parameter's own is.
     ("POST", "/span", '{"pair": [1, 18446744073709551616]}', JSON, 400, ("pair[1] ", "64-bit")),
+    # A keyword-only parameter is passed by name.
+    ("GET", "/repeated?x=2&times=3", None, None, 200, [2.0, 2.0, 2.0]),
+    ("POST", "/repeated", '{"x": 2}', JSON, 200, [2.0, 2.0]),
+    ("POST", "/repeated", '[{"x": 1}, {"x": 1, "times": 1}]', JSON, 200, [[1.0, 1.0], [1.0]]),
+    # An integer past a float's range, where a float is taken, is refused as 1e400 is: it would
+    # reach the function as inf.
+    ("POST", "/best", '{"scores": {"a": 1, "b": 1%s}}' % ("0" * 400), JSON, 400, OVERFLOW_B),
+    ("POST", "/row-sums", '{"rows": [[1, -1%s]]}' % ("0" * 400), JSON, 400, OVERFLOW_01),
+    ("POST", "/best", '{"scores": {"a": 1%s}}' % ("0" * 307), JSON, 200, "a"),
+    # A Decimal's "NaN" is no number, not an overflow.
+    ("POST", "/price", json.dumps({"item": UUID, "amount": "NaN"}), JSON, 400, NOT_FINITE),
+    # numpy reads integers from 2**63 as uint64, which an ndarray of its own choice is not.
+    ("POST", "/moments", '{"x": [1], "weights": [9223372036854775808]}', JSON, 400, PAST_INT64),
     # A model is the whole body; a list of them is a batch; errors name the field path.
+    # Where its config does not say, a field it does not have is a typo, as a parameter's is.
+    ("POST", "/receipt", json.dumps({**ORDER, "custmer": "x"}), JSON, 400, UNKNOWN_FIELD),
     ("POST", "/receipt", json.dumps(ORDER), JSON, 200, RECEIPT),
     ("POST", "/receipt", json.dumps([ORDER, ORDER]), JSON, 200, [RECEIPT, RECEIPT]),
     ("POST", "/receipt", order_with(1, "when", "soon"), JSON, 400, ("items[1].when", "datetime")),
@@ -309,6 +331,13 @@ CASES = [
         {"note": "two files", "files": [["a.csv", 8], ["b.wav", 8]]},
     ),
     ("POST", "/describe-all", *form(("note", None, None, b"x")), 400, ("no field 'docs'",)),
+    (
+        "POST",
+        "/describe-all",
+        *form(("docs", "\udce9.csv", None, b"a")),
+        400,
+        ("a part's headers", "not UTF-8"),
+    ),
     # async def: run on the worker's loop.
     ("GET", "/later?a=2", None, None, 200, 4.0),
     ("POST", "/later", '{"a": 3, "wait": 0.01}', JSON, 200, 6.0),

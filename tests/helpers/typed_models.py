@@ -77,6 +77,11 @@ def bounded(
     return f"{tag}:{share}"
 
 
+def repeated(x: float, *, times: Annotated[int, Field(ge=0, le=4)] = 2) -> list[float]:
+    """A keyword-only parameter, given by name: x, times times."""
+    return [x] * times
+
+
 def span(pair: tuple[int, int]) -> int:
     """A tuple of two integers."""
     return pair[1] - pair[0]
@@ -243,6 +248,7 @@ ENDPOINTS = {
     "price": price,
     "bounded": bounded,
     "span": span,
+    "repeated": repeated,
     "receipt": receipt,
     "place": place,
     "results": results,

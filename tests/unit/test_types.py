@@ -134,6 +134,14 @@ def numbers(a: list[float]) -> typing.Iterator[float]:
     yield from a
 
 
+def takes_function(f: typing.Callable[[int], int]) -> int:
+    return f(1)
+
+
+def gives_opaque(a: float) -> Opaque:
+    return Opaque()
+
+
 class Fine(TypedDict):
     a: int
 
@@ -148,6 +156,8 @@ def fine(a: Fine) -> int:
         (opaque, ("ENDPOINTS['bad']", "'a'", "Opaque", "pydantic cannot validate")),
         (old_typed_dict, ("'a'", "typing_extensions.TypedDict")),
         (serve(numbers, vectorized=True), ("generator", "cannot be vectorised")),
+        (takes_function, ("'f'", "Callable", "no JSON value can be one")),
+        (gives_opaque, ("return type", "Opaque", "cannot be answered as JSON")),
     ],
 )
 def test_a_type_pydantic_cannot_take_stops_the_app_at_startup(entry, words):
