@@ -54,6 +54,15 @@ def port() -> str:
     return value
 
 
+def check_counts() -> None:
+    """The settings uwsgi.ini reads as whole numbers: with MODELSERVER_WORKERS=abc uWSGI would
+    start with no worker and leave every request to nginx's timeout."""
+    for name, least in (("MODELSERVER_WORKERS", 1), ("MODELSERVER_MAX_RSS_MB", 0)):
+        value = os.environ.get(name)
+        if value is not None and not (value.isdigit() and int(value) >= least):
+            sys.exit(f"modelserver: {name} must be a whole number >= {least}, got {value!r}")
+
+
 def exempt_clients() -> str:
     """The site's exempt-clients file from $MODELSERVER_EXEMPT_CLIENTS (addresses or networks,
     comma-separated): clients the per-client limits do not count, "ADDRESS 1;" a line."""
@@ -91,9 +100,14 @@ def prepare() -> None:
     # A container started again after a kill finds its old sockets: nginx cannot bind over one.
     for stale in RUN_DIR.glob("*.sock*"):
         stale.unlink()
+    check_counts()
     metrics = RUN_DIR / "metrics"
     shutil.rmtree(metrics, ignore_errors=True)
     metrics.mkdir(parents=True)
+    # Where the app spools a large upload's part: the root filesystem, /tmp included, may be
+    # read-only (a Docker --read-only with one tmpfs, Kubernetes' readOnlyRootFilesystem).
+    (RUN_DIR / "tmp").mkdir(exist_ok=True)
+    os.environ["TMPDIR"] = str(RUN_DIR / "tmp")
     (RUN_DIR / "exempt-clients").write_text(exempt_clients())
     (RUN_DIR / "site.conf").write_text(render_site())
     check = subprocess.run(["nginx", "-t", "-q", "-e", "stderr", "-c", NGINX_CONF])
@@ -121,7 +135,15 @@ class Servers:
             self.stopping = True
             self.signal(self.nginx, signal.SIGQUIT)
             if self.nginx.pid not in self.running:
-                self.signal(self.uwsgi, signal.SIGTERM)
+                self.stop_uwsgi()
+
+    def stop_uwsgi(self, *_) -> None:
+        """SIGTERM to uWSGI, and again each second until it has exited: one that comes while it
+        still loads the app, before it takes SIGTERM as a drain (uwsgi.ini's hook-master-start),
+        is lost. Once draining, it takes another as the same drain."""
+        self.signal(self.uwsgi, signal.SIGTERM)
+        signal.signal(signal.SIGALRM, self.stop_uwsgi)
+        signal.alarm(1)
 
     def reload(self, *_) -> None:
         """New workers from the code as it is (uwsgi.ini's master FIFO), nginx with a new site."""
@@ -144,7 +166,7 @@ class Servers:
                 print(f"modelserver: {Path(proc.args[0]).name} exited; stopping", file=sys.stderr)
                 self.stop()
             elif proc is self.nginx:
-                self.signal(self.uwsgi, signal.SIGTERM)  # nginx's last requests are answered
+                self.stop_uwsgi()  # nginx's last requests are answered
         return status
 
 

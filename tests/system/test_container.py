@@ -31,6 +31,7 @@ from helpers.containers import (
     pss_kib,
 )
 from helpers.predict_cases import SEVEN, check, drawing, encode
+from helpers.type_cases import form
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="podman and mmdebstrap run as root here")
 
@@ -39,6 +40,7 @@ NEW_TAG = f"localhost/modelserver:test-new-{os.getpid()}"
 RESULT = {"result": 8.86226925452758}
 SEVEN_PNG = encode(drawing(SEVEN), "PNG")
 # Larger than nginx's in-memory body buffer (16 KB): written to its temp path on the way.
+PADDING = b"\0" * 600_000  # after the image's end, which the decoder ignores
 SEVEN_BIG_JPEG = encode(drawing(SEVEN).resize((1000, 1000)).convert("RGB"), "JPEG")
 
 # A user's own model, the README's way: a module at the top of the checkout and one registry line.
@@ -135,6 +137,10 @@ def test_read_only_root_with_one_tmpfs_and_port_from_the_environment(image):
         assert json.loads(body) == RESULT
         jpeg = {"Content-Type": "image/jpeg"}
         check(*request(box.url, "POST", "/predict", SEVEN_BIG_JPEG, jpeg), 200, 7)
+        # A form's part past 500 KB is spooled to a file: in the one writable directory.
+        body, content_type = form(("image", "7.jpg", "image/jpeg", SEVEN_BIG_JPEG + PADDING))
+        form_type = {"Content-Type": content_type}
+        check(*request(box.url, "POST", "/predict", body, form_type), 200, 7)
         status, _, body = request(box.url, path="/metrics")
         assert status == 200, body
         assert b"modelserver_requests_total" in body
@@ -179,6 +185,33 @@ def test_sigterm_drains_the_request_in_flight_and_exits_0(image):
         assert "goodbye to uWSGI" in box.logs()
         assert took < 10, took
         record_figure("container stop with a request in flight (s)", f"{took:.1f}")
+
+
+def test_a_stop_while_the_app_loads_is_a_prompt_exit_0(image):
+    """uWSGI takes SIGTERM as a drain only once its app is loaded; one that came before was lost
+    and the container waited out its grace period, to be killed. (A stop in the first tenth of a
+    second, before Python runs the entrypoint, is dropped by the kernel: PID 1 has no handler.)"""
+    box = Container(image)
+    try:
+        box.launch()  # not waiting for it to be ready: stopped as uWSGI starts
+        wait_for(lambda: "uWSGI" in box.logs(), 30, 0.02, message="uWSGI did not start")
+        took = box.stop(timeout=20)
+        assert box.inspect("{{.State.ExitCode}}") == "0", box.logs()
+        assert took < 10, (took, box.logs())
+    finally:
+        box.remove()
+
+
+@pytest.mark.parametrize("setting", ["MODELSERVER_WORKERS=abc", "MODELSERVER_WORKERS=0"])
+def test_a_worker_count_that_is_no_number_stops_the_start(image, setting):
+    box = Container(image, "-e", setting)
+    try:
+        box.launch()
+        wait_for(lambda: not box.running(), 30, message="still running")
+        assert box.inspect("{{.State.ExitCode}}") == "1", box.logs()
+        assert "MODELSERVER_WORKERS must be a whole number >= 1" in box.logs()
+    finally:
+        box.remove()
 
 
 def refused(port: int) -> bool:
