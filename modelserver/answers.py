@@ -135,4 +135,8 @@ def error_message(error: HTTPException) -> str:
     if isinstance(error, MethodNotAllowed):
         allowed = ", ".join(sorted(error.valid_methods or ()))
         return f"method {request.method} is not allowed on {request.path}; allowed: {allowed}"
+    if isinstance(error, InternalServerError) and error.original_exception is not None:
+        # Flask's answer to an exception outside the function (Flask logged its traceback).
+        failure = type(error.original_exception).__name__
+        return f"the server failed with {failure}; the server log has the traceback"
     return error.description or error.name

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import sys
 
 from flask import request
 from pydantic import ValidationError
@@ -98,10 +99,23 @@ def json_body() -> object:
             else "; the request's Content-Type is missing or unreadable"
         )
         raise UnsupportedMediaType(f"send the body as Content-Type: application/json{sent}")
+    refuse_encoding()
     try:
         return json.loads(request.get_data(), parse_constant=refuse_constant)
     except (ValueError, RecursionError) as error:  # bad text or encoding; absurd nesting
+        if "int_max_str_digits" in str(error):  # Python's guard against slow conversions
+            limit = sys.get_int_max_str_digits()
+            raise BadRequest(f"the body holds an integer of more than {limit} digits") from None
         raise BadRequest(f"the body is not valid JSON: {error}") from error
+
+
+def refuse_encoding() -> None:
+    """A compressed body (Content-Encoding: gzip) would be read as its compressed bytes."""
+    encoding = request.content_encoding
+    if encoding and encoding.lower() != "identity":
+        raise UnsupportedMediaType(
+            f"the body's Content-Encoding {shorten(encoding)!r} is not taken: send it uncompressed"
+        )
 
 
 def refuse_constant(name: str):
@@ -111,6 +125,8 @@ def refuse_constant(name: str):
 def json_rows(sig: Signature, body: object) -> tuple[list[list], bool]:
     """The rows of arguments of a JSON body and whether it is a batch: an object is one call;
     a list of objects a batch; an object of lists, for numbers-only functions, the old batch."""
+    if request.query_string:
+        refuse_query_arguments(sig)
     if isinstance(body, list):
         if len(body) > MAX_BATCH:  # refused before any of its items is looked at
             raise RequestEntityTooLarge(
@@ -153,6 +169,16 @@ def rows_at_once(sig: Signature, items: list) -> list[tuple] | None:
     except (TypeError, KeyError, ValidationError):  # not an object; another name; refused
         return None
     return list(zip(*columns, strict=True))
+
+
+def refuse_query_arguments(sig: Signature) -> None:
+    """A parameter in the query string of a POST of JSON is a mistake, not a value to take or to
+    leave: the body's value, or the default, would silently stand in for it."""
+    given = [param.name for param in sig.params if param.name in request.args]
+    if given:
+        raise BadRequest(
+            f"parameter {given[0]!r} is in the query string of a POST of JSON; send it in the body"
+        )
 
 
 def object_row(sig: Signature, body: object, where: str = "") -> list:

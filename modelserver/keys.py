@@ -44,6 +44,8 @@ def load_digests(path: str, logger: logging.Logger) -> tuple[bytes, ...]:
     except (OSError, UnicodeDecodeError, KeyFileError) as error:
         kept = os.environ.get(DIGESTS_ENV)
         if os.environ.get("UWSGI_RELOADS", "0") == "0" or kept is None:
+            if kept is None and nothing_mounted(Path(path)):
+                return ()  # at a first start, an optional Secret that does not exist
             raise  # at a start: serving openly by mistake is worse than not serving
         digests = tuple(bytes.fromhex(digest) for digest in kept.split(",") if digest)
         logger.error(
@@ -94,3 +96,13 @@ def key_required(message: str) -> Unauthorized:
     return Unauthorized(
         message, www_authenticate=WWWAuthenticate("Bearer", {"realm": "modelserver"})
     )
+
+
+def nothing_mounted(path: Path) -> bool:
+    """Whether path is missing from a directory that holds nothing: what Kubernetes mounts for
+    an optional Secret that does not exist (its own "..data" entries aside), which at a first
+    start means no key is needed. A file missing beside others is a wrong path, and stops the
+    start; one that goes missing later is a reload's error (the keys read before stay)."""
+    if path.exists() or not path.parent.is_dir():
+        return False
+    return all(entry.name.startswith("..") for entry in path.parent.iterdir())

@@ -8,6 +8,7 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMe
 from modelserver.arguments import (
     query_value,
     refuse_constant,
+    refuse_encoding,
     refuse_unknown_fields,
     text_value,
     validated,
@@ -24,6 +25,7 @@ def upload_rows(sig: Signature) -> tuple[list[list], bool]:
     upload field given n times: n items), a PNG or JPEG body for a function of one image, or
     the raw body for a function of bytes or a File (its other parameters in the query string)."""
     request.max_content_length = MAX_IMAGE_BODY_BYTES  # before the body is read
+    refuse_encoding()
     if request.mimetype == "multipart/form-data":
         return form_rows(sig)
     raw = next((p for p in sig.params if p.upload in (bytes, File) and not p.many), None)

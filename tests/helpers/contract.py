@@ -56,6 +56,10 @@ CONTRACT = [
     ("POST", "/pisqrt", '{"a": [Infinity]}', 400, ("not valid JSON", "Infinity")),
     ("POST", "/pisqrt", '{"a": 1e999}', 400, ("a overflows",)),
     ("POST", "/pisqrt", '{"a": 1' + "0" * 400 + "}", 400, ("a overflows",)),
+    ("POST", "/pisqrt", '{"a": 1' + "0" * 5000 + "}", 400, ("integer of more than 4300 digits",)),
+    # A parameter in the query string of a POST of JSON would be silently left: refused.
+    ("POST", "/pisqrt?a=100", '{"a": 25}', 400, ("'a' is in the query string", "in the body")),
+    ("POST", "/pisqrt?cachebuster=1", '{"a": 25}', 200, {"result": RESULT_25}),
     ("POST", "/pisqrt", '{"a": [1e308]}', 400, ("item 0", "a*pi overflows")),
     ("POST", "/pisqrt", '{"b": 1}', 400, ("'a' is missing",)),
     ("POST", "/pisqrt", "[25]", 400, ("JSON object",)),

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from modelserver.answers import json_response, result_response
 from modelserver.endpoints import signature_of
+from server import create_app
 
 
 @pytest.fixture(scope="module")
@@ -40,3 +41,19 @@ def test_nan_and_infinity_are_the_functions_fault(sig, value):
         result_response(sig, value)
     assert raised.value.code == 500
     assert "half returned a result that JSON cannot carry" in raised.value.description
+
+
+def test_an_exception_outside_the_function_is_named_in_the_500():
+    """One the app did not foresee (a spool file with no writable directory): its type, not
+    Werkzeug's paragraph about an overloaded server."""
+    app = create_app({"TESTING": False})
+
+    @app.route("/broken")
+    def broken():
+        raise FileNotFoundError("No usable temporary directory found")
+
+    response = app.test_client().get("/broken")
+    assert response.status_code == 500
+    assert response.get_json() == {
+        "message": "the server failed with FileNotFoundError; the server log has the traceback"
+    }

@@ -7,6 +7,7 @@ import pytest
 from deploy.localstack import PROJECT
 from helpers import assert_json_error, usermodels
 from helpers.keys import KEY, bearer
+from modelserver.keys import DIGESTS_ENV
 from server import create_app
 
 
@@ -71,8 +72,23 @@ def test_without_a_key_file_no_key_is_needed(tmp_path):
 
 
 def test_an_unreadable_key_file_stops_the_start(tmp_path):
+    (tmp_path / "api-keys").write_text("a-key\n")  # beside it: the path is wrong
     with pytest.raises(FileNotFoundError):
-        create_app({"TESTING": True, "API_KEYS_FILE": str(tmp_path / "missing")})
+        create_app({"TESTING": True, "API_KEYS_FILE": str(tmp_path / "api-key")})
+
+
+def test_a_directory_mounted_with_nothing_in_it_needs_no_key(tmp_path, monkeypatch):
+    """Kubernetes' optional Secret, absent: an empty directory, or one of its own ..data links,
+    at a first start (no keys read before in this process's environment)."""
+    monkeypatch.delenv(DIGESTS_ENV, raising=False)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    atomic = tmp_path / "atomic"
+    (atomic / "..2026_12_05_19_00_00.1").mkdir(parents=True)
+    (atomic / "..data").symlink_to("..2026_12_05_19_00_00.1")
+    for directory in (empty, atomic):
+        client = served_client(str(directory / "api-keys"))
+        assert client.get("/norm?values=3&values=4").status_code == 200
 
 
 def test_the_document_declares_the_bearer_key(keyed_client):

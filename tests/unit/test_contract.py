@@ -1,6 +1,8 @@
 """pisqrt's contract, every row, through Flask's test client (and through real nginx -> uWSGI
 in tests/stack/test_contract_stack.py)."""
 
+import gzip
+
 import pytest
 
 from helpers.contract import JSON, check, contract_cases
@@ -26,3 +28,13 @@ def test_a_body_of_another_type_is_a_415_that_says_what_was_sent(client, headers
     response = client.post("/pisqrt", data='{"a": 25}', headers=headers)
     assert response.status_code == 415, response.data
     assert response.json == {"message": f"send the body as Content-Type: application/json{said}"}
+
+
+def test_a_compressed_body_is_a_415_that_names_its_encoding(client):
+    body = gzip.compress(b'{"a": 25}')
+    headers = {"Content-Type": "application/json", "Content-Encoding": "gzip"}
+    response = client.post("/pisqrt", data=body, headers=headers)
+    assert response.status_code == 415, response.data
+    assert response.json == {
+        "message": "the body's Content-Encoding 'gzip' is not taken: send it uncompressed"
+    }
