@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bench.stacks import BATCHING_BY_NAME, BY_NAME
 from deploy.localstack import PROJECT
 from helpers.commands import ignore_interrupts
@@ -63,6 +65,7 @@ def run_harness(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
+@pytest.mark.deep  # 85 s of stacks started in turn: make test-deep, which CI runs
 def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     done = run_harness(
         *("--rounds", "1", "--duration", "1", "--warmup", "0", "--concurrency", "8"),
