@@ -4,6 +4,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Sequence
 
 from flask import request
 from pydantic import ValidationError
@@ -188,7 +189,7 @@ def object_row(sig: Signature, body: object, where: str = "") -> list:
     if sig.params and sig.params[0].whole_body:  # the object is the model, as in FastAPI
         model = sig.params[0]
         if model.body_fields is not None:
-            refuse_unknown(body, sorted(model.body_fields), "the fields", where)
+            refuse_unknown(body, model.body_fields, "the fields", where)
         return [validated(model, "", body, where)]
     row = [field_value(param, body, where) for param in sig.params]
     refuse_unknown_fields(sig, body, where)
@@ -199,7 +200,7 @@ def refuse_unknown_fields(sig: Signature, body: dict, where: str = "") -> None:
     refuse_unknown(body, [param.name for param in sig.params], "the parameters", where)
 
 
-def refuse_unknown(body: dict, known: list[str], what: str, where: str = "") -> None:
+def refuse_unknown(body: dict, known: Sequence[str], what: str, where: str = "") -> None:
     """A field that is not known is a typo, not something to ignore: a default would silently
     stand in for what the client meant to send."""
     unknown = set(body).difference(known)

@@ -197,7 +197,7 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
     )
 
 
-def body_fields(model: type[BaseModel]) -> frozenset[str] | None:
+def body_fields(model: type[BaseModel]) -> tuple[str, ...] | None:
     """The top-level names a model of the whole body takes (its fields and their aliases) when
     its config does not say what to do with others: then, as for a function's parameters,
     another name is a typo to refuse, not data to drop. None when the config says (extra=...),
@@ -212,7 +212,7 @@ def body_fields(model: type[BaseModel]) -> frozenset[str] | None:
         if not all(isinstance(alias, str) for alias in aliases):
             return None
         names.update(aliases if aliases and not by_name else (name, *aliases))
-    return frozenset(names)
+    return tuple(sorted(names))
 
 
 def check_batching(where: str, endpoint: Endpoint) -> None:

@@ -181,7 +181,7 @@ class Param:
     constrained: bool = False
     whole_body: bool = False  # a lone BaseModel parameter: the JSON body is the model
     # Of such a model, when its config leaves other fields unsaid: the names it takes.
-    body_fields: frozenset[str] | None = field(default=None, compare=False)
+    body_fields: tuple[str, ...] | None = field(default=None, compare=False)
     upload: type | None = None  # Image.Image, bytes or File: from the body or a form's part
     many: bool = False  # list[File]: every part of its name, as one list
     nested_ints: bool = False  # ints JSON_INT does not hold (in a model, a list of lists)
@@ -273,7 +273,7 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
             f"{where}: type hint {hint!r} is not supported: no JSON value can be one; use one "
             f"of {SUPPORTED}"
         )
-    nested_ints = holds(adapter.core_schema, {"int"})
+    nested_ints = holds_int(adapter.core_schema)
     return Param(name, kind, is_list, optional, default, adapter, True, nested_ints=nested_ints)
 
 
@@ -310,16 +310,15 @@ def json_adapter(where: str, hint: object) -> TypeAdapter:
 NOT_SCHEMAS = frozenset({"cls", "config", "default", "expected", "metadata", "serialization"})
 
 
-def holds(schema: object, types: set | frozenset) -> bool:
-    """Whether a pydantic core schema has one of types in it (e.g. "int"), however deep (a
-    model's field)."""
+def holds_int(schema: object) -> bool:
+    """Whether a pydantic core schema has an int in it, however deep (a model's field)."""
     if isinstance(schema, list):
-        return any(holds(item, types) for item in schema)
+        return any(holds_int(item) for item in schema)
     if not isinstance(schema, dict):
         return False
-    if schema.get("type") in types:
+    if schema.get("type") == "int":
         return True
-    return any(holds(v, types) for k, v in schema.items() if k not in NOT_SCHEMAS)
+    return any(holds_int(v) for k, v in schema.items() if k not in NOT_SCHEMAS)
 
 
 def only_python(schema: dict) -> bool:

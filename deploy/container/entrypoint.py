@@ -142,8 +142,7 @@ class Servers:
         still loads the app, before it takes SIGTERM as a drain (uwsgi.ini's hook-master-start),
         is lost. Once draining, it takes another as the same drain."""
         self.signal(self.uwsgi, signal.SIGTERM)
-        signal.signal(signal.SIGALRM, self.stop_uwsgi)
-        signal.alarm(1)
+        signal.alarm(1)  # serve() made SIGALRM call this again
 
     def reload(self, *_) -> None:
         """New workers from the code as it is (uwsgi.ini's master FIFO), nginx with a new site."""
@@ -179,6 +178,7 @@ def serve() -> int:
     signal.signal(signal.SIGTERM, servers.stop)
     signal.signal(signal.SIGINT, servers.stop)
     signal.signal(signal.SIGHUP, servers.reload)
+    signal.signal(signal.SIGALRM, servers.stop_uwsgi)
     return servers.wait()
 
 
