@@ -4,7 +4,7 @@ Each round starts every stack in turn (A B C, then C B A …), loads it with wrk
 after a warm-up, measures batches through ours, and stops it; nothing outlives its turn. The end
 writes results.md, results.json (every round) and results.png, and prints the table.
 
-    .venv/bin/python bench/run.py            # full: about 20 min
+    .venv/bin/python bench/run.py            # full: about 22 min
     .venv/bin/python bench/run.py --quick    # about 4 min
 """
 
@@ -39,14 +39,14 @@ from bench.stacks import (
 )
 from deploy.localstack import Stack, process_tree, stop_on_signals
 
-# Bounded: about 20 min for the full run and about 4 for --quick (bench/README.md has the sums).
+# Bounded: about 22 min for the full run and about 4 for --quick (bench/README.md has the sums).
 FULL = {
     "rounds": 5,
     "duration": 3,
     "warmup": 1,
     "stacks": [s.name for s in STACKS],
     "batches": [1, 100, 1000, 10_000],
-    "pairs": 16,
+    "pairs": 24,
     "one_nginx": 8,
     "side_by_side": 8,
 }
@@ -423,6 +423,7 @@ def write_results(args, specs: list[StackSpec], measurements: list[dict], run: d
             "ab_seconds_per_stage": round(args.duration * AB_SHARE, 3),
             "metrics_pairs": args.pairs if paired.wanted(args.stacks) else 0,
             "pair_window_s": paired.WINDOW_S,
+            "pairs_per_start": paired.PER_START,
             "one_nginx_windows": args.one_nginx if paired.wanted(args.stacks) else 0,
             "one_nginx_window_s": one_nginx.WINDOW_S,
             "side_by_side_windows": args.side_by_side if side_by_side.wanted(args.stacks) else 0,
