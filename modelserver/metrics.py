@@ -12,7 +12,6 @@ Without uWSGI (Flask's test client, the development server) the metrics live in 
 MODELSERVER_METRICS=0 turns all of it off: nothing is counted and /metrics is 404.
 """
 
-import bisect
 import os
 import shutil
 import threading
@@ -109,15 +108,12 @@ class Metrics:
         self.answers = {}  # see answer()
         self.models = {}  # see model()
         self.lock = threading.Lock()
-        # A request's answer: write(endpoint, method, status, seconds); its model calls and
-        # waits for a batch, as they end: write_model(model, endpoint, batch, seconds) and
-        # write_batching(endpoint, formed, wait). In a worker with threads each takes the lock.
-        self.write = self.write_files if self.in_files else self.write_in_memory
-        self.write_model = self.model_files if self.in_files else self.model_in_memory
-        self.write_batching = self.batching_written
+        # In a worker with threads each write takes the lock: those of a kind of answer and of
+        # a model's calls (answer(), model()), and a batch's (write_batch_size, write_batching).
+        self.threads = threads
+        self.write_batch_size, self.write_batching = self.batch_written, self.batching_written
         if threads:
-            self.write = locked(self.write, self.lock)
-            self.write_model = locked(self.write_model, self.lock)
+            self.write_batch_size = locked(self.write_batch_size, self.lock)
             self.write_batching = locked(self.write_batching, self.lock)
         self.requests = Counter(
             "modelserver_requests",
@@ -189,53 +185,36 @@ class Metrics:
             found = self.slots[key] = metricfiles.in_file(child) if self.in_files else child
         return found
 
-    def answer(self, endpoint: str, method: str, status: int) -> tuple:
-        """The request counter and duration histogram of one kind of answer, remembered: found
-        with one lookup per request."""
-        found = self.answers[endpoint, method, status] = (
-            self.slot(self.requests, endpoint, method, str(status)),
-            self.slot(self.duration, endpoint),
-        )
+    def answer(self, endpoint: str, method: str, status: int) -> Callable[[float], None]:
+        """The write of one kind of answer, the request's count and its time, remembered:
+        counted() finds it with one lookup a request. Under uWSGI straight into the worker's
+        files; else through the library's children, which lock each value."""
+        count = self.slot(self.requests, endpoint, method, str(status))
+        duration = self.slot(self.duration, endpoint)
+        if self.in_files:
+            found = metricfiles.observer(duration, count)
+        else:
+
+            def found(seconds: float) -> None:
+                count.inc(1.0)
+                duration.observe(seconds)
+
+        found = self.answers[endpoint, method, status] = self.one_at_a_time(found)
         return found
 
-    def model(self, name: str) -> metricfiles.FileHistogram:
-        """The model's duration histogram, remembered under its name alone."""
-        found = self.models[name] = self.slot(self.model_duration, name)
+    def model(self, name: str) -> Callable[[float], None]:
+        """The write of a model call's time, remembered under the model's name alone."""
+        histogram = self.slot(self.model_duration, name)
+        found = metricfiles.observer(histogram) if self.in_files else histogram.observe
+        found = self.models[name] = self.one_at_a_time(found)
         return found
 
-    def write_files(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        """A request's count and time, added straight into the worker's files: in a worker
-        under load a method call of each slot costs as much as the addition it makes."""
-        count, duration = self.answers.get((endpoint, method, status)) or self.answer(
-            endpoint, method, status
-        )
-        count.view[count.index] += 1.0
-        view = duration.view
-        view[duration.sum] += seconds
-        view[duration.buckets[bisect.bisect_left(duration.bounds, seconds)]] += 1.0
+    def one_at_a_time(self, write: Callable) -> Callable:
+        return locked(write, self.lock) if self.threads else write
 
-    def write_in_memory(self, endpoint: str, method: str, status: int, seconds: float) -> None:
-        """The same through the library's children, which lock each value."""
-        count, duration = self.answers.get((endpoint, method, status)) or self.answer(
-            endpoint, method, status
-        )
-        count.inc(1.0)
-        duration.observe(seconds)
-
-    def model_files(self, model: str, endpoint: str, batch: int | None, seconds: float) -> None:
-        """A model call's time, and the items of a batch request, likewise into the files."""
-        histogram = self.models.get(model) or self.model(model)
-        view = histogram.view
-        view[histogram.sum] += seconds
-        view[histogram.buckets[bisect.bisect_left(histogram.bounds, seconds)]] += 1.0
-        if batch is not None:
-            self.slot(self.batch_size, endpoint).observe(batch)
-
-    def model_in_memory(self, model: str, endpoint: str, batch: int | None, seconds: float) -> None:
-        """The same through the library's children."""
-        self.slot(self.model_duration, model).observe(seconds)
-        if batch is not None:
-            self.slot(self.batch_size, endpoint).observe(batch)
+    def batch_written(self, endpoint: str, items: int) -> None:
+        """The items of a batch request."""
+        self.slot(self.batch_size, endpoint).observe(items)
 
     def batching_written(self, endpoint: str, formed: int | None, wait: float) -> None:
         """A batched request's wait for its call, and the items of the batch it led."""
@@ -287,7 +266,7 @@ def counted(flask_app: Flask, metrics: Metrics) -> Callable:
     it would cost every request a layer (a closure, a call of it, the status parsed back from
     its text) that a worker under load pays several times over (docs/performance.md). Timed
     from before Flask's own work and any before_request check."""
-    write, record, clock = metrics.write, RECORD, time.perf_counter
+    answers, answer, record, clock = metrics.answers, metrics.answer, RECORD, time.perf_counter
     request_context = flask_app.request_context
     full_dispatch_request = flask_app.full_dispatch_request
     handle_exception = flask_app.handle_exception
@@ -309,12 +288,12 @@ def counted(flask_app: Flask, metrics: Metrics) -> Callable:
                 raise
             rule = ctx.request.url_rule
             method = environ["REQUEST_METHOD"]
-            write(
+            kind = (
                 "none" if rule is None else rule.endpoint,
                 method if method in METHODS else "other",
                 response.status_code,
-                clock() - started,
             )
+            (answers.get(kind) or answer(*kind))(clock() - started)
             return response(environ, start_response)
         finally:
             record.metrics = None
@@ -355,7 +334,9 @@ def observe_model(model: str, endpoint: str, batch: int | None, seconds: float) 
     request (None for a single item: a GET, or a POST of one); written now."""
     counting = RECORD.metrics
     if counting is not None:
-        counting.write_model(model, endpoint, batch, seconds)
+        (counting.models.get(model) or counting.model(model))(seconds)
+        if batch is not None:
+            counting.write_batch_size(endpoint, batch)
 
 
 def observe_batching(endpoint: str, formed: int | None, wait: float) -> None:
