@@ -63,7 +63,7 @@ model: $(VENV)/.tests
 soak: test-packages $(VENV)/.tests
 	MODELSERVER_LOAD_SECONDS=600 $(VENV)/bin/python -m pytest -k 64_clients tests/stack/test_reliability.py
 
-# The side-by-side benchmark (bench/README.md): about 22 min; bench-quick in about 4.
+# The side-by-side benchmark (bench/README.md): about 25 min; bench-quick in about 5.
 # Both write bench/results.md, .json and .png and print the table.
 bench: bench-packages $(VENV)/.bench
 	$(VENV)/bin/python bench/run.py

@@ -1,5 +1,6 @@
-"""Counting's cost measured in pairs: ours and ours without metrics running side by side, loaded
-in turn in short windows, the median of the pairs' ratios.
+"""Ratios measured in pairs: ours and another stack (ours without metrics: counting's cost;
+FastAPI + uvicorn behind nginx: the peer) running side by side, loaded in turn in short windows,
+the median of the pairs' ratios.
 
 The rounds load each stack seconds apart, and this machine's speed drifts by up to a third in
 phases of a few seconds (docs/performance.md): more than the few percent counting costs. Here
@@ -20,24 +21,42 @@ from collections.abc import Callable
 from bench.load import SHARED_PCT
 from bench.stacks import BY_NAME
 
-WITH, WITHOUT = "ours", "ours-nometrics"
+WITH, WITHOUT, PEER = "ours", "ours-nometrics", "fastapi"
+# What each comparison is called in results.md: its table's lead, its ratio, the targets' name.
+LABELS = {
+    WITHOUT: (
+        "Counting's cost, in pairs: ours and ours without metrics",
+        "ours / without",
+        "metrics",
+    ),
+    PEER: (
+        "Ours against FastAPI + uvicorn, in pairs: both behind nginx",
+        "ours / FastAPI",
+        "FastAPI",
+    ),
+}
 WINDOW_S = 1
 PER_START = 2  # pairs in a start of the two stacks, at each concurrency
 
 
-def wanted(stacks: list[str]) -> bool:
-    return WITH in stacks and WITHOUT in stacks
+def wanted(stacks: list[str], versus: str = WITHOUT) -> bool:
+    return WITH in stacks and versus in stacks
 
 
 def measure(
-    pairs: int, concurrencies: list[int], check: Callable, load: Callable, show: Callable
+    pairs: int,
+    concurrencies: list[int],
+    check: Callable,
+    load: Callable,
+    show: Callable,
+    versus: str = WITHOUT,
 ) -> list[dict]:
-    """pairs pairs of windows at each concurrency, PER_START in each start of the two stacks;
-    check(stack, spec) refuses a wrong answer, load(stack, c, seconds, pids) is one wrk run's
-    figures (pids: the stack's processes), show(row) prints one. A row per window."""
+    """pairs pairs of windows of ours and versus at each concurrency, PER_START in each start of
+    the two stacks; check(stack, spec) refuses a wrong answer, load(stack, c, seconds, pids) is
+    one wrk run's figures (pids: the stack's processes), show(row) prints one. A row per window."""
     rows = []
     for numbers in starts(pairs):
-        rows += measure_start(numbers, concurrencies, check, load, show)
+        rows += measure_start(numbers, concurrencies, check, load, show, versus)
     return rows
 
 
@@ -47,40 +66,46 @@ def starts(pairs: int) -> list[range]:
 
 
 def measure_start(
-    numbers: range, concurrencies: list[int], check: Callable, load: Callable, show: Callable
+    numbers: range,
+    concurrencies: list[int],
+    check: Callable,
+    load: Callable,
+    show: Callable,
+    versus: str,
 ) -> list[dict]:
     """The pairs numbered numbers at each concurrency, in one start of the two stacks."""
     rows = []
-    specs = {WITH: BY_NAME[WITH], WITHOUT: BY_NAME[WITHOUT]}
-    with specs[WITH].start() as with_metrics, specs[WITHOUT].start() as without:
-        stacks = {WITH: with_metrics, WITHOUT: without}
+    names = (WITH, versus)
+    specs = {name: BY_NAME[name] for name in names}
+    with specs[WITH].start() as ours, specs[versus].start() as other:
+        stacks = {WITH: ours, versus: other}
         for name, stack in stacks.items():
             check(stack, specs[name])
         for c in concurrencies:
             for stack in stacks.values():  # warm-up, as before every measurement of the rounds
                 load(stack, c, WINDOW_S, stack.pids())
             for pair in numbers:
-                order = (WITH, WITHOUT) if pair % 2 else (WITHOUT, WITH)
-                for name in order:
+                for name in names if pair % 2 else names[::-1]:
                     figures = load(stacks[name], c, WINDOW_S, stacks[name].pids())
-                    row = {"kind": "paired", "pair": pair, "stack": name, "concurrency": c}
+                    row = {"kind": "paired", "versus": versus, "pair": pair, "stack": name}
+                    row["concurrency"] = c
                     rows.append({**row, **figures})
                     show(rows[-1])
     return rows
 
 
-def summarize(measurements: list[dict]) -> dict:
-    """Per concurrency: the median of ours / ours without metrics over the pairs kept, its
-    quartiles, and how many pairs were left out for shared CPU."""
+def summarize(measurements: list[dict], versus: str = WITHOUT) -> dict:
+    """Per concurrency: the median of ours / versus over the pairs kept, its quartiles, and how
+    many pairs were left out for shared CPU."""
     by_pair: dict[tuple, dict] = {}
     for m in measurements:
-        if m["kind"] == "paired":
+        if m["kind"] == "paired" and m.get("versus", WITHOUT) == versus:
             by_pair.setdefault((m["concurrency"], m["pair"]), {})[m["stack"]] = m
     summary = {}
     for c in dict.fromkeys(c for c, _ in by_pair):
         pairs = [p for (pc, _), p in by_pair.items() if pc == c and len(p) == 2]
         kept = [p for p in pairs if max(m["other_cpu_pct"] for m in p.values()) <= SHARED_PCT]
-        ratios = [p[WITH]["rps"] / p[WITHOUT]["rps"] for p in kept if p[WITHOUT]["rps"]]
+        ratios = [p[WITH]["rps"] / p[versus]["rps"] for p in kept if p[versus]["rps"]]
         if not ratios:
             continue
         low, middle, high = quartiles(ratios)
@@ -101,18 +126,18 @@ def quartiles(values: list[float]) -> tuple[float, float, float]:
     return low, statistics.median(values), high
 
 
-def markdown(summary: dict, rounds_ratios: dict) -> list[str]:
+def markdown(summary: dict, rounds_ratios: dict, versus: str = WITHOUT) -> list[str]:
     if not summary:
         return []
+    lead, ratio, targets = LABELS[versus]
     lines = [
         "",
-        f"Counting's cost, in pairs: ours and ours without metrics side by side, loaded in turn "
-        f"in adjacent windows of {WINDOW_S} s (A B, B A, ...) after the rounds, {PER_START} pairs "
-        "in each start of the two stacks; the metrics "
+        f"{lead} side by side, loaded in turn in adjacent windows of {WINDOW_S} s (A B, B A, ...) "
+        f"after the rounds, {PER_START} pairs in each start of the two stacks; the {targets} "
         "targets read the median of the pairs' ratios, less exposed to the host's drift than "
         "two stacks' turns in a round (bench/paired.py). The rounds' ratio of medians beside it.",
         "",
-        "| c | ours / without, pairs (median) | quartiles | pairs | left out (shared CPU) "
+        f"| c | {ratio}, pairs (median) | quartiles | pairs | left out (shared CPU) "
         "| errors | the rounds' ratio |",
         "|--:|--:|--:|--:|--:|--:|--:|",
     ]

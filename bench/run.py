@@ -4,11 +4,12 @@ Each round starts every stack in turn (A B C, then C B A …), loads it with wrk
 after a warm-up, measures batches through ours, and stops it; nothing outlives its turn. The end
 writes results.md, results.json (every round) and results.png, and prints the table.
 
-    .venv/bin/python bench/run.py            # full: about 22 min
-    .venv/bin/python bench/run.py --quick    # about 4 min
+    .venv/bin/python bench/run.py            # full: about 25 min
+    .venv/bin/python bench/run.py --quick    # about 5 min
 """
 
 import argparse
+import functools
 import importlib.util
 import json
 import os
@@ -39,7 +40,7 @@ from bench.stacks import (
 )
 from deploy.localstack import Stack, process_tree, stop_on_signals
 
-# Bounded: about 22 min for the full run and about 4 for --quick (bench/README.md has the sums).
+# Bounded: about 25 min for the full run and about 5 for --quick (bench/README.md has the sums).
 FULL = {
     "rounds": 5,
     "duration": 3,
@@ -84,8 +85,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pairs",
         type=int,
-        help=f"windows of ours and ours without metrics in turn, per concurrency, after the "
-        f"rounds ({FULL['pairs']}, quick {QUICK['pairs']}; 0: none)",
+        help=f"pairs of windows of ours and ours without metrics in turn, then of ours and "
+        f"FastAPI, per concurrency, after the rounds ({FULL['pairs']}, quick {QUICK['pairs']}; "
+        "0: none)",
     )
     parser.add_argument(
         "--one-nginx",
@@ -332,8 +334,9 @@ def run_rounds(specs: list[StackSpec], args) -> list[dict]:
     return measurements
 
 
-def measure_pairs(args) -> list[dict]:
-    """Counting's cost in adjacent windows (bench/paired.py), at each concurrency."""
+def measure_pairs(args, versus: str) -> list[dict]:
+    """Ours against versus (without metrics: counting's cost; FastAPI) in adjacent windows
+    (bench/paired.py), at each concurrency."""
 
     def show(row: dict) -> None:
         print(
@@ -342,7 +345,8 @@ def measure_pairs(args) -> list[dict]:
             flush=True,
         )
 
-    return measure_counting(paired.measure, args.pairs, args.concurrency, show)
+    measure = functools.partial(paired.measure, versus=versus)
+    return measure_counting(measure, args.pairs, args.concurrency, show)
 
 
 def measure_one_nginx(args) -> list[dict]:
@@ -422,6 +426,7 @@ def write_results(args, specs: list[StackSpec], measurements: list[dict], run: d
             "baseline": modelpath.BASELINE,
             "ab_seconds_per_stage": round(args.duration * AB_SHARE, 3),
             "metrics_pairs": args.pairs if paired.wanted(args.stacks) else 0,
+            "fastapi_pairs": args.pairs if paired.wanted(args.stacks, paired.PEER) else 0,
             "pair_window_s": paired.WINDOW_S,
             "pairs_per_start": paired.PER_START,
             "one_nginx_windows": args.one_nginx if paired.wanted(args.stacks) else 0,
@@ -461,8 +466,9 @@ def main(argv: list[str] | None = None) -> int:
     started, load = time.monotonic(), os.getloadavg()[0]
     try:
         measurements = run_rounds(specs, args)
-        if args.pairs and paired.wanted(args.stacks):
-            measurements += measure_pairs(args)
+        for versus in (paired.WITHOUT, paired.PEER):
+            if args.pairs and paired.wanted(args.stacks, versus):
+                measurements += measure_pairs(args, versus)
         if args.one_nginx and paired.wanted(args.stacks):
             measurements += measure_one_nginx(args)
         if args.side_by_side and side_by_side.wanted(args.stacks):

@@ -116,15 +116,19 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     batching = results["summary"]["batching"]
     assert batching["on_over_off"]["4"] > 0, batching
 
-    # Counting's cost in a pair of adjacent windows, after the rounds.
+    # Counting's cost in a pair of adjacent windows, after the rounds; then ours against FastAPI.
     pairs = [m for m in results["measurements"] if m["kind"] == "paired"]
-    assert [(m["stack"], m["pair"], m["concurrency"]) for m in pairs] == [
-        ("ours", 1, 8),
-        ("ours-nometrics", 1, 8),
+    peer = [("ours", 1, 8, "fastapi"), ("fastapi", 1, 8, "fastapi")]
+    assert [(m["stack"], m["pair"], m["concurrency"], m["versus"]) for m in pairs] == [
+        ("ours", 1, 8, "ours-nometrics"),
+        ("ours-nometrics", 1, 8, "ours-nometrics"),
+        *(peer if "fastapi" in INSTALLED else []),
     ]
     for m in pairs:
         assert m["requests"] > 0 and m["errors"] == 0, m
     assert results["summary"]["metrics_pairs"]["8"]["pairs"] == 1
+    if "fastapi" not in INSTALLED:
+        assert results["summary"]["fastapi_pairs"] == {}
 
     # And in CPU time, both behind one nginx: each uWSGI answered its share of the window.
     [window] = [m for m in results["measurements"] if m["kind"] == "one-nginx"]
@@ -163,6 +167,8 @@ def test_tiny_run_measures_every_stack_and_writes_json_markdown_chart(tmp_path):
     assert "Counting's cost in CPU time:" in markdown
     if "fastapi" in INSTALLED:
         assert "Ours against FastAPI + uvicorn in CPU time:" in markdown
+        assert "Ours against FastAPI + uvicorn, in pairs:" in markdown
+        assert results["summary"]["fastapi_pairs"]["8"]["pairs"] == 1
     assert "## Batching: the MLP, one item a request" in markdown
     for name in BATCHING:
         assert f"| {BATCHING_BY_NAME[name].label} | 4 |" in markdown

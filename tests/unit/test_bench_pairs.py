@@ -56,7 +56,31 @@ def test_the_targets_read_the_pairs_where_measured_else_the_rounds():
         "metrics_pairs": {"32": {"median": 0.98}},
     }
 
-    assert report.metrics_cost(summary) == {"32": 0.98, "256": 0.91}
+    assert report.pairs_or_rounds(summary, "metrics_pairs", report.WITHOUT_METRICS) == {
+        "32": 0.98,
+        "256": 0.91,
+    }
+
+
+def test_pairs_against_fastapi_are_summarized_apart_from_counting():
+    rows = [
+        *(window("ours", 1, 1200.0), window("ours-nometrics", 1, 1250.0)),
+        *(
+            {**window("ours", 1, 1200.0), "versus": "fastapi"},
+            {**window("fastapi", 1, 1000.0), "versus": "fastapi"},
+        ),
+    ]
+
+    assert paired.summarize(rows)["32"]["median"] == 0.96
+    assert paired.summarize(rows, paired.PEER)["32"]["median"] == 1.2
+    summary = {
+        "ratios": {report.PEER: {"32": 1.0, "256": 1.15}},
+        "fastapi_pairs": paired.summarize(rows, paired.PEER),
+    }
+    assert report.pairs_or_rounds(summary, "fastapi_pairs", report.PEER) == {
+        "32": 1.2,
+        "256": 1.15,
+    }
 
 
 def test_rounds_reverse_the_order_of_the_stacks_every_other_round():
