@@ -11,8 +11,8 @@ it does not remove it (docs/performance.md has runs of it).
 
 The pairs are spread over several starts of the two stacks, a few pairs each, as pyperf spreads
 a benchmark over processes: a start fixes some of a stack's speed for its whole life (where its
-memory lies, its hash seed), and the same code on both sides read 0.958-1.016x from one start to
-the next, as wide as the margin measured.
+memory lies, its hash seed), and between starts the same code on both sides differs by about
+as much as the margin measured (docs/performance.md, "Pairs over starts of the stacks").
 """
 
 import statistics
@@ -87,9 +87,16 @@ def measure_start(
             for pair in numbers:
                 for name in names if pair % 2 else names[::-1]:
                     figures = load(stacks[name], c, WINDOW_S, stacks[name].pids())
-                    row = {"kind": "paired", "versus": versus, "pair": pair, "stack": name}
-                    row["concurrency"] = c
-                    rows.append({**row, **figures})
+                    rows.append(
+                        {
+                            "kind": "paired",
+                            "versus": versus,
+                            "pair": pair,
+                            "stack": name,
+                            "concurrency": c,
+                            **figures,
+                        }
+                    )
                     show(rows[-1])
     return rows
 

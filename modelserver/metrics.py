@@ -210,6 +210,7 @@ class Metrics:
         return found
 
     def one_at_a_time(self, write: Callable) -> Callable:
+        """write, taking the lock when requests are answered side by side."""
         return locked(write, self.lock) if self.threads else write
 
     def batch_written(self, endpoint: str, items: int) -> None:

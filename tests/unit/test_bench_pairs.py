@@ -44,8 +44,9 @@ def test_a_pair_with_other_load_is_left_out_and_counted():
     assert (summary["32"]["pairs"], summary["32"]["left_out"]) == (1, 1)
 
 
-def test_the_pairs_are_spread_over_starts_of_the_stacks():
-    assert paired.PER_START == 2
+def test_the_pairs_are_spread_over_starts_of_the_stacks(monkeypatch):
+    monkeypatch.setattr(paired, "PER_START", 2)
+
     assert paired.starts(5) == [range(1, 3), range(3, 5), range(5, 6)]
     assert [n for numbers in paired.starts(24) for n in numbers] == list(range(1, 25))
 
