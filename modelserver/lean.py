@@ -1,10 +1,12 @@
-"""Flask less the per-request work this app never uses: sessions, async checks, host checks."""
+"""Flask less the per-request work this app never uses (sessions, async checks, host checks),
+and a multipart form's text parts handed on with their bytes unchanged."""
 
 from collections.abc import Callable
 
 from flask import Flask, Request, Response
 from flask.sessions import NullSession, SessionInterface
-from werkzeug.formparser import FormDataParser
+from werkzeug.datastructures import Headers
+from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.routing import MapAdapter
 
 # Hosts whose server name (lower case, IDNA) is remembered; past this many the memory is
@@ -25,16 +27,50 @@ class NoSessions(SessionInterface):
         return None
 
 
-class LeanRequest(Request):
-    """Flask's request, closing its uploaded files only when it has opened some, and telling a
-    form it cannot read (no boundary, cut short) from an empty one."""
+# The text of a form's parts in request.form: a character a byte, so that the bytes come back
+# whole with text.encode(PART_BYTES) (modelserver.uploads.part_bytes and part_text).
+PART_BYTES = "latin-1"
 
-    def make_form_data_parser(self) -> FormDataParser:
-        """Werkzeug's parser, raising ValueError on a malformed form rather than reading it as
-        one with no fields (modelserver.arguments.parse_form answers it with a 400)."""
-        parser = super().make_form_data_parser()
-        parser.silent = False
-        return parser
+
+class PartBytes(MultiPartParser):
+    """Werkzeug's multipart parser, with each text part (one with no filename) handed on as its
+    bytes, a character a byte. Werkzeug would read it as UTF-8, with U+FFFD in place of bytes
+    that are not: a file sent as a text part (curl -F 'data=<file') would reach a bytes
+    parameter altered, and text that is not UTF-8 would reach a str one as other text. A part's
+    charset is not read: form text is UTF-8, as browsers send it."""
+
+    def get_part_charset(self, headers: Headers) -> str:
+        return PART_BYTES
+
+
+class FormParser(FormDataParser):
+    """Werkzeug's form parser, raising ValueError on a malformed form rather than reading it as
+    one with no fields (modelserver.uploads.parse_form answers it with a 400), its multipart
+    text parts read by PartBytes."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **{**kwargs, "silent": False})
+
+    def _parse_multipart(self, stream, mimetype, content_length, options):
+        """FormDataParser._parse_multipart (Werkzeug 3.1) with PartBytes as its parser."""
+        parser = PartBytes(
+            stream_factory=self.stream_factory,
+            max_form_memory_size=self.max_form_memory_size,
+            max_form_parts=self.max_form_parts,
+            cls=self.cls,
+        )
+        boundary = options.get("boundary", "").encode("ascii")
+        if not boundary:
+            raise ValueError("Missing boundary")
+        form, files = parser.parse(stream, boundary, content_length)
+        return stream, form, files
+
+
+class LeanRequest(Request):
+    """Flask's request, closing its uploaded files only when it has opened some, and reading
+    forms with FormParser."""
+
+    form_data_parser_class = FormParser
 
     def _get_file_stream(self, *args, **kwargs):
         """Werkzeug's stream for a file part, remembered: a form that fails to parse leaves

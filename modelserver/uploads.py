@@ -17,6 +17,7 @@ from modelserver.endpoints import Signature
 from modelserver.files import File
 from modelserver.hints import Param
 from modelserver.images import IMAGE_TYPES, ImageUpload, decode_field, decode_upload
+from modelserver.lean import PART_BYTES
 from modelserver.limits import MAX_IMAGE_BODY_BYTES, MAX_IMAGES
 
 
@@ -131,7 +132,7 @@ def form_values(param: Param) -> list:
     if param.upload is not None:
         values = [upload_value(param, part) for part in request.files.getlist(param.name)]
         # A field sent as text (curl -F name=value) is a file's bytes all the same.
-        values += [upload_value(param, text) for text in request.form.getlist(param.name)]
+        values += [upload_value(param, part) for part in form_parts(param)]
         if param.many:
             if len(values) > MAX_IMAGES:
                 raise RequestEntityTooLarge(
@@ -139,9 +140,9 @@ def form_values(param: Param) -> list:
                 )
             values = [values] if values else []
     elif param.in_query:
-        values = [text_value(param, text) for text in request.form.getlist(param.name)]
+        values = [text_value(param, part_text(param, part)) for part in form_parts(param)]
     else:
-        values = [form_json(param, text) for text in request.form.getlist(param.name)]
+        values = [form_json(param, part_text(param, part)) for part in form_parts(param)]
     if values:
         return values
     if not param.required:
@@ -149,10 +150,29 @@ def form_values(param: Param) -> list:
     raise BadRequest(f"the multipart form has no field {param.name!r}")
 
 
+def form_parts(param: Param) -> list[str]:
+    """The text parts of the parameter's field, each its bytes a character a byte (LeanRequest)."""
+    return request.form.getlist(param.name)
+
+
+def part_bytes(part: str) -> bytes:
+    return part.encode(PART_BYTES)
+
+
+def part_text(param: Param, part: str) -> str:
+    """A text part as the UTF-8 text it is, or a 400 naming its field."""
+    try:
+        return part_bytes(part).decode()
+    except UnicodeDecodeError:
+        raise BadRequest(
+            f"field {param.name!r} is not UTF-8 text: send its characters as UTF-8"
+        ) from None
+
+
 def upload_value(param: Param, part: object) -> object:
     """One part of a form as the parameter's upload type."""
     if isinstance(part, str):
-        data, filename, content_type = part.encode(), "", "text/plain"
+        data, filename, content_type = part_bytes(part), "", "text/plain"
     else:
         data, filename = part.read(), part.filename or ""
         content_type = part.mimetype or "application/octet-stream"

@@ -331,6 +331,36 @@ CASES = [
         {"note": "two files", "files": [["a.csv", 8], ["b.wav", 8]]},
     ),
     ("POST", "/describe-all", *form(("note", None, None, b"x")), 400, ("no field 'docs'",)),
+    # A file sent as a text part (curl -F 'data=<file') reaches bytes and File whole; a text
+    # part is UTF-8 or refused, never read with U+FFFD in place of its bytes.
+    (
+        "POST",
+        "/size",
+        *form(("data", None, None, b"\xff\x00\x80A")),
+        200,
+        {"bytes": 4, "sha256": "b600fe4ff8c3ad2b"},
+    ),
+    (
+        "POST",
+        "/describe",
+        *form(("doc", None, None, b"\xff\xfe")),
+        200,
+        {"filename": "", "type": "text/plain", "bytes": 2},
+    ),
+    (
+        "POST",
+        "/describe-all",
+        *form(("docs", "a.csv", None, b"1"), ("note", None, None, "café ☕".encode())),
+        200,
+        {"note": "café ☕", "files": [["a.csv", 1]]},
+    ),
+    (
+        "POST",
+        "/describe-all",
+        *form(("docs", "a.csv", None, b"1"), ("note", None, None, b"caf\xe9")),
+        400,
+        ("field 'note' is not UTF-8 text",),
+    ),
     (
         "POST",
         "/describe-all",
