@@ -24,6 +24,7 @@ from pydantic_core import PydanticCustomError, PydanticSerializationError, to_js
 
 from modelserver.arrays import array_type
 from modelserver.files import File
+from modelserver.fillable import python_only
 
 # A plain decimal number as people type it (25, -1.5, .5, 2e10). float() alone would also take
 # "nan", "inf", "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
@@ -268,10 +269,10 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
     adapter = json_adapter(where, hint | None if optional else hint)
     if kind is None:
         kind = Kind(type_name(hint), None, None, {})
-    if only_python(adapter.core_schema):
+    if (path := python_only(adapter.core_schema)) is not None:
         raise TypeError(
-            f"{where}: type hint {hint!r} is not supported: no JSON value can be one; use one "
-            f"of {SUPPORTED}"
+            f"{where}: type hint {hint!r} is not supported: {name}{path} would be a function, a "
+            f"class or an instance, which no JSON value can be; use one of {SUPPORTED}"
         )
     nested_ints = holds_int(adapter.core_schema)
     return Param(name, kind, is_list, optional, default, adapter, True, nested_ints=nested_ints)
@@ -319,14 +320,6 @@ def holds_int(schema: object) -> bool:
     if schema.get("type") == "int":
         return True
     return any(holds_int(v) for k, v in schema.items() if k not in NOT_SCHEMAS)
-
-
-def only_python(schema: dict) -> bool:
-    """Whether a pydantic core schema takes no JSON value but null: a function, a class, an
-    instance of one (a Callable, type[X]). In a model, such a field may have a default."""
-    while schema.get("type") in ("nullable", "default"):
-        schema = schema["schema"]
-    return schema.get("type") in ("callable", "is-subclass", "is-instance")
 
 
 def upload_param(where: str, name: str, hint: object, optional: bool, default: object):

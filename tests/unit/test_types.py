@@ -7,6 +7,7 @@ import uuid
 
 import pytest
 from openapi_spec_validator import validate
+from pydantic import BaseModel
 from typing_extensions import TypedDict
 
 from helpers import assert_json_error, typed_models, usermodels
@@ -138,6 +139,23 @@ def takes_function(f: typing.Callable[[int], int]) -> int:
     return f(1)
 
 
+def takes_functions(fs: list[typing.Callable]) -> int:
+    return len(fs)
+
+
+class Hook(BaseModel):
+    call: typing.Callable[[int], int]
+    times: int = 1
+
+
+def takes_hook(h: Hook) -> int:
+    return h.call(h.times)
+
+
+def takes_classes(kinds: dict[str, type[int]]) -> int:
+    return len(kinds)
+
+
 def gives_opaque(a: float) -> Opaque:
     return Opaque()
 
@@ -156,7 +174,23 @@ def fine(a: Fine) -> int:
         (opaque, ("ENDPOINTS['bad']", "'a'", "Opaque", "pydantic cannot validate")),
         (old_typed_dict, ("'a'", "typing_extensions.TypedDict")),
         (serve(numbers, vectorized=True), ("generator", "cannot be vectorised")),
-        (takes_function, ("'f'", "Callable", "no JSON value can be one")),
+        (takes_function, ("'f'", "Callable", "f would be a function", "no JSON value can be")),
+        # Inside a list, a dict or a model's required field, it can never be sent either.
+        (takes_functions, ("'fs'", "fs[0] would be a function", "no JSON value can be")),
+        (
+            takes_hook,
+            (
+                "'h'",
+                "h.call would be a function",
+            ),
+        ),
+        (
+            takes_classes,
+            (
+                "'kinds'",
+                "kinds[key] would be a function",
+            ),
+        ),
         (gives_opaque, ("return type", "Opaque", "cannot be answered as JSON")),
     ],
 )
@@ -173,6 +207,45 @@ def test_a_type_pydantic_cannot_take_stops_the_app_at_startup(entry, words):
     )
     assert response.status_code == 200, response.data
     assert response.get_json() == {"result": 3}
+
+
+class MaybeHook(BaseModel):
+    call: typing.Callable[[int], int] = abs
+    times: int = 1
+
+
+class Tree(BaseModel):
+    value: int
+    kids: list["Tree"] = []
+
+
+def takes_maybe_hook(h: MaybeHook) -> int:
+    return h.call(-h.times)
+
+
+def takes_tree(t: Tree) -> int:
+    return t.value + sum(takes_tree(kid) for kid in t.kids)
+
+
+def takes_function_or_number(f: typing.Callable[[], int] | int) -> int:
+    return f if isinstance(f, int) else f()
+
+
+@pytest.mark.parametrize(
+    "entry,body,result",
+    [
+        # A lone model is the body; MaybeHook's function has a default.
+        (takes_maybe_hook, {"times": 3}, 3),
+        (takes_tree, {"value": 1, "kids": [{"value": 2, "kids": [{"value": 4}]}]}, 7),
+        (takes_function_or_number, {"f": 4}, 4),  # a number is one of its ways
+    ],
+)
+def test_a_type_json_can_fill_some_way_is_served(entry, body, result):
+    response = (
+        create_app({"TESTING": True, "ENDPOINTS": {"x": entry}}).test_client().post("/x", json=body)
+    )
+    assert response.status_code == 200, response.data
+    assert response.get_json() == {"result": result}
 
 
 def test_a_query_value_of_a_json_type_names_the_post_form(typed_client):
