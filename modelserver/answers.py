@@ -40,10 +40,18 @@ def result_response(sig: Signature, result: object) -> Response:
         return json_response({"result": result})
     except (TypeError, ValueError) as error:
         current_app.logger.exception("%s returned a value that is not JSON", sig.name)
-        problem = "NaN or Infinity" if isinstance(error, ValueError) else str(error)
         raise InternalServerError(
-            f"{sig.name} returned a result that JSON cannot carry: {shorten(problem, 80)}"
+            f"{sig.name} returned a result that JSON cannot carry: {not_json(error)}"
         ) from error
+
+
+def not_json(error: TypeError | ValueError) -> str:
+    """What in a result JSON could not carry, from json.dumps' error."""
+    if isinstance(error, UnicodeDecodeError):  # pydantic writes bytes as UTF-8 text
+        return "bytes that are not UTF-8 text"
+    if isinstance(error, ValueError):  # allow_nan=False
+        return "NaN or Infinity"
+    return shorten(str(error), 80)
 
 
 def numpy_to_json(value: object) -> object:

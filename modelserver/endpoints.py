@@ -253,11 +253,11 @@ def result_schema(where: str, hint: object) -> dict:
     """The JSON Schema of one result, from the return hint where pydantic knows the type (numpy
     arrays as lists); {} (any JSON) for numpy's numbers, answered as plain ones, and for hints
     pydantic reads but has no schema for. TypeError for a class the answer cannot turn into
-    JSON (a tokenizer, a tensor): every call would fail."""
+    JSON (a tokenizer, a tensor): every call would fail; and for bytes, which fail unless UTF-8."""
     if hint is None:
         return {}
     try:
-        return TypeAdapter(from_json(hint)).json_schema(mode="serialization")
+        schema = TypeAdapter(from_json(hint)).json_schema(mode="serialization")
     except PydanticSchemaGenerationError as error:
         if holds_numpy(hint):
             return {}
@@ -267,6 +267,23 @@ def result_schema(where: str, hint: object) -> dict:
         ) from error
     except Exception:  # pydantic has no JSON Schema for it (a Callable, a typing.TypedDict)
         return {}
+    if holds_binary(schema):
+        raise TypeError(
+            f"{where}: its return type {hint!r} holds bytes, which JSON carries only as UTF-8 "
+            "text: any other bytes (an image, a file) would fail the call; return base64 text "
+            "(base64.b64encode(data).decode()) or a list of numbers"
+        )
+    return schema
+
+
+def holds_binary(schema: object) -> bool:
+    """Whether a JSON Schema has raw bytes in it, however deep ({"format": "binary"}: pydantic's
+    bytes, serialized as UTF-8 text)."""
+    if isinstance(schema, list):
+        return any(holds_binary(item) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    return schema.get("format") == "binary" or any(holds_binary(v) for v in schema.values())
 
 
 def holds_numpy(hint: object) -> bool:

@@ -35,12 +35,21 @@ def test_other_results_are_json(sig, value):
     assert json.loads(result_response(sig, value).get_data()) == {"result": value}
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
-def test_nan_and_infinity_are_the_functions_fault(sig, value):
+@pytest.mark.parametrize(
+    "value,problem",
+    [
+        (float("nan"), "NaN or Infinity"),
+        (float("inf"), "NaN or Infinity"),
+        (-float("inf"), "NaN or Infinity"),
+        # From a function with no return type: a typed one returning bytes does not start.
+        ({"png": b"\x89PNG\r\n"}, "bytes that are not UTF-8 text"),
+    ],
+)
+def test_what_json_cannot_carry_is_the_functions_fault(sig, value, problem):
     with Flask(__name__).test_request_context(), pytest.raises(Exception) as raised:
         result_response(sig, value)
     assert raised.value.code == 500
-    assert "half returned a result that JSON cannot carry" in raised.value.description
+    assert raised.value.description == f"half returned a result that JSON cannot carry: {problem}"
 
 
 def test_an_exception_outside_the_function_is_named_in_the_500():

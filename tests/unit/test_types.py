@@ -160,6 +160,15 @@ def gives_opaque(a: float) -> Opaque:
     return Opaque()
 
 
+class Thumbnail(BaseModel):
+    png: bytes
+    side: int
+
+
+def gives_thumbnail(side: int) -> Thumbnail:
+    return Thumbnail(png=b"\x89PNG\r\n", side=side)
+
+
 class Fine(TypedDict):
     a: int
 
@@ -192,6 +201,8 @@ def fine(a: Fine) -> int:
             ),
         ),
         (gives_opaque, ("return type", "Opaque", "cannot be answered as JSON")),
+        # bytes are answered only as UTF-8 text: a PNG's would fail every call.
+        (gives_thumbnail, ("return type", "Thumbnail", "holds bytes", "base64")),
     ],
 )
 def test_a_type_pydantic_cannot_take_stops_the_app_at_startup(entry, words):
