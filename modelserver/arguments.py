@@ -54,25 +54,24 @@ def query_value(param: Param) -> object:
     return values if param.is_list else values[0]
 
 
-def text_value(param: Param, text: str) -> object:
-    """One query-string value as the parameter's type, or a 400 naming it and the problem."""
+def text_value(param: Param, text: str, source: str = "query parameter") -> object:
+    """One text value as the parameter's type, or a 400 naming it and the problem; source: where
+    it came from ("query parameter", a form's "field")."""
     if text == "" and param.kind.parse_text is not str:
         raise BadRequest(
-            f"query parameter {param.name!r} is empty; it must be {param.kind.name} such as "
+            f"{source} {param.name!r} is empty; it must be {param.kind.name} such as "
             f"{query_text(param.kind.example)}"
         )
     try:
         value = param.kind.parse_text(text)
     except ValueError as error:
-        raise BadRequest(f"query parameter {param.name!r} {error}, got {shorten(text)!r}") from None
+        raise BadRequest(f"{source} {param.name!r} {error}, got {shorten(text)!r}") from None
     if param.constrained:  # Field(ge=0, max_length=8, ...): checked as in a JSON body
         try:
             param.adapter.validate_python([value] if param.is_list else value)
         except ValidationError as error:
             problem = pydantic_problem(error.errors()[0])
-            raise BadRequest(
-                f"query parameter {param.name!r} {problem}, got {shorten(text)!r}"
-            ) from None
+            raise BadRequest(f"{source} {param.name!r} {problem}, got {shorten(text)!r}") from None
     return value
 
 

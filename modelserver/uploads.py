@@ -140,7 +140,7 @@ def form_values(param: Param) -> list:
                 )
             values = [values] if values else []
     elif param.in_query:
-        values = [text_value(param, part_text(param, part)) for part in form_parts(param)]
+        values = [text_value(param, part_text(param, part), "field") for part in form_parts(param)]
     else:
         values = [form_json(param, part_text(param, part)) for part in form_parts(param)]
     if values:

@@ -302,6 +302,21 @@ CASES = [
     ("POST", "/column-total?column=1", CSV, "text/csv", 200, 3.75),
     ("POST", "/column-total?column=x", CSV, "text/csv", 400, ("'column'", "integer")),
     ("POST", "/column-total?column=5", CSV, "text/csv", 400, ("no column 5",)),
+    # The same in a form: its errors name a field, not a query parameter.
+    (
+        "POST",
+        "/column-total",
+        *form(("data", "p.csv", "text/csv", CSV), ("column", None, None, b"1")),
+        200,
+        3.75,
+    ),
+    (
+        "POST",
+        "/column-total",
+        *form(("data", "p.csv", "text/csv", CSV), ("column", None, None, b"x")),
+        400,
+        ("field 'column' must be an integer, got 'x'",),
+    ),
     # A bare carriage return ends a line, as csv reads files; a field past csv's limit is a 400.
     ("POST", "/column-total", b"a\r1\r2", "text/csv", 200, 3.0),
     ("POST", "/column-total", b"a\n" + b"7" * 200_000, "text/csv", 400, ("not CSV",)),
