@@ -20,7 +20,7 @@ from modelserver.complaints import (
 )
 from modelserver.endpoints import Signature
 from modelserver.hints import Param
-from modelserver.limits import MAX_BATCH
+from modelserver.limits import JSON_DEPTH, MAX_BATCH
 from modelserver.query import query_texts
 
 # In a value's JSON text, the digits of an integer that may be past a float's range (1.8e308).
@@ -102,7 +102,11 @@ def json_body() -> object:
     refuse_encoding()
     try:
         return json.loads(request.get_data(), parse_constant=refuse_constant)
-    except (ValueError, RecursionError) as error:  # bad text or encoding; absurd nesting
+    except RecursionError:  # valid JSON, perhaps, but deeper than Python's reader goes
+        raise BadRequest(
+            "the body nests lists or objects too deeply to be read (about a thousand levels)"
+        ) from None
+    except ValueError as error:  # bad text or encoding
         if "int_max_str_digits" in str(error):  # Python's guard against slow conversions
             limit = sys.get_int_max_str_digits()
             raise BadRequest(f"the body holds an integer of more than {limit} digits") from None
@@ -241,6 +245,11 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
             raise overflow(where, name, value)
     except ValidationError as error:
         first = error.errors()[0]
+        if first["type"] == "json_invalid" and "recursion limit" in first["msg"]:
+            raise BadRequest(
+                f"{where}{field_path(name, ())} nests lists or objects more than {JSON_DEPTH} "
+                "levels deep"
+            ) from None
         if first["type"] == "json_invalid" and (half := lone_surrogate(value)):
             raise BadRequest(
                 f"{where}{field_path(name, ())} holds {half}, half of a character (a UTF-16 "

@@ -10,6 +10,8 @@ from werkzeug.exceptions import (
 # items (or list values).
 MAX_BODY_BYTES = 1024 * 1024
 MAX_BATCH = 10_000
+# Lists or objects inside each other: pydantic's JSON parser reads a value at most this deep.
+JSON_DEPTH = 201
 BODY_TOO_LARGE = RequestEntityTooLarge.description  # Werkzeug's words for MAX_CONTENT_LENGTH
 
 # Endpoints that take images: bodies up to 10 MB (a phone photo; nginx has the same cap there),

@@ -129,6 +129,24 @@ CASES = [
     ("POST", "/best", '{"scores": {"a": 1, "b": 3.5}}', JSON, 200, "b"),
     ("POST", "/best", '{"scores": {"a": true}}', JSON, 400, ("scores.a", "must be a")),
     ("POST", "/best", '{"scores": {}}', JSON, 400, ("scores is empty",)),
+    # Valid JSON nested past what pydantic reads: said so, not "Invalid JSON" at a column of
+    # text the client never sent.
+    (
+        "POST",
+        "/best",
+        '{"scores": ' + '{"a": ' * 250 + "1" + "}" * 250 + "}",
+        JSON,
+        400,
+        ("scores nests lists or objects more than 201 levels deep",),
+    ),
+    (
+        "POST",
+        "/receipt",
+        '{"customer": "ann", "items": ' + "[" * 300 + "]" * 300 + "}",
+        JSON,
+        400,
+        ("the body nests lists or objects more than 201 levels deep",),
+    ),
     # date, time, timedelta in; datetime out.
     (
         "POST",
