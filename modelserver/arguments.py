@@ -130,7 +130,7 @@ def json_rows(sig: Signature, body: object) -> tuple[list[list], bool]:
     """The rows of arguments of a JSON body and whether it is a batch: an object is one call;
     a list of objects a batch; an object of lists, for numbers-only functions, the old batch."""
     if request.query_string:
-        refuse_query_arguments(sig)
+        refuse_query_arguments(sig, "JSON", "in the body")
     if isinstance(body, list):
         if len(body) > MAX_BATCH:  # refused before any of its items is looked at
             raise RequestEntityTooLarge(
@@ -175,13 +175,13 @@ def rows_at_once(sig: Signature, items: list) -> list[tuple] | None:
     return list(zip(*columns, strict=True))
 
 
-def refuse_query_arguments(sig: Signature) -> None:
-    """A parameter in the query string of a POST of JSON is a mistake, not a value to take or to
-    leave: the body's value, or the default, would silently stand in for it."""
+def refuse_query_arguments(sig: Signature, body: str, place: str) -> None:
+    """A parameter in the query string of a POST of JSON or of a form is a mistake, not a value
+    to take or to leave: the body's value, or the default, would silently stand in for it."""
     given = [param.name for param in sig.params if param.name in request.args]
     if given:
         raise BadRequest(
-            f"parameter {given[0]!r} is in the query string of a POST of JSON; send it in the body"
+            f"parameter {given[0]!r} is in the query string of a POST of {body}; send it {place}"
         )
 
 

@@ -195,25 +195,29 @@ def describe(sig: Signature) -> dict:
 def get_operation(sig: Signature) -> dict:
     """The query-string form: the parameters a query can carry (a type that needs JSON is
     POST only)."""
-    parameters = []
-    for param in sig.params:
-        if not param.in_query:
-            continue
-        item = {
-            "name": param.name,
-            "in": "query",
-            "required": param.required,
-            "schema": param_schema(param),
-        }
-        if param.example() is not None:
-            item["example"] = param.example()
-        if param.is_list:  # ?values=1.5&values=2
-            item.update(style="form", explode=True)
-        parameters.append(item)
+    parameters = [query_parameter(param) for param in sig.params if param.in_query]
     one = result_schema(sig)
     answer = stream_content(one) if sig.streams else result_content(one)
     responses = {"200": answer, **common_errors(False)}
     return {**describe(sig), "parameters": parameters, "responses": responses}
+
+
+def query_parameter(param: Param, beside_body: str = "") -> dict:
+    """A parameter in the query string of a GET; beside_body: of a POST, where it is optional,
+    and how it comes when not in the query (no example, which /docs would send as a value)."""
+    item = {
+        "name": param.name,
+        "in": "query",
+        "required": param.required and not beside_body,
+        "schema": param_schema(param),
+    }
+    if beside_body:
+        item["description"] = beside_body
+    elif param.example() is not None:
+        item["example"] = param.example()
+    if param.is_list:  # ?values=1.5&values=2
+        item.update(style="form", explode=True)
+    return item
 
 
 def post_operation(sig: Signature) -> dict:
@@ -223,7 +227,14 @@ def post_operation(sig: Signature) -> dict:
     responses = {"200": answer, **common_errors(True)}
     if sig.model is not None:
         responses["503"] = error_response(f"the model {sig.model!r} is not loaded")
-    return {**describe(sig), "requestBody": request_body(sig), "responses": responses}
+    operation = {**describe(sig), "requestBody": request_body(sig), "responses": responses}
+    if raw_upload(sig):  # beside a file or image as the body, the others come in the query
+        operation["parameters"] = [
+            query_parameter(p, "with the file or image as the body; in a form, a field")
+            for p in sig.params
+            if p.in_query and p.upload is None
+        ]
+    return operation
 
 
 def arguments_schema(sig: Signature) -> dict:
@@ -287,17 +298,28 @@ def upload_body(sig: Signature) -> dict:
         elif not param.in_query:  # a type that needs JSON: its JSON text
             form["properties"][param.name] = {"type": "string", "description": "JSON"}
     content = {"multipart/form-data": {"schema": form}}
-    uploads = [p for p in sig.params if p.upload is not None]
-    others = [p for p in sig.params if p.required and p not in uploads[:1]]
-    if len(uploads) == 1 and not others and not uploads[0].many:
+    upload = raw_upload(sig)
+    if upload is not None:
         binary = {"schema": BINARY}
-        if uploads[0].is_image:
+        if upload.is_image:
             content = {"image/png": binary, "image/jpeg": binary, **content}
-        elif uploads[0].upload is bytes:  # any Content-Type at all; /docs offers a file picker
+        elif upload.upload is bytes:  # any Content-Type at all; /docs offers a file picker
             content = {"application/octet-stream": binary, **content}
         else:  # a File: the form first, which gives it a filename and a type in /docs too
             content = {**content, "application/octet-stream": binary}
     return {"required": True, "content": content}
+
+
+def raw_upload(sig: Signature) -> Param | None:
+    """The one upload of a function that may take it as the whole body (no other upload, no
+    other required parameter), or None."""
+    if not sig.takes_uploads:
+        return None
+    uploads = [p for p in sig.params if p.upload is not None]
+    others = [p for p in sig.params if p.required and p not in uploads[:1]]
+    if len(uploads) == 1 and not others and not uploads[0].many:
+        return uploads[0]
+    return None
 
 
 def openapi_schema(schema: object) -> object:

@@ -9,6 +9,7 @@ from modelserver.arguments import (
     query_value,
     refuse_constant,
     refuse_encoding,
+    refuse_query_arguments,
     refuse_unknown_fields,
     text_value,
     validated,
@@ -57,23 +58,23 @@ def raw_body_other(param: Param) -> object:
 
 
 def image_body_rows(sig: Signature) -> tuple[list[list], bool]:
-    """A PNG or JPEG body for a function of one image; anything else is refused."""
+    """A PNG or JPEG body for a function of one image, its other parameters in the query string;
+    anything else is refused."""
     if request.mimetype not in IMAGE_TYPES:
         raise UnsupportedMediaType(
             "send a PNG or JPEG image as the body (Content-Type: image/png or image/jpeg), or as "
             f"multipart/form-data; got {request.mimetype or 'no Content-Type'!r}"
         )
-    images = [param for param in sig.params if param.is_image]
-    missing = [p.name for p in sig.params if p.required and p not in images[:1]]
-    if missing:
-        raise BadRequest(f"send {', '.join(missing)} too: use a multipart/form-data form")
-    data = request.get_data()
-    row = [decode_upload(data, sig.draft) if p is images[0] else p.default for p in sig.params]
-    return [row], False
+    image = next(param for param in sig.params if param.is_image)
+    others = {p.name: raw_body_other(p) for p in sig.params if p is not image}  # 400s first
+    data = decode_upload(request.get_data(), sig.draft)
+    return [[data if p is image else others[p.name] for p in sig.params]], False
 
 
 def form_rows(sig: Signature) -> tuple[list[list], bool]:
     """A multipart form's rows: an upload field given n times makes n items."""
+    if request.query_string:
+        refuse_query_arguments(sig, "a form", "as a field of the form")
     parse_form()
     fields = {param.name: form_values(param) for param in sig.params}
     refuse_unknown_fields(sig, {**request.form, **request.files})

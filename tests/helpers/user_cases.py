@@ -134,22 +134,20 @@ PARAMS = [
 ]
 
 
-# The forms an image function takes its image in: raw, multipart, a multipart batch.
-IMAGE_FORMS = ["raw", "multipart", "batch"]
+# The forms an image function takes its image in: raw (its other parameters in the query
+# string, or their defaults), multipart, a multipart batch.
+IMAGE_FORMS = ["raw", "raw-query", "multipart", "batch"]
 
 
-def image_case(form: str) -> tuple[bytes, str, object]:
-    """POST /size's body, Content-Type and result for an image sent in form."""
+def image_case(form: str) -> tuple[str, bytes, str, object]:
+    """POST /size's path, body, Content-Type and result for an image sent in form."""
     image = png(30, 20)
-    if form == "raw":
-        body, content_type, expected = (
-            image,
-            "image/png",
-            {"width": 30, "height": 20, "mode": "RGB"},
-        )
-    else:
-        fields = [("image", image)] * (2 if form == "batch" else 1) + [("scale", b"2")]
-        body, content_type = multipart(*fields)
-        one = {"width": 60.0, "height": 40.0, "mode": "RGB"}
-        expected = [one, one] if form == "batch" else one
-    return body, content_type, expected
+    if form.startswith("raw"):
+        scale = 2 if form == "raw-query" else 1
+        path = "/size?scale=2" if form == "raw-query" else "/size"
+        expected = {"width": 30.0 * scale, "height": 20.0 * scale, "mode": "RGB"}
+        return path, image, "image/png", expected
+    fields = [("image", image)] * (2 if form == "batch" else 1) + [("scale", b"2")]
+    body, content_type = multipart(*fields)
+    one = {"width": 60.0, "height": 40.0, "mode": "RGB"}
+    return "/size", body, content_type, [one, one] if form == "batch" else one

@@ -38,8 +38,8 @@ def test_vectorised_batch_against_a_per_row_loop(user_stack, figure):
 
 @pytest.mark.parametrize("form", IMAGE_FORMS)
 def test_image_parameter_stack(user_stack, form):
-    body, content_type, expected = image_case(form)
-    status, headers, answer = upload(user_stack, "/size", body, content_type)
+    path, body, content_type, expected = image_case(form)
+    status, headers, answer = upload(user_stack, path, body, content_type)
     check(status, headers, answer, 200, expected)
 
 

@@ -42,8 +42,8 @@ def test_a_vectorised_batch_is_one_call(user_client):
 
 @pytest.mark.parametrize("form", IMAGE_FORMS)
 def test_image_parameter_flask(user_client, form):
-    body, content_type, expected = image_case(form)
-    check(*flask_post(user_client, "/size", body, content_type), 200, expected)
+    path, body, content_type, expected = image_case(form)
+    check(*flask_post(user_client, path, body, content_type), 200, expected)
 
 
 def flask_post(client, path: str, body: bytes, content_type: str) -> tuple:
@@ -58,6 +58,18 @@ def test_image_errors_name_the_image(user_client):
     body, content_type = multipart(("image", png(5, 5)), ("scale", b"x"))
     status, headers, answer = flask_post(user_client, "/size", body, content_type)
     assert_json_error(status, headers, answer, 400, "'scale'", "must be a number")
+
+
+def test_a_parameter_beside_an_upload_is_never_silently_left_out(user_client):
+    """In the query string of an image body it is read; in that of a form, refused (the form's
+    field, or the default, would stand in for it)."""
+    status, headers, answer = flask_post(user_client, "/size?scale=x", png(5, 5), "image/png")
+    assert_json_error(status, headers, answer, 400, "query parameter 'scale'", "must be a number")
+    body, content_type = multipart(("image", png(5, 5)))
+    status, headers, answer = flask_post(user_client, "/size?scale=2", body, content_type)
+    assert_json_error(
+        status, headers, answer, 400, "parameter 'scale' is in the query string of a POST of a form"
+    )
 
 
 def untyped(a):

@@ -57,6 +57,10 @@ def test_the_document_validates_and_names_the_models(typed_client):
     assert size["application/octet-stream"]["schema"] == {"type": "string", "format": "binary"}
     docs = paths["/describe-all"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert docs["schema"]["properties"]["docs"]["items"]["format"] == "binary"
+    # Beside a raw body, the other parameters are in the query string; in a form, fields.
+    (column,) = paths["/column-total"]["post"]["parameters"]
+    assert (column["name"], column["in"], column["required"]) == ("column", "query", False)
+    assert "parameters" not in paths["/describe-all"]["post"]  # a form only
     # A stream: NDJSON lines of {"result": item}, or events.
     stream = paths["/count"]["get"]["responses"]["200"]["content"]
     assert set(stream) == {"application/x-ndjson", "text/event-stream"}
