@@ -275,3 +275,17 @@ def test_a_query_value_of_a_json_type_names_the_post_form(typed_client):
         "POST /choose",
         '{"bias": ...}',
     )
+
+
+def by_id(weights: dict[int, float]) -> float:
+    return sum(weights.values())
+
+
+def test_a_dict_key_that_is_wrong_is_named_as_a_key():
+    client = create_app({"TESTING": True, "ENDPOINTS": {"by-id": by_id}}).test_client()
+    response = client.post("/by-id", json={"weights": {"7": 1.5, "a": 2}})
+    assert response.status_code == 400
+    assert response.get_json()["message"].startswith("key 'a' of weights must be a valid integer")
+    response = client.post("/by-id", json={"weights": {"7": 1.5}})
+    assert response.status_code == 200
+    assert response.get_json() == {"result": 1.5}
