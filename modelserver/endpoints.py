@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter
 
 from modelserver import eventloop
-from modelserver.hints import SUPPORTED, Param, from_json, is_model, make_param
+from modelserver.hints import SUPPORTED, Param, from_json, holds, is_model, make_param
 
 
 @dataclass(frozen=True)
@@ -267,23 +267,13 @@ def result_schema(where: str, hint: object) -> dict:
         ) from error
     except Exception:  # pydantic has no JSON Schema for it (a Callable, a typing.TypedDict)
         return {}
-    if holds_binary(schema):
+    if holds(schema, lambda part: part.get("format") == "binary"):  # pydantic's bytes
         raise TypeError(
             f"{where}: its return type {hint!r} holds bytes, which JSON carries only as UTF-8 "
             "text: any other bytes (an image, a file) would fail the call; return base64 text "
             "(base64.b64encode(data).decode()) or a list of numbers"
         )
     return schema
-
-
-def holds_binary(schema: object) -> bool:
-    """Whether a JSON Schema has raw bytes in it, however deep ({"format": "binary"}: pydantic's
-    bytes, serialized as UTF-8 text)."""
-    if isinstance(schema, list):
-        return any(holds_binary(item) for item in schema)
-    if not isinstance(schema, dict):
-        return False
-    return schema.get("format") == "binary" or any(holds_binary(v) for v in schema.values())
 
 
 def holds_numpy(hint: object) -> bool:

@@ -313,13 +313,19 @@ NOT_SCHEMAS = frozenset({"cls", "config", "default", "expected", "metadata", "se
 
 def holds_int(schema: object) -> bool:
     """Whether a pydantic core schema has an int in it, however deep (a model's field)."""
+    return holds(schema, lambda part: part.get("type") == "int", NOT_SCHEMAS)
+
+
+def holds(schema: object, found: Callable[[dict], bool], skipped: frozenset = frozenset()) -> bool:
+    """Whether found(part) for a part of a schema (a pydantic core schema, a JSON Schema), however
+    deep; the keys in skipped hold no schemas."""
     if isinstance(schema, list):
-        return any(holds_int(item) for item in schema)
+        return any(holds(item, found, skipped) for item in schema)
     if not isinstance(schema, dict):
         return False
-    if schema.get("type") == "int":
-        return True
-    return any(holds_int(v) for k, v in schema.items() if k not in NOT_SCHEMAS)
+    return found(schema) or any(
+        holds(v, found, skipped) for k, v in schema.items() if k not in skipped
+    )
 
 
 def upload_param(where: str, name: str, hint: object, optional: bool, default: object):
