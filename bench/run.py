@@ -346,7 +346,7 @@ def measure_pairs(args, versus: str) -> list[dict]:
         )
 
     measure = functools.partial(paired.measure, versus=versus)
-    return measure_counting(measure, args.pairs, args.concurrency, show)
+    return measure_with_get(measure, args.pairs, args.concurrency, show)
 
 
 def measure_one_nginx(args) -> list[dict]:
@@ -361,7 +361,7 @@ def measure_one_nginx(args) -> list[dict]:
             flush=True,
         )
 
-    return measure_counting(one_nginx.measure, args.one_nginx, args.concurrency, show)
+    return measure_with_get(one_nginx.measure, args.one_nginx, args.concurrency, show)
 
 
 def measure_side_by_side(args) -> list[dict]:
@@ -393,10 +393,11 @@ def measure_side_by_side(args) -> list[dict]:
     return rows
 
 
-def measure_counting(
+def measure_with_get(
     measure: Callable, count: int, concurrencies: list[int], show: Callable
 ) -> list[dict]:
-    """measure (paired's or one_nginx's) with wrk's GET script: count windows or pairs."""
+    """measure (paired's, for counting or FastAPI, or one_nginx's) with wrk's GET script:
+    count windows or pairs."""
     with tempfile.TemporaryDirectory(prefix="modelserver-bench-") as scripts:
         script = write_script(Path(scripts) / "get.lua")
         return measure(

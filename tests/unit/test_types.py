@@ -190,20 +190,8 @@ def fine(a: Fine) -> int:
         (takes_function, ("'f'", "Callable", "f would be a function", "no JSON value can be")),
         # Inside a list, a dict or a model's required field, it can never be sent either.
         (takes_functions, ("'fs'", "fs[0] would be a function", "no JSON value can be")),
-        (
-            takes_hook,
-            (
-                "'h'",
-                "h.call would be a function",
-            ),
-        ),
-        (
-            takes_classes,
-            (
-                "'kinds'",
-                "kinds[key] would be a function",
-            ),
-        ),
+        (takes_hook, ("'h'", "h.call would be a function")),
+        (takes_classes, ("'kinds'", "kinds[key] would be a function")),
         (gives_opaque, ("return type", "Opaque", "cannot be answered as JSON")),
         # bytes are answered only as UTF-8 text: a PNG's would fail every call.
         (gives_thumbnail, ("return type", "Thumbnail", "holds bytes", "base64")),
