@@ -1,4 +1,9 @@
-"""Whether JSON can fill a type: a pydantic core schema that needs a value only Python makes."""
+"""Whether JSON can fill a type: a pydantic core schema that needs a value only Python makes;
+whether a JSON string can."""
+
+import functools
+
+from pydantic import TypeAdapter
 
 # Core schemas that take a Python object no JSON value can be: a function, a class, an instance.
 PYTHON_ONLY = frozenset({"callable", "is-subclass", "is-instance"})
@@ -72,3 +77,17 @@ def python_only_in(schema: dict, definitions: dict, seen: frozenset) -> str | No
 
 def first_found(paths) -> str | None:
     return next((path for path in paths if path is not None), None)
+
+
+@functools.cache
+def takes_text(adapter: TypeAdapter) -> bool:
+    """Whether a value of the adapter's type may be a JSON string (its JSON Schema's type)."""
+    schema = adapter.json_schema()
+    return text_schema(schema, schema.get("$defs", {}))
+
+
+def text_schema(schema: dict, defs: dict) -> bool:
+    if "$ref" in schema:
+        return text_schema(defs[schema["$ref"].rsplit("/", 1)[-1]], defs)
+    members = schema.get("anyOf", []) + schema.get("oneOf", [])
+    return schema.get("type") == "string" or any(text_schema(m, defs) for m in members)

@@ -4,6 +4,7 @@ from pydantic import TypeAdapter
 
 from modelserver.answers import JSON_TYPE
 from modelserver.endpoints import Signature
+from modelserver.fillable import takes_text
 from modelserver.hints import BINARY, REQUIRED, Param
 from modelserver.limits import MAX_BATCH, MAX_IMAGES
 from modelserver.streaming import EVENT_STREAM, NDJSON
@@ -295,7 +296,7 @@ def upload_body(sig: Signature) -> dict:
                 "minItems": 0 if param.many else 1,
                 "maxItems": MAX_IMAGES,
             }
-        elif not param.in_query:  # a type that needs JSON: its JSON text
+        elif not param.in_query and not takes_text(param.adapter):  # its JSON text
             form["properties"][param.name] = {"type": "string", "description": "JSON"}
     content = {"multipart/form-data": {"schema": form}}
     upload = raw_upload(sig)

@@ -16,10 +16,11 @@ from modelserver.arguments import (
 )
 from modelserver.endpoints import Signature
 from modelserver.files import File
+from modelserver.fillable import takes_text
 from modelserver.hints import Param
 from modelserver.images import IMAGE_TYPES, ImageUpload, decode_field, decode_upload
 from modelserver.lean import PART_BYTES
-from modelserver.limits import MAX_IMAGE_BODY_BYTES, MAX_IMAGES
+from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES
 
 
 def upload_rows(sig: Signature) -> tuple[list[list], bool]:
@@ -72,22 +73,23 @@ def image_body_rows(sig: Signature) -> tuple[list[list], bool]:
 
 
 def form_rows(sig: Signature) -> tuple[list[list], bool]:
-    """A multipart form's rows: an upload field given n times makes n items."""
+    """A multipart form's rows: an upload field given n times makes n items, and each other
+    field is given once, or once per item."""
     if request.query_string:
         refuse_query_arguments(sig, "a form", "as a field of the form")
     parse_form()
     fields = {param.name: form_values(param) for param in sig.params}
     refuse_unknown_fields(sig, {**request.form, **request.files})
-    count = max(map(len, fields.values()), default=1)
+    uploads = [p for p in sig.params if p.upload is not None and not p.many]
+    leader = max(uploads, key=lambda p: len(fields[p.name]), default=None)
+    count = 1 if leader is None else len(fields[leader.name])
     if count > MAX_IMAGES:
         what = "images" if sig.takes_images else "uploads"
         raise RequestEntityTooLarge(f"at most {MAX_IMAGES} {what} at once; got {count}")
     for name, values in fields.items():
         if len(values) not in (1, count):
-            raise BadRequest(
-                f"field {name!r} is given {len(values)} times; give it once, or "
-                f"once per {'image' if sig.takes_images else 'upload'} ({count})"
-            )
+            per = "" if count == 1 else f", or once per {upload_word(leader)} ({count})"
+            raise BadRequest(f"field {name!r} is given {len(values)} times; give it once{per}")
     rows = [
         [values[i if len(values) > 1 else 0] for values in fields.values()] for i in range(count)
     ]
@@ -96,6 +98,10 @@ def form_rows(sig: Signature) -> tuple[list[list], bool]:
     return [
         [decode_field(value, sig.draft, where[i]) for value in row] for i, row in enumerate(rows)
     ], count > 1
+
+
+def upload_word(param: Param) -> str:
+    return f"{'image' if param.is_image else 'file'} of {param.name!r}"
 
 
 def parse_form() -> None:
@@ -128,8 +134,9 @@ def parse_form() -> None:
 
 
 def form_values(param: Param) -> list:
-    """The values of one multipart field: an upload's files, text parsed as in a query (JSON
-    for a type that needs it)."""
+    """The values of one multipart field: an upload's files; text as in a query string (a list
+    from the field repeated), or JSON for a type that needs it. A file sent for a text field
+    (curl -F name=@file) is its text."""
     if param.upload is not None:
         values = [upload_value(param, part) for part in request.files.getlist(param.name)]
         # A field sent as text (curl -F name=value) is a file's bytes all the same.
@@ -140,10 +147,16 @@ def form_values(param: Param) -> list:
                     f"field {param.name!r}: at most {MAX_IMAGES} files; got {len(values)}"
                 )
             values = [values] if values else []
-    elif param.in_query:
-        values = [text_value(param, part_text(param, part), "field") for part in form_parts(param)]
     else:
-        values = [form_json(param, part_text(param, part)) for part in form_parts(param)]
+        texts = [part_text(param, part) for part in text_parts(param)]
+        if param.is_list:
+            if len(texts) > MAX_BATCH:
+                raise RequestEntityTooLarge(f"field {param.name!r}: at most {MAX_BATCH} values")
+            values = [[text_value(param, text, "field") for text in texts]] if texts else []
+        elif param.in_query:
+            values = [text_value(param, text, "field") for text in texts]
+        else:
+            values = [form_json(param, text) for text in texts]
     if values:
         return values
     if not param.required:
@@ -154,6 +167,12 @@ def form_values(param: Param) -> list:
 def form_parts(param: Param) -> list[str]:
     """The text parts of the parameter's field, each its bytes a character a byte (LeanRequest)."""
     return request.form.getlist(param.name)
+
+
+def text_parts(param: Param) -> list[str]:
+    """Every part of a text parameter's field, its text parts and its files alike."""
+    files = [part.read().decode(PART_BYTES) for part in request.files.getlist(param.name)]
+    return form_parts(param) + files
 
 
 def part_bytes(part: str) -> bytes:
@@ -183,11 +202,15 @@ def upload_value(param: Param, part: object) -> object:
 
 
 def form_json(param: Param, text: str) -> object:
-    """A form field of a type that needs JSON: its text is the JSON value."""
+    """A form field of a type that needs JSON: its text is the JSON value; for a type JSON
+    writes as a string (a date, a UUID), text that is not JSON is that string, as a browser's
+    form sends it."""
     try:
         value = json.loads(text, parse_constant=refuse_constant)
     except ValueError as error:
-        raise BadRequest(
-            f"field {param.name!r} ({param.kind.name}) must be JSON text: {error}"
-        ) from None
+        if not takes_text(param.adapter):
+            raise BadRequest(
+                f"field {param.name!r} ({param.kind.name}) must be JSON text: {error}"
+            ) from None
+        value = text
     return validated(param, param.name, value)

@@ -199,6 +199,17 @@ def describe_all(docs: list[File], note: str = "") -> dict:
     return {"note": note, "files": [[d.filename, len(d.data)] for d in docs]}
 
 
+def tagged(
+    doc: File,
+    k: int = 1,
+    weights: list[float] | None = None,
+    day: date | None = None,
+    meta: dict[str, int] | None = None,
+) -> dict:
+    """A file and the fields a form gives beside it: a list, a date, a dict."""
+    return {"bytes": len(doc.data), "k": k, "weights": weights, "day": day, "meta": meta}
+
+
 async def later(a: float, wait: float = 0.0) -> float:
     """An async function: awaits, then doubles."""
     await asyncio.sleep(wait)
@@ -258,6 +269,7 @@ ENDPOINTS = {
     "column-total": column_total,
     "describe": describe,
     "describe-all": describe_all,
+    "tagged": tagged,
     "later": later,
     "count": count,
     "tokens": tokens,

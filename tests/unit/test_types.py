@@ -61,6 +61,11 @@ def test_the_document_validates_and_names_the_models(typed_client):
     (column,) = paths["/column-total"]["post"]["parameters"]
     assert (column["name"], column["in"], column["required"]) == ("column", "query", False)
     assert "parameters" not in paths["/describe-all"]["post"]  # a form only
+    # In a form, a date is its text as it is; a dict its JSON text.
+    tagged = paths["/tagged"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    fields = tagged["schema"]["properties"]
+    assert (fields["day"]["type"], fields["day"]["format"]) == ("string", "date")
+    assert fields["meta"] == {"type": "string", "description": "JSON"}
     # A stream: NDJSON lines of {"result": item}, or events.
     stream = paths["/count"]["get"]["responses"]["200"]["content"]
     assert set(stream) == {"application/x-ndjson", "text/event-stream"}
