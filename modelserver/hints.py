@@ -7,7 +7,6 @@ arrays (modelserver/arrays.py) come in a JSON body. Uploads: a PIL image, bytes 
 and File (a part of a multipart form).
 """
 
-import datetime
 import enum
 import inspect
 import math
@@ -19,16 +18,15 @@ from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
 
 from PIL import Image
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic_core import PydanticCustomError, PydanticSerializationError, to_jsonable_python
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic_core import PydanticSerializationError, to_jsonable_python
 
-from modelserver.arrays import array_type
 from modelserver.files import File
 from modelserver.fillable import python_only
+from modelserver.jsonread import NUMBER, from_json
 
 # A plain decimal number as people type it (25, -1.5, .5, 2e10). float() alone would also take
 # "nan", "inf", "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
-NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 NOT_FINITE = {"nan", "inf", "infinity"}
 BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
@@ -340,59 +338,3 @@ def upload_param(where: str, name: str, hint: object, optional: bool, default: o
             )
         return None
     return Param(name, UPLOADS[item], False, optional, default, upload=item, many=many)
-
-
-# pydantic reads a number, or the text of one, as Unix time for a date, a datetime or a time of
-# day: {"day": "20260102"} would be 1970-08-23. The schema says ISO 8601 text; only that is taken.
-CLOCK_EXAMPLES = {
-    datetime.date: "2026-01-02",
-    datetime.datetime: "2026-01-02T09:30:00Z",
-    datetime.time: "09:30:00",
-}
-
-
-def from_json(hint: object) -> object:
-    """hint, with each part that JSON alone would read wrongly (alone, or in lists, dicts, tuples,
-    unions) replaced by one that reads it right: a date, datetime or time refuses a number or
-    the text of one; an ndarray is read from nested lists (modelserver/arrays.py)."""
-    if listed(hint, CLOCK_EXAMPLES):
-        return Annotated[hint, BeforeValidator(refuse_numbers(hint))]
-    array = array_type(hint)
-    if array is not None:
-        return array
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin is Annotated:
-        return Annotated[(from_json(args[0]), *hint.__metadata__)]
-    if not args or origin is Literal:
-        return hint
-    inner = tuple(from_json(arg) for arg in args)
-    if inner == args:
-        return hint
-    if origin in (typing.Union, types.UnionType):
-        return typing.Union[inner]  # noqa: UP007 (the members are only known here)
-    return origin[inner]
-
-
-def refuse_numbers(hint: type) -> Callable[[object], object]:
-    """A check before hint's own: a number is refused, text is read here, as pydantic reads it
-    from JSON (past this check the value is a Python str, which strict mode refuses)."""
-    text = TypeAdapter(hint)
-
-    def check(value: object) -> object:
-        number = isinstance(value, int | float) and not isinstance(value, bool)
-        if number or (isinstance(value, str) and NUMBER.fullmatch(value)):
-            raise PydanticCustomError(
-                "clock_from_number",
-                "Input should be a {kind} in ISO 8601 text, such as {example}, not a number",
-                {"kind": hint.__name__, "example": CLOCK_EXAMPLES[hint]},
-            )
-        if not isinstance(value, str):
-            return value
-        try:
-            return text.validate_python(value)
-        except ValidationError as error:
-            problem = error.errors()[0]
-            message = problem["msg"].replace("{", "{{").replace("}", "}}")
-            raise PydanticCustomError(problem["type"], message) from None
-
-    return check

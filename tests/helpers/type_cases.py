@@ -450,7 +450,7 @@ CASES = [
         "/tagged",
         *form(("doc", "a.txt", None, b"abc"), ("day", None, None, b"soon")),
         400,
-        ("day must be a valid date", "got \"soon\""),
+        ("day must be a valid date", 'got "soon"'),
     ),
     (
         "POST",
@@ -490,6 +490,24 @@ CASES = [
         400,
         ("field 'k' is given 3 times; give it once, or once per file of 'doc' (2)",),
     ),
+    # A dict's integer keys are their plain text: "1", "01" and " 1" would be one key.
+    (
+        "POST",
+        "/classes",
+        '{"names": {"1": "cat", "0": "dog", "-2": "x"}}',
+        JSON,
+        200,
+        [[-2, "x"], [0, "dog"], [1, "cat"]],
+    ),
+    (
+        "POST",
+        "/classes",
+        '{"names": {"1": "cat", "01": "dog"}}',
+        JSON,
+        400,
+        ("key '01' of names must be an integer written plainly", "no two keys"),
+    ),
+    ("POST", "/classes", '{"names": {"a": "cat"}}', JSON, 400, ("key 'a' of names",)),
     # async def: run on the worker's loop.
     ("GET", "/later?a=2", None, None, 200, 4.0),
     ("POST", "/later", '{"a": 3, "wait": 0.01}', JSON, 200, 6.0),

@@ -210,6 +210,11 @@ def tagged(
     return {"bytes": len(doc.data), "k": k, "weights": weights, "day": day, "meta": meta}
 
 
+def classes(names: dict[int, str]) -> list:
+    """A dict keyed by integers, as a model's class ids are."""
+    return sorted(names.items())
+
+
 async def later(a: float, wait: float = 0.0) -> float:
     """An async function: awaits, then doubles."""
     await asyncio.sleep(wait)
@@ -270,6 +275,7 @@ ENDPOINTS = {
     "describe": describe,
     "describe-all": describe_all,
     "tagged": tagged,
+    "classes": classes,
     "later": later,
     "count": count,
     "tokens": tokens,
