@@ -23,7 +23,7 @@ from modelserver import (
     requestids,
     streaming,
 )
-from modelserver.arguments import json_body, json_rows, query_value
+from modelserver.arguments import json_body, json_rows, query_value, refuse_body
 from modelserver.calls import call_timed, model_of
 from modelserver.endpoints import Endpoint, Signature, signature_of
 from modelserver.lean import App
@@ -88,6 +88,7 @@ def endpoint_view(sig: Signature) -> Callable[[], Response]:
     def view() -> Response:
         prefix = () if sig.model is None else (model_of(sig),)
         if request.method == "GET":
+            refuse_body(request.environ)
             rows, batch = [[query_value(param) for param in sig.params]], False
         elif sig.takes_uploads:
             rows, batch = upload_rows(sig)

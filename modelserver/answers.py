@@ -64,13 +64,13 @@ def numpy_to_json(value: object) -> object:
     try:
         return to_jsonable_python(value, fallback=numpy_or_fail)
     except PydanticSerializationError as error:
-        raise TypeError(f"a {type(value).__name__} is not JSON") from error
+        raise TypeError(f"a value of type {type(value).__name__} is not JSON") from error
 
 
 def numpy_or_fail(value: object) -> object:
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
-    raise TypeError(f"a {type(value).__name__} is not JSON")
+    raise TypeError(f"a value of type {type(value).__name__} is not JSON")
 
 
 class JSONResponse(Response):

@@ -54,6 +54,15 @@ def query_value(param: Param) -> object:
     return values if param.is_list else values[0]
 
 
+def refuse_body(environ: dict) -> None:
+    """A GET's parameters are in its query string; a body sent with it would go unread."""
+    if environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
+        raise BadRequest(
+            "a GET request's body is not read: send the parameters in the query string, or "
+            "POST the body"
+        )
+
+
 def text_value(param: Param, text: str, source: str = "query parameter") -> object:
     """One text value as the parameter's type, or a 400 naming it and the problem; source: where
     it came from ("query parameter", a form's "field")."""
@@ -210,8 +219,9 @@ def refuse_unknown(body: dict, known: Sequence[str], what: str, where: str = "")
     if unknown:
         # By their text: a multipart field whose name Werkzeug cannot read is named None.
         names = ", ".join(repr(name) for name in sorted(unknown, key=str)[:3])
+        more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
         raise BadRequest(
-            f"{where}unknown field(s) {shorten(names)}; {what}: {', '.join(known) or 'none'}"
+            f"{where}unknown field(s) {shorten(names)}{more}; {what}: {', '.join(known) or 'none'}"
         )
 
 

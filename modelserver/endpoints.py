@@ -140,6 +140,11 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
             raise TypeError(f"{label}: *args and **kwargs cannot be served; name each parameter")
         if parameter.name not in hints:
+            if parameter.name == "model":  # a loaded model, without its loader named
+                raise TypeError(
+                    f"{label} has no type hint; for a model loaded once, name its loader: "
+                    "serve(f, model=load_x)"
+                )
             raise TypeError(f"{label} has no type hint; give it one of {SUPPORTED}")
         params.append(make_param(label, parameter, hints[parameter.name], endpoint.vectorized))
     if endpoint.load not in LOADS:

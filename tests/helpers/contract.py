@@ -35,6 +35,7 @@ CONTRACT = [
     ("GET", "/pisqrt?a=Infinity", None, 400, ("'a'", "finite")),
     ("GET", "/pisqrt?a=-1", None, 400, ("a must be >= 0", "-1.0")),
     ("GET", "/pisqrt?a=1&a=2", None, 400, ("'a'", "2 times")),
+    ("GET", "/pisqrt?a=1", '{"a": 25}', 400, ("GET request's body is not read", "POST")),
     ("GET", "/pisqrt?a=%ff", None, 400, ("query parameter 'a' is not UTF-8 text",)),
     ("GET", "/pisqrt?a=1e308", None, 400, ("a*pi overflows",)),
     ("GET", "/pisqrt?a=1e999", None, 400, ("'a'", "overflows")),

@@ -89,6 +89,7 @@ def test_a_refused_value_is_named_as_alone_with_its_item(client, fault):
         ({k: v for k, v in GOOD.items() if k != "x"}, "field 'x' is missing"),
         ({**GOOD, "y": 1}, "unknown field(s) 'y'"),
         ({k: v for k, v in GOOD.items() if k != "note"} | {"y": 1}, "unknown field(s) 'y'"),
+        ({**GOOD, "u": 1, "v": 1, "w": 1, "y": 1, "z": 1}, "'u', 'v', 'w' and 2 more; the"),
         (5, "must be a JSON object"),
         ([1, 2, 3, 4, 5, 6], "must be a JSON object"),
         ("abcdef", "must be a JSON object"),

@@ -100,6 +100,10 @@ def no_model_param(a: float) -> float:
     return a
 
 
+def model_unnamed(model, a: float) -> float:
+    return a
+
+
 @pytest.mark.parametrize(
     "entry,words",
     [
@@ -109,6 +113,7 @@ def no_model_param(a: float) -> float:
         (either, ("'a'", "int | str", "not supported")),
         (serve(not_lists, model=usermodels.load_iris, vectorized=True), ("vectorised", "lists")),
         (serve(no_model_param, model=usermodels.load_iris), ("'model'",)),
+        (model_unnamed, ("'model'", "no type hint", "serve(f, model=load_x)")),
         (serve(no_model_param, draft=("L", 64)), ("draft=", "takes none")),
         (serve(usermodels.image_size, draft=("grey", 64)), ("draft is (mode, side)",)),
         (serve(usermodels.image_size, draft=512), ("draft is (mode, side)", "512")),
