@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -119,6 +120,11 @@ def test_app_engine_entrypoint_answers_the_contract(tmp_path):
         status, body = wait_for(answer, 60, 0.2, message=lambda: log.read_text()[-3000:])
         assert status == 200
         assert body == {"result": 8.86226925452758}
+        # No nginx there to keep /metrics from the world: it is off.
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics")
+        refused.value.close()
+        assert refused.value.code == 404
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
