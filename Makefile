@@ -51,7 +51,7 @@ test-deep: test-packages lint $(VIEWER)
 	MODELSERVER_FUZZ_SCALE=4 $(VENV)/bin/python -m pytest tests/stack/test_fuzz.py
 
 # The OCI image (Dockerfile), with podman or docker, whichever is installed: tagged
-# modelserver:latest and modelserver:<short commit> (-dirty when tracked files changed).
+# modelserver:latest and modelserver:<short commit> (-dirty when the checkout differs from it).
 image:
 	BASE=$(BASE) deploy/container/build.sh $(IMAGE_ARGS)
 

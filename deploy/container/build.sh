@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the modelserver image (the Dockerfile) with podman or docker, whichever is installed, and
-# tag it modelserver:latest and modelserver:<short commit>, <short commit>-dirty when tracked files
-# differ from it (the image then holds code no commit has). `make image` runs this.
+# tag it modelserver:latest and modelserver:<short commit>, <short commit>-dirty when the checkout
+# differs from it, untracked files included (the image then holds code no commit has).
+# `make image` runs this.
 #
 #     deploy/container/build.sh [BUILD OPTIONS...]    # options go to `podman build` as they are
 #
@@ -25,7 +26,8 @@ elif [ -n "${BASE:-}" ]; then
     args+=(--build-arg "BASE=$BASE")
 fi
 commit=$(git -C "$context" rev-parse --short HEAD 2>/dev/null || true)
-if [ -n "$commit" ] && ! git -C "$context" diff --quiet HEAD --; then
+# Untracked files count: a trained model not yet committed goes into the image all the same.
+if [ -n "$commit" ] && [ -n "$(git -C "$context" status --porcelain)" ]; then
     commit+=-dirty
 fi
 for tag in ${TAGS:-modelserver:latest ${commit:+modelserver:$commit}}; do

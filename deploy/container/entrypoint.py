@@ -57,7 +57,8 @@ def port() -> str:
 def check_counts() -> None:
     """The settings uwsgi.ini reads as whole numbers: with MODELSERVER_WORKERS=abc uWSGI would
     start with no worker and leave every request to nginx's timeout."""
-    for name, least in (("MODELSERVER_WORKERS", 1), ("MODELSERVER_MAX_RSS_MB", 0)):
+    counts = (("MODELSERVER_WORKERS", 1), ("MODELSERVER_THREADS", 1), ("MODELSERVER_MAX_RSS_MB", 0))
+    for name, least in counts:
         value = os.environ.get(name)
         if value is not None and not (value.isdigit() and int(value) >= least):
             sys.exit(f"modelserver: {name} must be a whole number >= {least}, got {value!r}")

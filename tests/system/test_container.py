@@ -202,14 +202,17 @@ def test_a_stop_while_the_app_loads_is_a_prompt_exit_0(image):
         box.remove()
 
 
-@pytest.mark.parametrize("setting", ["MODELSERVER_WORKERS=abc", "MODELSERVER_WORKERS=0"])
+@pytest.mark.parametrize(
+    "setting", ["MODELSERVER_WORKERS=abc", "MODELSERVER_WORKERS=0", "MODELSERVER_THREADS=abc"]
+)
 def test_a_worker_count_that_is_no_number_stops_the_start(image, setting):
     box = Container(image, "-e", setting)
     try:
         box.launch()
         wait_for(lambda: not box.running(), 30, message="still running")
         assert box.inspect("{{.State.ExitCode}}") == "1", box.logs()
-        assert "MODELSERVER_WORKERS must be a whole number >= 1" in box.logs()
+        name = setting.partition("=")[0]
+        assert f"{name} must be a whole number >= 1" in box.logs()
     finally:
         box.remove()
 

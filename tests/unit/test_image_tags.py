@@ -52,5 +52,12 @@ def test_a_changed_checkout_is_tagged_dirty(checkout):
     assert tags(build_command(context)) == ["modelserver:latest", f"modelserver:{short}-dirty"]
 
 
+def test_an_untracked_file_makes_it_dirty(checkout):
+    context, short = checkout
+    (context / "models").mkdir()
+    (context / "models" / "iris.joblib").write_bytes(b"trained, not committed")
+    assert tags(build_command(context)) == ["modelserver:latest", f"modelserver:{short}-dirty"]
+
+
 def test_no_repository_no_commit_tag(tmp_path):
     assert tags(build_command(tmp_path)) == ["modelserver:latest"]
