@@ -30,8 +30,8 @@ CLOCK_EXAMPLES = {
 def from_json(hint: object) -> object:
     """hint, with each part that JSON alone would read wrongly (alone, or in lists, dicts, tuples,
     unions) replaced by one that reads it right: a date, datetime or time refuses a number or
-    the text of one; a dict's int key is the plain text of one; an ndarray is read from nested
-    lists (modelserver/arrays.py)."""
+    the text of one; a dict's int key is the plain text of one; a Literal's number or true/false
+    is one of its own type; an ndarray is read from nested lists (modelserver/arrays.py)."""
     if isinstance(hint, type) and hint in CLOCK_EXAMPLES:
         return Annotated[hint, BeforeValidator(refuse_numbers(hint))]
     array = array_type(hint)
@@ -40,6 +40,8 @@ def from_json(hint: object) -> object:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin is Annotated:
         return Annotated[(from_json(args[0]), *hint.__metadata__)]
+    if origin is Literal and exact_choices(args):
+        return Annotated[hint, BeforeValidator(exact_choice(args))]
     if not args or origin is Literal:
         return hint
     if origin is dict and args[0] is int:
@@ -96,3 +98,27 @@ def plain_int_key(key: object) -> object:
 
 
 PLAIN_INT_KEY = Annotated[int, BeforeValidator(plain_int_key)]
+
+
+def exact_choices(choices: tuple) -> bool:
+    """Whether a Literal's choices are plain values some of which are numbers or true/false,
+    which Python (and pydantic) take for each other: 1 for True, 1.0 for 1."""
+    plain = all(type(choice) in (bool, int, float, str) for choice in choices)
+    return plain and any(type(choice) is not str for choice in choices)
+
+
+def exact_choice(choices: tuple) -> Callable[[object], object]:
+    """A check before the Literal's own: a number or true/false is a choice of its own type."""
+    named = ", ".join(map(repr, choices[:-1])) + " or " if len(choices) > 1 else ""
+    expected = named + repr(choices[-1])
+
+    def check(value: object) -> object:
+        if type(value) in (bool, int, float) and not any(
+            type(value) is type(choice) and value == choice for choice in choices
+        ):
+            raise PydanticCustomError(
+                "literal_error", "Input should be {expected}", {"expected": expected}
+            )
+        return value
+
+    return check

@@ -508,6 +508,10 @@ CASES = [
         ("key '01' of names must be an integer written plainly", "no two keys"),
     ),
     ("POST", "/classes", '{"names": {"a": "cat"}}', JSON, 400, ("key 'a' of names",)),
+    # A Literal's true is true, not 1 (which Python takes for it).
+    ("POST", "/switch", '{"v": true}', JSON, 200, {"v": True}),
+    ("POST", "/switch", '{"v": "auto"}', JSON, 200, {"v": "auto"}),
+    ("POST", "/switch", '{"v": 1}', JSON, 400, ("v must be True or 'auto', got 1",)),
     # async def: run on the worker's loop.
     ("GET", "/later?a=2", None, None, 200, 4.0),
     ("POST", "/later", '{"a": 3, "wait": 0.01}', JSON, 200, 6.0),

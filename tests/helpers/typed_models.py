@@ -215,6 +215,11 @@ def classes(names: dict[int, str]) -> list:
     return sorted(names.items())
 
 
+def switch(v: Literal[True, "auto"]) -> dict:
+    """A choice of true or a word, as a model's options often are."""
+    return {"v": v}
+
+
 async def later(a: float, wait: float = 0.0) -> float:
     """An async function: awaits, then doubles."""
     await asyncio.sleep(wait)
@@ -276,6 +281,7 @@ ENDPOINTS = {
     "describe-all": describe_all,
     "tagged": tagged,
     "classes": classes,
+    "switch": switch,
     "later": later,
     "count": count,
     "tokens": tokens,
