@@ -25,8 +25,8 @@ from modelserver.files import File
 from modelserver.fillable import python_only
 from modelserver.jsonread import NUMBER, from_json
 
-# A plain decimal number as people type it (25, -1.5, .5, 2e10). float() alone would also take
-# "nan", "inf", "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
+# A plain integer as people type it (jsonread.NUMBER for any number): int() alone would also
+# take "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
 INTEGER = re.compile(r"[+-]?\d+", re.ASCII)
 NOT_FINITE = {"nan", "inf", "infinity"}
 BOOLEANS = {"true": True, "false": False, "1": True, "0": False}

@@ -13,6 +13,8 @@ from pydantic_core import PydanticCustomError
 
 from modelserver.arrays import array_type
 
+# A plain decimal number as people type it (25, -1.5, .5, 2e10). float() alone would also take
+# "nan", "inf", "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
 NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?", re.ASCII)
 # The text of an integer as JSON writes one: no sign +, leading zeros or spaces.
 PLAIN_INT = re.compile(r"0|-?[1-9]\d*", re.ASCII)
