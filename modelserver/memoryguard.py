@@ -1,5 +1,6 @@
-"""The memory guard: a worker whose resident memory passes its limit is replaced, gracefully."""
+"""The memory guard: a worker whose own memory passes its limit is replaced, gracefully."""
 
+import logging
 import os
 
 from modelserver.answers import recycle_this_worker
@@ -10,17 +11,23 @@ MAX_RSS_MB = int(os.environ.get("MODELSERVER_MAX_RSS_MB", "0") or 0)
 # master's clock, between requests, so a request costs nothing: uWSGI's reload-on-rss reads
 # /proc after every one, and a check in the app would run on every request to see the time.
 INTERVAL_SECONDS = 1  # whole seconds: uWSGI's timers take no fractions
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
+LOG = logging.getLogger(__name__)
 
 
-def rss_bytes() -> int:
-    """This process's resident memory, from /proc/self/statm (its second field, in pages)."""
-    with open("/proc/self/statm", "rb") as statm:
-        return int(statm.read().split()[1]) * PAGE_BYTES
+def own_bytes() -> int:
+    """This process's own memory: its private pages, from /proc/self/smaps_rollup. What it shares
+    with the master (a model loaded before the fork) is not its own: RSS would count that in
+    every worker, and a model of a few hundred MB would put every worker past the limit."""
+    kilobytes = 0
+    with open("/proc/self/smaps_rollup", "rb") as rollup:
+        for line in rollup:
+            if line.startswith((b"Private_Clean:", b"Private_Dirty:")):
+                kilobytes += int(line.split()[1])
+    return kilobytes * 1024
 
 
 def guard(max_rss_mb: int = MAX_RSS_MB) -> None:
-    """Under uWSGI, in the master before the workers fork: every worker looks at its memory
+    """Under uWSGI, in the master before the workers fork: every worker looks at its own memory
     once a second and, once it is past max_rss_mb, asks uWSGI to replace it (SIGHUP: the
     request being served is answered first, then the master forks its successor). The master's
     timer raises a uWSGI signal that each worker handles between its requests."""
@@ -33,7 +40,15 @@ def guard(max_rss_mb: int = MAX_RSS_MB) -> None:
     limit = max_rss_mb * 1024 * 1024
 
     def look(signum: int) -> None:
-        if rss_bytes() > limit:
+        own = own_bytes()
+        if own > limit:
+            LOG.warning(
+                "worker %d holds %d MB of its own, past MODELSERVER_MAX_RSS_MB=%d: replaced "
+                "after its request",
+                os.getpid(),
+                own // 2**20,
+                max_rss_mb,
+            )
             recycle_this_worker()
 
     uwsgidecorators.timer(INTERVAL_SECONDS, target="workers")(look)
