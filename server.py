@@ -6,6 +6,7 @@ together. Every 4xx/5xx leaves through modelserver.answers.http_error as {"messa
 
 import argparse
 import json
+import logging
 from collections.abc import Callable
 
 from flask import Flask, Response, request
@@ -40,6 +41,7 @@ def create_app(config: dict | None = None) -> Flask:
     config["ENDPOINTS"] replaces registry.ENDPOINTS, the functions to serve.
     """
     app = App(__name__)
+    app.logger.setLevel(logging.INFO)  # which models loaded, where, in how long
     # The same body cap as nginx's client_max_body_size, for whatever reaches Flask another way.
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config.from_mapping(config or {})

@@ -24,15 +24,22 @@ class Loader:
 
 
 def loaders_of(entries: dict) -> dict[str, Loader]:
-    """Each model's name and loader, from the registry's entries; TypeError if two endpoints
-    of one model place it differently."""
+    """Each model's name and loader, from the registry's entries; TypeError if two loaders
+    have one name (one model would serve both), or two endpoints of one model place it
+    differently."""
     loaders: dict[str, Loader] = {}
     for name, entry in entries.items():
         if not isinstance(entry, Endpoint) or entry.model is None:
             continue
         model = model_name(entry.model)
         loader = Loader(entry.model, entry.load)
-        if loaders.setdefault(model, loader).where != loader.where:
+        if loaders.setdefault(model, loader).load != loader.load:
+            raise TypeError(
+                f"ENDPOINTS[{name!r}]: its model is named {model!r} after its loader, as another "
+                "endpoint's model from another loader is: one of them would serve both; give "
+                "each loader a name of its own (def load_iris(), def load_digits(); not a lambda)"
+            )
+        if loaders[model].where != loader.where:
             raise TypeError(
                 f"ENDPOINTS[{name!r}]: model {model!r} is loaded with "
                 f"load={loaders[model].where!r} by another endpoint; give both the same load="
@@ -78,11 +85,15 @@ def load_one(logger: logging.Logger, models: dict, name: str, loader: Loader) ->
     """models[name] = the loader's model, or nothing (logged) if it fails."""
     start = time.monotonic()
     try:
-        models[name] = loader.load()
+        model = loader.load()
     except Exception:  # any failure of a model file or its code means "not ready"
         logger.exception("model %r failed to load", name)
         return
-    version = version_of(models[name])
+    if model is None:  # no model to pass: most likely a loader without its return
+        logger.error("model %r failed to load: its loader returned None", name)
+        return
+    models[name] = model
+    version = version_of(model)
     logger.info(
         "model %r loaded in the %s in %.2f s%s",
         name,

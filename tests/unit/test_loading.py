@@ -46,6 +46,41 @@ def test_one_model_has_one_place():
     assert "ENDPOINTS['b']: model 'tiny' is loaded with load='master'" in str(failure.value)
 
 
+def test_two_loaders_of_one_name_stop_the_start():
+    def load_model() -> str:  # another module's load_model, say
+        return "B"
+
+    entries = {"a": serve(tiny, model=load_tiny), "b": serve(tiny, model=load_model)}
+    entries["c"] = serve(tiny, model=load_tiny)  # the same loader again: one model
+    assert sorted(loading.loaders_of(entries)) == ["model", "tiny"]
+    entries["d"] = serve(tiny, model=lambda: "A")
+    entries["e"] = serve(tiny, model=lambda: "B")
+    with pytest.raises(TypeError) as failure:
+        loading.loaders_of(entries)
+    assert "ENDPOINTS['e']: its model is named '<lambda>' after its loader" in str(failure.value)
+    assert "give each loader a name of its own" in str(failure.value)
+
+
+def test_a_loader_that_returns_nothing_is_a_model_that_failed(caplog):
+    def load_nothing() -> None:
+        Model()  # the return forgotten
+
+    client = create_app(
+        {"TESTING": True, "ENDPOINTS": {"n": serve(tiny, model=load_nothing)}}
+    ).test_client()
+    response = client.get("/readyz")
+    assert response.status_code == 503
+    assert "nothing" in response.get_json()["message"]
+    assert client.get("/n?a=1").status_code == 503
+    assert "model 'nothing' failed to load: its loader returned None" in caplog.text
+
+
+def test_the_log_says_which_model_loaded_where(caplog):
+    create_app({"TESTING": True, "ENDPOINTS": {"t": serve(tiny, model=load_tiny)}})
+    assert "model 'tiny' loaded in the process in" in caplog.text
+    assert "version 7" in caplog.text
+
+
 def test_outside_uwsgi_worker_models_load_in_the_process():
     """No fork follows (Flask's server, tests): every model loads at once, wherever it is placed."""
     entries = {
