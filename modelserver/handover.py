@@ -11,8 +11,9 @@ code beside it; once its workers accept, the running one reloads gracefully whil
 answers from the same queue; once the reloaded workers accept, the second stops gracefully. No
 connection is refused or dropped: there is one socket, and a worker is always taking from it.
 
-If the new code or a model fails to load (the second uWSGI exits, or its /readyz is not 200),
-the running one is left as it is: a broken update never takes the service down. The second
+If the new code or a model fails to load (the second uWSGI exits, before any of its workers
+answers, or its /readyz is not 200), the running one is left as it is: a broken update never
+takes the service down, nor answers a request. The second
 counts its requests in the service's metrics files, under worker keys of its own: the totals
 include what it answered.
 
@@ -125,6 +126,7 @@ def start_second(socket_path: str, command: list[str]) -> tuple[subprocess.Popen
     env.pop("NOTIFY_SOCKET", None)  # systemd's: the service's main process is the first uWSGI
     env["MODELSERVER_SOCKET"] = own
     env["MODELSERVER_METRICS_WORKER_OFFSET"] = str(SECOND_WORKER_KEYS)
+    env["MODELSERVER_HANDOVER"] = "1"  # a model that fails stops it before it answers
     second = subprocess.Popen(
         [*command, "--zerg", socket_path + ".zerg"], env=env, stdin=subprocess.DEVNULL
     )

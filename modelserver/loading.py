@@ -3,6 +3,8 @@ shared by all workers) or in each worker after its fork (load="worker": a copy e
 libraries that start threads); and the readiness they decide."""
 
 import logging
+import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,6 +15,11 @@ from werkzeug.exceptions import ServiceUnavailable
 from modelserver import forking
 from modelserver.answers import json_response
 from modelserver.endpoints import Endpoint, model_name
+
+# Set by modelserver/handover.py for the instance it starts beside the running one, on the
+# same socket: there a model that fails to load stops the instance before a worker of it takes
+# a request (it would answer 503), and the running code keeps serving.
+HANDOVER = os.environ.get("MODELSERVER_HANDOVER") == "1"
 
 
 @dataclass(frozen=True)
@@ -63,6 +70,8 @@ def load_models(app: Flask, loaders: dict[str, Loader]) -> dict[str, object]:
         load_one(app.logger, models, name, loader)
         if master:
             forking.check_loader(name, before)
+    if HANDOVER and (failed := [name for name in here if name not in models]):
+        raise RuntimeError(f"the new code's model(s) {', '.join(failed)} failed to load")
     if master:
         forking.check_master()
         forking.exit_workers_directly()
@@ -79,6 +88,10 @@ def load_in_worker(app: Flask, models: dict, loaders: dict[str, Loader]) -> None
         load_one(app.logger, models, name, loader)
         if metrics is not None:
             metrics.model_loaded.labels(name).set(1 if name in models else 0)
+    if HANDOVER and any(name not in models for name in loaders):
+        app.logger.error("the new code's models failed to load in a worker: it stops")
+        os.kill(os.getppid(), signal.SIGTERM)  # the new uWSGI's master: the handover fails
+        os._exit(1)
 
 
 def load_one(logger: logging.Logger, models: dict, name: str, loader: Loader) -> None:

@@ -227,15 +227,22 @@ def test_a_model_update_under_a_steady_client_refuses_nothing(tmp_path, figure):
     assert (status, json.loads(body)["versions"]) == (200, {"slow": "2"})
 
 
-def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path):
+@pytest.mark.parametrize("app", ["slow_master", "slow_worker"])
+def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path, app):
+    """The new code's model fails to load: no client meets it, however briefly (its workers,
+    on the same socket, would answer 503)."""
     version_file = tmp_path / "version"
     version_file.write_text("1\n")
-    with running(
-        framework_stack("slow_master", FRAMEWORKS_VERSION_FILE=str(version_file))
-    ) as stack:
-        version_file.unlink()  # the new model is missing: its loader fails
-        with pytest.raises(RuntimeError):
-            stack.reload()
+    with running(framework_stack(app, FRAMEWORKS_VERSION_FILE=str(version_file))) as stack:
+        with Paced(f"{stack.url}/version?a=1", rate=50) as client:
+            time.sleep(0.5)
+            version_file.unlink()  # the new model is missing: its loader fails
+            with pytest.raises(RuntimeError):
+                stack.reload()
+            time.sleep(0.5)
+        assert client.outcomes() == {"200": len(client.answers)}, client.outcomes()
+        versions = {json.loads(body)["result"]["version"] for _, _, body in client.answers}
+        assert versions == {"1"}
         status, _, body = stack.request("GET", "/version?a=1")
         assert (status, json.loads(body)["result"]["version"]) == (200, "1")
 
