@@ -15,9 +15,10 @@ wait their turn; one of them leads the next batch. There is no batcher thread: t
 is a request's own thread, so a lone request pays no hand-over between threads, and nothing has
 to be started again in a freshly forked worker.
 
-Failures stay with their batch: an exception of the function fails the requests of that batch
-only, each with the JSON error it would have had alone; a ValueError (a client's bad value, a
-400) is put back on the one request that caused it by calling each request of the batch alone.
+Failures stay with the request that caused them: when the batch's call raises, each request of
+the batch is called alone, and gets its own answer or its own JSON error (a ValueError, a
+client's bad value: a 400; any other exception, such as a KeyError for a word the model does not
+know: a 500). A function that fails on every batch is then called once more per request.
 A request that waits past the deadline (uWSGI's harakiri) is answered 504 by its own thread and
 the worker is recycled: in a worker with threads, uWSGI 2.0's harakiri is one timer per worker
 that any other finished request resets, so it cannot be relied on to stop a stuck call.
@@ -29,7 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-from werkzeug.exceptions import BadRequest, HTTPException, ServiceUnavailable
+from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
 from modelserver.answers import DeadlineExceeded
 
@@ -163,7 +164,7 @@ class Batcher:
                 self.queue[0].wake.set()
 
     def call(self, batch: list[Pending], run: Callable[[list[list]], list]) -> None:
-        """One call for the whole batch; on a client's error, each request alone."""
+        """One call for the whole batch; if it fails, each request alone."""
         started = time.perf_counter()
         rows = [row for pending in batch for row in pending.rows]
         batch[0].batch_items = len(rows)
@@ -171,19 +172,15 @@ class Batcher:
             pending.started = started
         try:
             results = run(rows)
-        except BadRequest as error:
+        except HTTPException as error:
             if len(batch) == 1:
                 settle(batch[0], None, error)
                 return
-            for pending in batch:  # whose value was it? each alone tells
+            for pending in batch:  # whose item was it? each alone tells
                 try:
                     settle(pending, run(pending.rows), None)
                 except HTTPException as alone:
                     settle(pending, None, alone)
-            return
-        except HTTPException as error:
-            for pending in batch:
-                settle(pending, None, error)
             return
         offset = 0
         for pending in batch:

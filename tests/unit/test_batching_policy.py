@@ -141,15 +141,20 @@ def test_a_bad_value_fails_only_its_request():
     assert isinstance(answers[1].error, BadRequest) and answers[1].results is None
 
 
-def test_an_exception_of_the_model_fails_its_batch_only():
+def test_an_exception_of_the_model_fails_only_the_request_that_caused_it():
+    calls = []
+
     def run(rows):
+        calls.append(len(rows))
         if any(row[0] == 2 for row in rows):
             raise InternalServerError("broken")
         return [row[0] for row in rows]
 
     batcher = Batcher(8, 0)
     answers = submit_together(batcher, [[[1]], [[2]], [[3]]], run)
-    assert all(isinstance(a.error, InternalServerError) for a in answers)
+    assert isinstance(answers[1].error, InternalServerError)
+    assert [answers[0].results, answers[2].results] == [[1], [3]]
+    assert calls[-4:] == [3, 1, 1, 1]  # the batch, then each of it alone
     assert batcher.submit([[4]], run, deadline()).results == [4]  # the next batch is served
 
 
