@@ -11,7 +11,8 @@ import numpy as np
 from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter
 
 from modelserver import eventloop
-from modelserver.hints import SUPPORTED, Param, from_json, holds, is_model, make_param
+from modelserver.hints import SUPPORTED, Param, holds, is_model, make_param, type_name
+from modelserver.jsonread import from_json
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,12 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
     returns_hint = item_hint(hints.get("return")) if streams else hints.get("return")
     if endpoint.vectorized and typing.get_origin(returns_hint) is list:
         (returns_hint,) = typing.get_args(returns_hint)
+    elif endpoint.vectorized and one_value(returns_hint):
+        one = type_name(returns_hint)
+        raise TypeError(
+            f"{where}: a vectorised function returns one result per item, a list or an array: "
+            f"list[{one}], not {one}"
+        )
     returns = result_schema(where, returns_hint)
     keywords = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
     return Signature(
@@ -252,6 +259,13 @@ def by_name(func: Callable, keywords: tuple[str, ...]) -> Callable:
         return func(*args[:-count], **dict(zip(keywords, args[-count:], strict=True)))
 
     return call
+
+
+def one_value(hint: object) -> bool:
+    """Whether a return hint is of one value, never of several: a number, a string, a dict, a
+    model."""
+    origin = typing.get_origin(hint) or hint
+    return origin in (float, int, bool, str, dict) or is_model(hint)
 
 
 def result_schema(where: str, hint: object) -> dict:

@@ -104,6 +104,10 @@ def model_unnamed(model, a: float) -> float:
     return a
 
 
+def one_result(a: list[float]) -> float:
+    return sum(a)
+
+
 @pytest.mark.parametrize(
     "entry,words",
     [
@@ -114,6 +118,7 @@ def model_unnamed(model, a: float) -> float:
         (serve(not_lists, model=usermodels.load_iris, vectorized=True), ("vectorised", "lists")),
         (serve(no_model_param, model=usermodels.load_iris), ("'model'",)),
         (model_unnamed, ("'model'", "no type hint", "serve(f, model=load_x)")),
+        (serve(one_result, vectorized=True), ("one result per item", "list[float], not float")),
         (serve(no_model_param, draft=("L", 64)), ("draft=", "takes none")),
         (serve(usermodels.image_size, draft=("grey", 64)), ("draft is (mode, side)",)),
         (serve(usermodels.image_size, draft=512), ("draft is (mode, side)", "512")),
