@@ -206,11 +206,13 @@ def get_operation(sig: Signature) -> dict:
 def query_parameter(param: Param, beside_body: str = "") -> dict:
     """A parameter in the query string of a GET; beside_body: of a POST, where it is optional,
     and how it comes when not in the query (no example, which /docs would send as a value)."""
+    # No null in a query string: an optional parameter is one that may be left out.
+    schema = {key: value for key, value in param_schema(param).items() if key != "nullable"}
     item = {
         "name": param.name,
         "in": "query",
         "required": param.required and not beside_body,
-        "schema": param_schema(param),
+        "schema": schema,
     }
     if beside_body:
         item["description"] = beside_body
