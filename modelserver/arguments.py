@@ -110,7 +110,9 @@ def json_body() -> object:
         raise UnsupportedMediaType(f"send the body as Content-Type: application/json{sent}")
     refuse_encoding()
     try:
-        return json.loads(request.get_data(), parse_constant=refuse_constant)
+        return read_json(request.get_data())
+    except RepeatedKey as error:
+        raise BadRequest(f"the body {error}") from None
     except RecursionError:  # valid JSON, perhaps, but deeper than Python's reader goes
         raise BadRequest(
             "the body nests lists or objects too deeply to be read (about a thousand levels)"
@@ -129,6 +131,28 @@ def refuse_encoding() -> None:
         raise UnsupportedMediaType(
             f"the body's Content-Encoding {shorten(encoding)!r} is not taken: send it uncompressed"
         )
+
+
+def read_json(text: str | bytes) -> object:
+    """JSON text as Python values, refusing what JSON readers disagree on or would lose:
+    NaN and Infinity, and a key given twice in one object (Python's reader keeps the last
+    value and drops the others without a word)."""
+    return json.loads(text, parse_constant=refuse_constant, object_pairs_hook=unique_keys)
+
+
+class RepeatedKey(ValueError):
+    """An object of the JSON text gives one key more than once."""
+
+
+def unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    found = dict(pairs)
+    if len(found) < len(pairs):
+        names = [name for name, _ in pairs]
+        name = next(name for name in names if names.count(name) > 1)
+        raise RepeatedKey(
+            f"gives the key {shorten(name)!r} {names.count(name)} times in one object; give it once"
+        )
+    return found
 
 
 def refuse_constant(name: str):

@@ -1,13 +1,12 @@
 """A request's arguments from an upload: a multipart form, an image body, a raw body."""
 
-import json
-
 from flask import request
 from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
 
 from modelserver.arguments import (
+    RepeatedKey,
     query_value,
-    refuse_constant,
+    read_json,
     refuse_encoding,
     refuse_query_arguments,
     refuse_unknown_fields,
@@ -206,7 +205,9 @@ def form_json(param: Param, text: str) -> object:
     writes as a string (a date, a UUID), text that is not JSON is that string, as a browser's
     form sends it."""
     try:
-        value = json.loads(text, parse_constant=refuse_constant)
+        value = read_json(text)
+    except RepeatedKey as error:
+        raise BadRequest(f"field {param.name!r} {error}") from None
     except ValueError as error:
         if not takes_text(param.adapter):
             raise BadRequest(

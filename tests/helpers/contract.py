@@ -55,6 +55,9 @@ CONTRACT = [
     ("POST", "/pisqrt", '{"a": "25"}', 400, ("a must be a number",)),
     ("POST", "/pisqrt", '{"a": NaN}', 400, ("not valid JSON", "NaN")),
     ("POST", "/pisqrt", '{"a": [Infinity]}', 400, ("not valid JSON", "Infinity")),
+    # Python's reader would keep the last of a repeated key and drop the others unsaid.
+    ("POST", "/pisqrt", '{"a": 1, "a": 25}', 400, ("key 'a' 2 times", "give it once")),
+    ("POST", "/pisqrt", '{"a": [{"x": 1, "y": 2, "x": 3}]}', 400, ("key 'x' 2 times",)),
     ("POST", "/pisqrt", '{"a": 1e999}', 400, ("a overflows",)),
     ("POST", "/pisqrt", '{"a": 1' + "0" * 400 + "}", 400, ("a overflows",)),
     ("POST", "/pisqrt", '{"a": 1' + "0" * 5000 + "}", 400, ("integer of more than 4300 digits",)),

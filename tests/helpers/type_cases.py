@@ -461,6 +461,13 @@ CASES = [
     ),
     (
         "POST",
+        "/tagged",
+        *form(("doc", "a.txt", None, b"abc"), ("meta", None, None, b'{"a": 1, "a": 2}')),
+        400,
+        ("field 'meta' gives the key 'a' 2 times in one object",),
+    ),
+    (
+        "POST",
         "/describe-all",
         *form(("docs", "a.csv", None, b"1"), ("note", "n.txt", "text/plain", b"from a file")),
         200,
