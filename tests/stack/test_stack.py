@@ -32,6 +32,17 @@ def test_request_line_over_8k_is_414_json(stack):
     assert_json_error(*stack.request("GET", "/healthz?a=" + "1" * 9000), 414, "request line")
 
 
+def test_methods_nginx_refuses_are_405_json_naming_them(stack):
+    status, headers, body = stack.request("TRACE", "/pisqrt?a=25")
+    assert_json_error(
+        status, headers, body, 405, "method TRACE not allowed", "GET, HEAD, OPTIONS, POST"
+    )
+    assert headers["allow"] == "GET, HEAD, OPTIONS, POST"
+    status, headers, body = stack.request("POST", "/static/index.html", body=b"{}")
+    assert_json_error(status, headers, body, 405, "method POST not allowed", "GET, HEAD")
+    assert headers["allow"] == "GET, HEAD"
+
+
 def test_header_over_8k_is_431_json(stack):
     assert_json_error(
         *stack.request("GET", "/healthz", headers={"X-Big": "x" * 9000}),
