@@ -21,6 +21,7 @@ COMPLAINTS = {
     "finite_number": "overflows a 64-bit float",
     "missing": "is missing",
     "extra_forbidden": "is not a field of it",
+    "unexpected_keyword_argument": "is not a field of it",  # a dataclass's
 }
 # JSON_INT's bounds are those of a 64-bit integer; a Field(ge=...) of a function's own says its
 # bound in pydantic's words.
@@ -37,7 +38,12 @@ def complaint(name: str, error: dict) -> str:
     if error["type"] == "finite_number" and isinstance(value, str):  # a Decimal's "NaN"
         return f"{where} must be a finite number, got {shorten(json.dumps(value))}"
     problem = pydantic_problem(error)
-    if error["type"] in ("finite_number", "missing", "extra_forbidden"):
+    if error["type"] in (
+        "finite_number",
+        "missing",
+        "extra_forbidden",
+        "unexpected_keyword_argument",
+    ):
         return f"{where} {problem}"
     return f"{where} {problem}, got {shorten(json.dumps(value, default=repr))}"
 

@@ -11,8 +11,8 @@ import numpy as np
 from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter
 
 from modelserver import eventloop
-from modelserver.hints import SUPPORTED, Param, holds, is_model, make_param, type_name
-from modelserver.jsonread import from_json
+from modelserver.hints import SUPPORTED, Param, is_model, make_param, type_name
+from modelserver.jsonread import from_json, holds
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from modelserver.files import File
 from modelserver.fillable import python_only
-from modelserver.jsonread import NUMBER, from_json
+from modelserver.jsonread import NOT_SCHEMAS, NUMBER, from_json, holds, read_in_depth
 
 # A plain integer as people type it (jsonread.NUMBER for any number): int() alone would also
 # take "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
@@ -296,7 +296,7 @@ def json_adapter(where: str, hint: object) -> TypeAdapter:
     """The TypeAdapter that checks a value of `hint` from JSON; TypeError, with pydantic's reason,
     for a type it cannot validate: the function cannot be served, so the app does not start."""
     try:
-        return TypeAdapter(from_json(hint))
+        return read_in_depth(TypeAdapter(from_json(hint)))
     except Exception as error:  # PydanticSchemaGenerationError, PydanticUserError, TypeError
         reason = str(error).split("\n")[0]
         raise TypeError(
@@ -305,25 +305,9 @@ def json_adapter(where: str, hint: object) -> TypeAdapter:
         ) from error
 
 
-# Parts of a core schema that hold values or Python objects, not schemas.
-NOT_SCHEMAS = frozenset({"cls", "config", "default", "expected", "metadata", "serialization"})
-
-
 def holds_int(schema: object) -> bool:
     """Whether a pydantic core schema has an int in it, however deep (a model's field)."""
     return holds(schema, lambda part: part.get("type") == "int", NOT_SCHEMAS)
-
-
-def holds(schema: object, found: Callable[[dict], bool], skipped: frozenset = frozenset()) -> bool:
-    """Whether found(part) for a part of a schema (a pydantic core schema, a JSON Schema), however
-    deep; the keys in skipped hold no schemas."""
-    if isinstance(schema, list):
-        return any(holds(item, found, skipped) for item in schema)
-    if not isinstance(schema, dict):
-        return False
-    return found(schema) or any(
-        holds(v, found, skipped) for k, v in schema.items() if k not in skipped
-    )
 
 
 def upload_param(where: str, name: str, hint: object, optional: bool, default: object):

@@ -1,6 +1,7 @@
 """What JSON alone would read wrongly in a type, read right: a date from a number, a dict's
-integer keys that would be one, an ndarray."""
+integer keys that would be one, an ndarray; at any depth, in a model's fields too."""
 
+import contextlib
 import datetime
 import re
 import types
@@ -9,7 +10,8 @@ from collections.abc import Callable
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, TypeAdapter, ValidationError
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, SchemaValidator
+from pydantic_core import core_schema as cs
 
 from modelserver.arrays import array_type
 
@@ -124,3 +126,98 @@ def exact_choice(choices: tuple) -> Callable[[object], object]:
         return value
 
     return check
+
+
+# --- the same inside models, dataclasses and TypedDicts -------------------------------------
+
+# Core schemas of the classes whose fields a JSON object fills; their fields are beyond
+# from_json(), which rewrites type hints, not a class's own.
+CLASSES = frozenset({"model", "dataclass", "typed-dict"})
+CLOCK_SCHEMAS = {"date": datetime.date, "datetime": datetime.datetime, "time": datetime.time}
+# Parts of a core schema that hold values or Python objects, not schemas.
+NOT_SCHEMAS = frozenset({"cls", "config", "default", "expected", "metadata", "serialization"})
+
+
+def read_in_depth(adapter: TypeAdapter) -> TypeAdapter:
+    """adapter, its checks reading every field of a model, dataclass or TypedDict in its type as
+    from_json() reads a parameter, and refusing a field the class does not have unless its
+    config says extra="ignore" or "allow". pydantic alone reads {"day": "20260102"} in a model
+    as 1970-08-23, and a misspelt field's value is dropped for the field's default, unsaid."""
+    classes = []
+    holds(adapter.core_schema, lambda part: found_class(part, classes), NOT_SCHEMAS)
+    if classes:
+        # The adapter's validator, replaced: its schema and JSON Schema stay the class's own.
+        with built_anew(classes):
+            adapter.validator = SchemaValidator(in_depth(adapter.core_schema, inside=False))
+    return adapter
+
+
+def found_class(schema: dict, classes: list) -> bool:
+    """False, having noted in classes the class of a class's schema."""
+    if schema.get("type") in CLASSES:
+        classes.append(schema.get("cls"))
+    return False
+
+
+@contextlib.contextmanager
+def built_anew(classes: list):
+    """pydantic-core builds a model's (or pydantic dataclass's) part of a schema from the
+    validator the class already has, whatever the schema says, when the class is marked complete
+    in its own __dict__: unmarked while the new validator is built, its instances still the
+    class's own."""
+    marked = [c for c in set(classes) if c is not None and vars(c).get("__pydantic_complete__")]
+    for cls in marked:
+        cls.__pydantic_complete__ = False
+    try:
+        yield
+    finally:
+        for cls in marked:
+            cls.__pydantic_complete__ = True
+
+
+def in_depth(schema: object, inside: bool) -> object:
+    """A copy of a core schema (or of a part: a list, a dict of fields) with every part within a
+    class read as from_json() reads a parameter; the classes' own schemas are left as they are."""
+    if isinstance(schema, list | tuple):
+        return type(schema)(in_depth(part, inside) for part in schema)
+    if not isinstance(schema, dict):
+        return schema
+    kind = schema.get("type")
+    inside = inside or kind in CLASSES
+    copy = {k: v if k in NOT_SCHEMAS else in_depth(v, inside) for k, v in schema.items()}
+    if kind in CLASSES:
+        return refusing_extra(copy)
+    if not inside:
+        return copy
+    if kind in CLOCK_SCHEMAS:
+        return cs.no_info_before_validator_function(refuse_numbers(CLOCK_SCHEMAS[kind]), copy)
+    if kind == "dict" and copy["keys_schema"].get("type") == "int":
+        keys = cs.no_info_before_validator_function(plain_int_key, copy["keys_schema"])
+        return {**copy, "keys_schema": keys}
+    if kind == "literal" and exact_choices(tuple(copy["expected"])):
+        return cs.no_info_before_validator_function(exact_choice(tuple(copy["expected"])), copy)
+    return copy
+
+
+def refusing_extra(schema: dict) -> dict:
+    """A class's schema that refuses unknown fields, unless its config says what to do with them."""
+    if schema.get("config", {}).get("extra_fields_behavior") or schema.get("root_model"):
+        return schema
+    if schema["type"] == "typed-dict":  # "ignore" unless closed, or with extra items typed
+        return schema if "extras_schema" in schema else {**schema, "extra_behavior": "forbid"}
+    fields = schema["schema"]  # a model's model-fields, a dataclass's dataclass-args
+    if fields.get("type") not in ("model-fields", "dataclass-args"):
+        return schema
+    return {**schema, "schema": {"extra_behavior": "forbid", **fields}}
+
+
+def holds(schema: object, found: Callable[[dict], bool], skipped: frozenset = frozenset()) -> bool:
+    """Whether found(part) for a part of a schema (a pydantic core schema, a JSON Schema), however
+    deep; the keys in skipped hold no schemas."""
+    if isinstance(schema, list):
+        return any(holds(item, found, skipped) for item in schema)
+    if not isinstance(schema, dict):
+        return False
+    return found(schema) or any(
+        holds(v, found, skipped) for k, v in schema.items() if k not in skipped
+    )

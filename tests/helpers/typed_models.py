@@ -220,6 +220,16 @@ def switch(v: Literal[True, "auto"]) -> dict:
     return {"v": v}
 
 
+class Labels(BaseModel):
+    names: dict[int, str]
+    v: Literal[True, "auto"] = "auto"
+
+
+def labelled(labels: Labels) -> dict:
+    """The same two inside a model, read as they are as parameters."""
+    return {"names": sorted(labels.names.items()), "v": labels.v}
+
+
 async def later(a: float, wait: float = 0.0) -> float:
     """An async function: awaits, then doubles."""
     await asyncio.sleep(wait)
@@ -282,6 +292,7 @@ ENDPOINTS = {
     "tagged": tagged,
     "classes": classes,
     "switch": switch,
+    "labelled": labelled,
     "later": later,
     "count": count,
     "tokens": tokens,
