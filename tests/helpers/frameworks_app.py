@@ -129,6 +129,26 @@ def version(model: Versioned, a: float) -> dict:
     return {"version": model.version, "a": a}
 
 
+def load_first() -> str:
+    return "first"
+
+
+def load_second() -> str:
+    return "second"
+
+
+def which(model: str, a: float) -> str:
+    return model
+
+
+def named_by_file():
+    """The model's loader, so its name, chosen by FRAMEWORKS_VERSION_FILE ("1": load_first): a
+    model an update removes."""
+    with open(os.environ["FRAMEWORKS_VERSION_FILE"]) as file:
+        first = file.read().strip() == "1"
+    return app_of({"which": serve(which, model=load_first if first else load_second)})
+
+
 WEIGHT_MB = 64
 
 
@@ -220,6 +240,7 @@ APPS = {
     "onnx_left_in_master": onnx_left_in_master,
     "weights_master": lambda: weights("master"),
     "weights_worker": lambda: weights("worker"),
+    "named_by_file": named_by_file,
     "nothing": lambda: app_of({}),
 }
 if "uwsgi" in sys.modules:  # under uWSGI, which imports `app`; tests import the rest

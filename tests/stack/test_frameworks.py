@@ -227,6 +227,30 @@ def test_a_model_update_under_a_steady_client_refuses_nothing(tmp_path, figure):
     assert (status, json.loads(body)["versions"]) == (200, {"slow": "2"})
 
 
+def test_a_model_an_update_removes_leaves_the_metrics(tmp_path):
+    version_file = tmp_path / "version"
+    version_file.write_text("1\n")
+    with running(
+        framework_stack("named_by_file", FRAMEWORKS_VERSION_FILE=str(version_file))
+    ) as stack:
+        assert loaded_models(stack) == {'model="first"': "1.0"}
+        version_file.write_text("2\n")
+        stack.reload()
+        status, _, body = stack.request("GET", "/which?a=1")
+        assert (status, json.loads(body)) == (200, {"result": "second"})
+        assert loaded_models(stack) == {'model="second"': "1.0"}
+
+
+def loaded_models(stack: Stack) -> dict[str, str]:
+    """modelserver_model_loaded's samples in /metrics: labels -> value."""
+    status, _, body = stack.request("GET", "/metrics")
+    assert status == 200, body
+    lines = [
+        line for line in body.decode().splitlines() if line.startswith("modelserver_model_loaded{")
+    ]
+    return dict(line.removeprefix("modelserver_model_loaded{").split("} ") for line in lines)
+
+
 @pytest.mark.parametrize("app", ["slow_master", "slow_worker"])
 def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path, app):
     """The new code's model fails to load: no client meets it, however briefly (its workers,
