@@ -52,7 +52,13 @@ http {{
     include {dir}/mime.types;
     default_type application/octet-stream;
     sendfile on;
-    access_log {dir}/nginx-access.log;
+    # nginx's combined format, with the request line the JSON log writes: an API key sent in
+    # the URL redacted (the site's maps).
+    log_format modelserver_combined
+        '$remote_addr - $remote_user [$time_local] '
+        '"$modelserver_logged_method $modelserver_logged_uri $server_protocol" '
+        '$status $body_bytes_sent "$http_referer" "$http_user_agent"';
+    access_log {dir}/nginx-access.log modelserver_combined;
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -109,7 +115,7 @@ def render_site(
         SITE_EXEMPT: "".join(exempt_lines),
         # The JSON log in the run dir, and the combined one as well (people and tests read it).
         SITE_ACCESS_LOG: f"access_log {run_dir}/nginx-access.json modelserver_json; "
-        f"access_log {run_dir}/nginx-access.log;",
+        f"access_log {run_dir}/nginx-access.log modelserver_combined;",
         SITE_NGINX_STATUS: f"listen unix:{run_dir}/nginx-status.sock;",
         **changes,
     }

@@ -388,7 +388,7 @@ def test_a_key_in_the_url_is_refused_and_never_logged(shipped, query):
     assert entry["uri"].startswith("/half?") and "[redacted]" in entry["uri"], entry
     logs = [
         Path(shipped.dir, name).read_text(errors="replace")
-        for name in ("nginx-access.json", "nginx-error.log", "uwsgi.log")
+        for name in ("nginx-access.json", "nginx-access.log", "nginx-error.log", "uwsgi.log")
     ]
     assert not any(KEY_IN_URL in log for log in logs)
 

@@ -21,7 +21,7 @@ def test_local_run_changes_only_listen_and_socket():
         (
             "    access_log /var/log/nginx/modelserver.access.log modelserver_json;",
             "    access_log /srv/nginx-access.json modelserver_json; "
-            "access_log /srv/nginx-access.log;",
+            "access_log /srv/nginx-access.log modelserver_combined;",
         ),
         ("        root /opt/modelserver/app;", f"        root {PROJECT};"),
     ]
