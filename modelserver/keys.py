@@ -55,6 +55,8 @@ def load_digests(path: str, logger: logging.Logger) -> tuple[bytes, ...]:
             len(digests),
         )
         return digests
+    if path and not digests:  # the installed default; or keys removed by an update: say so
+        logger.warning("API keys: %s holds no key; every call is answered without one", path)
     os.environ[DIGESTS_ENV] = ",".join(digest.hex() for digest in digests)
     return digests
 

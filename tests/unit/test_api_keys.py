@@ -65,10 +65,15 @@ def test_the_key_opens_every_function_and_the_rest_is_open_without(keyed_client)
         assert response.status_code == (200 if PAGE.exists() else 404)
 
 
-def test_without_a_key_file_no_key_is_needed(tmp_path):
+def test_without_a_key_file_no_key_is_needed(tmp_path, caplog):
     (tmp_path / "empty").write_text("\n")
     for keys in ("", str(tmp_path / "empty")):
         assert served_client(keys).get("/norm?values=3&values=4").status_code == 200
+    # An empty file is the installed default, or keys an update removed: the log says so.
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        f"API keys: {tmp_path / 'empty'} holds no key; every call is answered without one"
+    ]
 
 
 def test_an_unreadable_key_file_stops_the_start(tmp_path):
