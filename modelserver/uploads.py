@@ -45,16 +45,21 @@ def upload_rows(sig: Signature) -> tuple[list[list], bool]:
         )
     if raw.upload is File:
         data = File(data, "", request.mimetype or "application/octet-stream")
-    return [[data if p is raw else raw_body_other(p) for p in sig.params]], False
+    return [[data if p is raw else raw_body_other(p, sig) for p in sig.params]], False
 
 
-def raw_body_other(param: Param) -> object:
-    """A parameter beside a raw body: from the query string; an upload must come in a form."""
-    if param.upload is None:
+def raw_body_other(param: Param, sig: Signature) -> object:
+    """A parameter beside a raw body: from the query string, unless it cannot come in one (a
+    date, a model) or is an upload: those come in a form."""
+    if param.upload is None and (param.in_query or not param.required):
         return query_value(param)
-    if not param.required:
+    if param.upload is not None and not param.required:
         return param.default
-    raise BadRequest(f"send {param.name!r} too: use a multipart/form-data form")
+    fields = ", ".join(p.name for p in sig.params)
+    raise BadRequest(
+        f"send {param.name!r} too: POST a multipart/form-data form with a field for each "
+        f"parameter ({fields})"
+    )
 
 
 def image_body_rows(sig: Signature) -> tuple[list[list], bool]:
@@ -66,7 +71,7 @@ def image_body_rows(sig: Signature) -> tuple[list[list], bool]:
             f"multipart/form-data; got {request.mimetype or 'no Content-Type'!r}"
         )
     image = next(param for param in sig.params if param.is_image)
-    others = {p.name: raw_body_other(p) for p in sig.params if p is not image}  # 400s first
+    others = {p.name: raw_body_other(p, sig) for p in sig.params if p is not image}  # 400s first
     data = decode_upload(request.get_data(), sig.draft)
     return [[data if p is image else others[p.name] for p in sig.params]], False
 

@@ -497,6 +497,25 @@ CASES = [
         400,
         ("field 'k' is given 3 times; give it once, or once per file of 'doc' (2)",),
     ),
+    # A parameter that no query string carries, beside a raw body: a form is the way.
+    (
+        "POST",
+        "/dated",
+        '{"doc": "x", "day": "2026-01-02"}',
+        JSON,
+        400,
+        (
+            "send 'day' too: POST a multipart/form-data form",
+            "a field for each parameter (doc, day)",
+        ),
+    ),
+    (
+        "POST",
+        "/dated",
+        *form(("doc", "a.txt", None, b"abc"), ("day", None, None, b"2026-01-02")),
+        200,
+        {"bytes": 3, "day": "2026-01-02"},
+    ),
     # A dict's integer keys are their plain text: "1", "01" and " 1" would be one key.
     (
         "POST",

@@ -210,6 +210,11 @@ def tagged(
     return {"bytes": len(doc.data), "k": k, "weights": weights, "day": day, "meta": meta}
 
 
+def dated(doc: File, day: date) -> dict:
+    """A file and a date it needs, which no query string carries: a form only."""
+    return {"bytes": len(doc.data), "day": day}
+
+
 def classes(names: dict[int, str]) -> list:
     """A dict keyed by integers, as a model's class ids are."""
     return sorted(names.items())
@@ -290,6 +295,7 @@ ENDPOINTS = {
     "describe": describe,
     "describe-all": describe_all,
     "tagged": tagged,
+    "dated": dated,
     "classes": classes,
     "switch": switch,
     "labelled": labelled,
