@@ -274,16 +274,15 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
             text = json.dumps(value, allow_nan=False)
         except ValueError:  # json.loads made a number of too many digits infinite
             raise overflow(where, name, value) from None
+        except RecursionError:  # nested past what the writer goes, far past what is read
+            raise too_deep(where, name) from None
         value = param.adapter.validate_json(text, strict=True)
         if HUGE_INT.search(text) and first_leaf(value, not_finite):  # an int read as a float
             raise overflow(where, name, value)
     except ValidationError as error:
         first = error.errors()[0]
         if first["type"] == "json_invalid" and "recursion limit" in first["msg"]:
-            raise BadRequest(
-                f"{where}{field_path(name, ())} nests lists or objects more than {JSON_DEPTH} "
-                "levels deep"
-            ) from None
+            raise too_deep(where, name) from None
         if first["type"] == "json_invalid" and (half := lone_surrogate(value)):
             raise BadRequest(
                 f"{where}{field_path(name, ())} holds {half}, half of a character (a UTF-16 "
@@ -301,6 +300,12 @@ def overflow(where: str, name: str, value: object) -> BadRequest:
     loc, _ = first_leaf(value, not_finite) or ((), None)
     path = field_path(name, loc)
     return BadRequest(f"{where}{path} holds a number that overflows a 64-bit float")
+
+
+def too_deep(where: str, name: str) -> BadRequest:
+    return BadRequest(
+        f"{where}{field_path(name, ())} nests lists or objects more than {JSON_DEPTH} levels deep"
+    )
 
 
 def not_finite(value: object) -> bool:

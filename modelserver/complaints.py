@@ -36,7 +36,7 @@ def complaint(name: str, error: dict) -> str:
     if error["type"] == "float_type" and type(value) is int:  # more digits than a float holds
         return f"{where} overflows a 64-bit float"
     if error["type"] == "finite_number" and isinstance(value, str):  # a Decimal's "NaN"
-        return f"{where} must be a finite number, got {shorten(json.dumps(value))}"
+        return f"{where} must be a finite number, got {shown(value)}"
     problem = pydantic_problem(error)
     if error["type"] in (
         "finite_number",
@@ -45,7 +45,15 @@ def complaint(name: str, error: dict) -> str:
         "unexpected_keyword_argument",
     ):
         return f"{where} {problem}"
-    return f"{where} {problem}, got {shorten(json.dumps(value, default=repr))}"
+    return f"{where} {problem}, got {shown(value)}"
+
+
+def shown(value: object) -> str:
+    """value as the JSON it came as, shortened for a message."""
+    try:
+        return shorten(json.dumps(value, default=repr))
+    except RecursionError:  # deeper than the writer goes, though the reader took it
+        return "lists or objects nested too deeply to show"
 
 
 def field_path(name: str, loc: tuple) -> str:

@@ -147,6 +147,17 @@ def upload(stack: Stack, body: bytes, content_type: str, address: str = "127.0.0
     return one_after_another(lambda: exchange(stack, upload_request(content_type, body), address))
 
 
+def test_json_nested_about_as_deep_as_python_reads_is_a_400_at_every_depth(shipped):
+    # Around a thousand levels Python's reader still takes a value that its writer, called on
+    # the way to the message, cannot write back; past it the reader gives up itself.
+    for depth in range(960, 1010, 2):
+        body = '{"a": ' + "[" * depth + "]" * depth + "}"
+        status, headers, answer = shipped.request(
+            "POST", "/half", body.encode(), {"Content-Type": "application/json"}
+        )
+        assert_json_error(status, headers, answer, 400, "a")
+
+
 @pytest.mark.parametrize("spelling", SPELLINGS, ids=list(SPELLINGS))
 def test_every_spelling_the_app_decodes_counts_as_an_upload(shipped, spelling):
     content_type, body = SPELLINGS[spelling]
