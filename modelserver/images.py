@@ -82,6 +82,9 @@ def decode_image(data: bytes, draft: tuple[str, int] | None = None, where: str =
         image = opener(TimedFile(data, decode_deadline()))
     except IMAGE_DAMAGE as error:
         raise ValueError(f"the {opener.format} header is invalid: {error}") from None
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:  # an APNG: its other frames would go unseen
+        raise ValueError(f"the image is animated ({frames} frames): send one still image")
     width, height = image.size
     if width * height > MAX_PIXELS:
         raise ValueError(
@@ -101,6 +104,8 @@ def decode_image(data: bytes, draft: tuple[str, int] | None = None, where: str =
         ImageOps.exif_transpose(image, in_place=True)
     except IMAGE_DAMAGE as error:
         raise ValueError(f"the {opener.format} data is truncated or corrupt: {error}") from None
+    if image.mode in ("P", "PA") and image.palette is None:  # Pillow fails on it later
+        raise ValueError("the PNG file has palette colours but no palette (PLTE chunk)")
     return image
 
 
@@ -175,7 +180,10 @@ def check_jpeg_structure(data: bytes) -> None:
 
 def check_png_structure(data: bytes) -> None:
     """ValueError if the PNG holds more than MAX_PNG_CHUNKS chunks: Pillow reads each one in
-    Python, and 10 MB of empty chunks cost seconds. The walk stops at the limit."""
+    Python, and 10 MB of empty chunks cost seconds. The walk stops at the limit. And unless its
+    first chunk is the header (IHDR), as the format requires: decode_weight() reads it there."""
+    if data[12:16] != b"IHDR":
+        raise ValueError("the PNG header is invalid: the file does not begin with its IHDR chunk")
     position, chunks = 8, 0  # after the signature
     while position + 8 <= len(data):
         chunks += 1

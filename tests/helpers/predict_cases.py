@@ -44,6 +44,21 @@ def png_claiming(width: int, height: int) -> bytes:
     )
 
 
+def palette_png_without_palette() -> bytes:
+    """An 8x8 PNG of palette colours that leaves out its palette (PLTE)."""
+    header = struct.pack(">IIBBBBB", 8, 8, 8, 3, 0, 0, 0)
+    pixels = zlib.compress(bytes(9 * 8))
+    return (
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) + chunk(b"IEND", b"")
+    )
+
+
+def animated(*frames: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    frames[0].save(buffer, "PNG", save_all=True, append_images=frames[1:])
+    return buffer.getvalue()
+
+
 ONE_PNG = encode(drawing(ONE), "PNG")
 SEVEN_JPEG = encode(drawing(SEVEN).convert("RGB"), "JPEG")
 SEVEN_LIGHT_ON_DARK = encode(drawing(SEVEN, ink=255, paper=0), "PNG")
@@ -67,6 +82,22 @@ CASES = [
     ("truncated PNG", ONE_PNG[: len(ONE_PNG) // 2], "image/png", 400, ("truncated or corrupt",)),
     ("truncated JPEG", SEVEN_JPEG[: len(SEVEN_JPEG) * 2 // 3], "image/jpeg", 400, ("truncated",)),
     ("JPEG header only", SEVEN_JPEG[:300], "image/jpeg", 400, ("JPEG header is invalid",)),
+    ("palette without PLTE", palette_png_without_palette(), "image/png", 400, ("no palette",)),
+    # decode_weight() reads the header where the format puts it: first.
+    (
+        "a chunk before IHDR",
+        ONE_PNG[:8] + chunk(b"tEXt", b"a\x00b") + ONE_PNG[8:],
+        "image/png",
+        400,
+        ("PNG header is invalid", "does not begin with its IHDR chunk"),
+    ),
+    (
+        "animated PNG",
+        animated(Image.new("L", (64, 64), 255), drawing(SEVEN, size=(64, 64))),
+        "image/png",
+        400,
+        ("animated (2 frames)", "one still image"),
+    ),
     ("bomb", png_claiming(100_000, 100_000), "image/png", 400, ("100000x100000", "limit")),
     ("zero width", png_claiming(0, 10), "image/png", 400, ()),
     ("blank page", BLANK, "image/png", 400, ("no digit",)),
