@@ -147,6 +147,13 @@ def upload(stack: Stack, body: bytes, content_type: str, address: str = "127.0.0
     return one_after_another(lambda: exchange(stack, upload_request(content_type, body), address))
 
 
+def test_a_directory_redirect_names_no_host_from_the_client(shipped):
+    status, headers, _ = shipped.request(
+        "GET", "/static/swagger-ui", headers={"Host": "evil.example"}
+    )
+    assert (status, headers["location"]) == (301, "/static/swagger-ui/")
+
+
 def test_json_nested_about_as_deep_as_python_reads_is_a_400_at_every_depth(shipped):
     # Around a thousand levels Python's reader still takes a value that its writer, called on
     # the way to the message, cannot write back; past it the reader gives up itself.

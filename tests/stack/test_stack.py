@@ -43,6 +43,11 @@ def test_methods_nginx_refuses_are_405_json_naming_them(stack):
     assert headers["allow"] == "GET, HEAD"
 
 
+def test_a_condition_the_page_does_not_meet_is_412_json(stack):
+    status, headers, body = stack.request("GET", "/", headers={"If-Match": '"other"'})
+    assert_json_error(status, headers, body, 412, "If-Match")
+
+
 def test_header_over_8k_is_431_json(stack):
     assert_json_error(
         *stack.request("GET", "/healthz", headers={"X-Big": "x" * 9000}),
