@@ -317,6 +317,14 @@ CASES = [
     ("POST", "/size", b'{"a": 1}', JSON, 200, {"bytes": 8, "sha256": "f9d86028c6e0d64e"}),
     ("POST", "/size", b"", "audio/wav", 400, ("body is empty", "'data'")),
     ("GET", "/size", None, None, 405, ("GET", "not allowed", "POST")),
+    # A file sent as a text part (curl -F 'data=<file') is bounded by the body alone.
+    (
+        "POST",
+        "/size",
+        *form(("data", None, None, b"x" * 600_000)),
+        200,
+        {"bytes": 600_000, "sha256": "34e95fe8877d0787"},
+    ),
     ("POST", "/column-total?column=1", CSV, "text/csv", 200, 3.75),
     ("POST", "/column-total?column=x", CSV, "text/csv", 400, ("'column'", "integer")),
     ("POST", "/column-total?column=5", CSV, "text/csv", 400, ("no column 5",)),
