@@ -6,6 +6,7 @@ from collections.abc import Callable
 from flask import Flask, Request, Response
 from flask.sessions import NullSession, SessionInterface
 from werkzeug.datastructures import Headers
+from werkzeug.exceptions import BadHost
 from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.routing import MapAdapter
 
@@ -138,7 +139,14 @@ class App(Flask):
         if found is None:
             if len(self.server_names) >= MAX_HOSTS:
                 self.server_names.clear()
-            found = self.server_names[host] = self.url_map.bind(host).server_name
+            try:
+                found = self.url_map.bind(host).server_name
+            except BadHost:  # Werkzeug's says only that the request could not be understood
+                raise BadHost(
+                    f"the Host header {host[:80]!r} is not a host name (labels of letters, "
+                    "digits and hyphens, each at most 63 characters)"
+                ) from None
+            self.server_names[host] = found
         return found
 
     def plain_routing(self) -> bool:
