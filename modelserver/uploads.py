@@ -39,6 +39,7 @@ def upload_rows(sig: Signature) -> tuple[list[list], bool]:
         raise UnsupportedMediaType(
             f"send the files as multipart/form-data; got {request.mimetype or 'no Content-Type'!r}"
         )
+    refuse_in_query(raw)
     data = request.get_data()
     if not data and raw.required:
         raise BadRequest(
@@ -48,6 +49,14 @@ def upload_rows(sig: Signature) -> tuple[list[list], bool]:
     if raw.upload is File:
         data = File(data, "", request.mimetype or "application/octet-stream")
     return [[data if p is raw else raw_body_other(p, sig) for p in sig.params]], False
+
+
+def refuse_in_query(body: Param) -> None:
+    """The parameter that is the body is not also in the query string, to be left unread."""
+    if body.name in request.args:
+        raise BadRequest(
+            f"parameter {body.name!r} is the request's body; it is in the query string too"
+        )
 
 
 def raw_body_other(param: Param, sig: Signature) -> object:
@@ -73,6 +82,7 @@ def image_body_rows(sig: Signature) -> tuple[list[list], bool]:
             f"multipart/form-data; got {request.mimetype or 'no Content-Type'!r}"
         )
     image = next(param for param in sig.params if param.is_image)
+    refuse_in_query(image)
     others = {p.name: raw_body_other(p, sig) for p in sig.params if p is not image}  # 400s first
     data = decode_upload(request.get_data(), sig.draft)
     return [[data if p is image else others[p.name] for p in sig.params]], False

@@ -317,6 +317,14 @@ CASES = [
     ("POST", "/size", b'{"a": 1}', JSON, 200, {"bytes": 8, "sha256": "f9d86028c6e0d64e"}),
     ("POST", "/size", b"", "audio/wav", 400, ("body is empty", "'data'")),
     ("GET", "/size", None, None, 405, ("GET", "not allowed", "POST")),
+    (
+        "POST",
+        "/size?data=abc",
+        b"hello",
+        "text/csv",
+        400,
+        ("parameter 'data' is the request's body; it is in the query string too",),
+    ),
     # A file sent as a text part (curl -F 'data=<file') is bounded by the body alone.
     (
         "POST",

@@ -51,6 +51,12 @@ def flask_post(client, path: str, body: bytes, content_type: str) -> tuple:
     return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.data
 
 
+def test_the_image_body_s_name_in_the_query_string_is_refused(user_client):
+    path, body, content_type, _ = image_case("raw")
+    answer = flask_post(user_client, "/size?image=other.png", body, content_type)
+    assert_json_error(*answer, 400, "'image' is the request's body", "query string too")
+
+
 def test_image_errors_name_the_image(user_client):
     body, content_type = multipart(("image", png(5, 5)), ("image", b"nope"))
     status, headers, answer = flask_post(user_client, "/size", body, content_type)
