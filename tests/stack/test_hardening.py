@@ -396,6 +396,9 @@ KEY_IN_URL = "k3y-in-the-url-0f-a-careless-client"
         f"a=25&apikey={KEY_IN_URL}&b=1",
         f"access_token={KEY_IN_URL}",
         f"a=25&api%5Fkey={KEY_IN_URL}",
+        f"a=25&%61pi_key={KEY_IN_URL}",
+        f"ac%63ess%5Ftoken={KEY_IN_URL}",
+        f"a=25&%41PI-%4bEY={KEY_IN_URL}",
     ],
 )
 def test_a_key_in_the_url_is_refused_and_never_logged(shipped, query):
