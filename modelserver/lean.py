@@ -63,8 +63,39 @@ class FormParser(FormDataParser):
         boundary = options.get("boundary", "").encode("ascii")
         if not boundary:
             raise ValueError("Missing boundary")
-        form, files = parser.parse(stream, boundary, content_length)
+        read = AfterClose(stream, boundary)
+        form, files = parser.parse(read, boundary, content_length)
+        if read.after:
+            raise PartsAfterClose(boundary.decode("ascii"))
         return stream, form, files
+
+
+class PartsAfterClose(ValueError):
+    """Bytes after a form's closing boundary (the epilogue), which Werkzeug leaves unread."""
+
+
+class AfterClose:
+    """A stream that notes whether anything but white space follows the first closing boundary
+    (--BOUNDARY--) in what is read of it: whatever a client puts there, another part say, would
+    go unread."""
+
+    def __init__(self, stream, boundary: bytes):
+        self.stream, self.close = stream, b"--" + boundary + b"--"
+        self.closed = self.after = False
+        self.tail = b""  # the last bytes read before the close, where one may begin
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        if self.closed:
+            self.after = self.after or bool(data.strip())
+            return data
+        seen = self.tail + data
+        found = seen.find(self.close)
+        if found >= 0:
+            self.closed = True
+            self.after = bool(seen[found + len(self.close) :].strip())
+        self.tail = seen[1 - len(self.close) :]
+        return data
 
 
 class LeanRequest(Request):

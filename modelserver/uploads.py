@@ -18,7 +18,7 @@ from modelserver.files import File
 from modelserver.fillable import takes_text
 from modelserver.hints import Param
 from modelserver.images import IMAGE_TYPES, ImageUpload, decode_field, decode_upload
-from modelserver.lean import PART_BYTES
+from modelserver.lean import PART_BYTES, PartsAfterClose
 from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES
 
 
@@ -127,6 +127,11 @@ def parse_form() -> None:
     try:
         request.files  # noqa: B018 (parses the form)
     except ValueError as error:  # modelserver.lean.LeanRequest: a form Werkzeug cannot read
+        if isinstance(error, PartsAfterClose):
+            raise BadRequest(
+                f"the multipart form goes on after its closing boundary (--{error}--): put "
+                "every part before it"
+            ) from None
         if isinstance(error, UnicodeDecodeError):
             raise BadRequest(
                 "the multipart form cannot be read: a part's headers (a field's or a file's "

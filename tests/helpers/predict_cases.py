@@ -107,6 +107,15 @@ CASES = [
     # A form Werkzeug cannot read is said to be one, not taken for a form with no fields.
     ("multipart with no boundary", b"xx", "multipart/form-data", 400, ("names no boundary",)),
     ("multipart cut short", ONE_FORM[:-40], ONE_FORM_TYPE, 400, ("cut short or malformed",)),
+    # What follows the closing boundary would go unread: another image, say.
+    (
+        "a part after the closing boundary",
+        ONE_FORM + multipart(("image", SEVEN_JPEG))[0],
+        ONE_FORM_TYPE,
+        400,
+        ("goes on after its closing boundary", "put every part before it"),
+    ),
+    ("white space after the closing boundary", ONE_FORM + b"\r\n\r\n", ONE_FORM_TYPE, 200, 1),
     (
         "a field name Werkzeug cannot read beside another unknown field",
         b'--XyZ\r\nContent-Disposition: form-data; name="a\\"\r\n\r\n1\r\n'
