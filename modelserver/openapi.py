@@ -1,7 +1,11 @@
 """The OpenAPI document, generated from the endpoints' signatures."""
 
+import typing
+
+import numpy as np
 from pydantic import TypeAdapter
 
+from modelserver import arrays
 from modelserver.answers import JSON_TYPE
 from modelserver.endpoints import Signature
 from modelserver.fillable import takes_text
@@ -74,9 +78,19 @@ def result_schema(sig: Signature) -> dict:
         return {}
     try:
         adapter = TypeAdapter(sig.returns_hint)
-    except Exception:  # numpy arrays, a model's own class: any JSON
-        return {}
+    except Exception:  # an ndarray, a model's own class: any JSON, but for an array of numbers
+        numbers = not sig.vectorized and numeric_array(sig.returns_hint)
+        return openapi_schema(arrays.schema(numbers)) if numbers else {}
     return schema_of(adapter, {}, "serialization")
+
+
+def numeric_array(hint: object) -> np.dtype | None:
+    """The dtype of an ndarray hint that names a numeric one (NDArray[np.float32]), else None:
+    a bare ndarray may hold labels as well as numbers."""
+    try:
+        return arrays.dtype_of(hint) if typing.get_origin(hint) is np.ndarray else None
+    except TypeError:  # strings, objects
+        return None
 
 
 def common_errors(body: bool) -> dict:

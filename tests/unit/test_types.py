@@ -71,6 +71,10 @@ def test_the_document_validates_and_names_the_models(typed_client):
     assert set(stream) == {"application/x-ndjson", "text/event-stream"}
     item = stream["application/x-ndjson"]["schema"]["properties"]["result"]
     assert item["type"] == "integer"
+    # An array of numbers out is described as one; a bare ndarray may hold labels: any JSON.
+    scaled = paths["/scaled"]["post"]["responses"]["200"]["content"]["application/json"]
+    one = scaled["schema"]["properties"]["result"]["anyOf"][0]
+    assert (one["type"], one["items"]["anyOf"][0]) == ("array", {"type": "number"})
     # Constraints and choices reach the query parameters.
     share = paths["/bounded"]["get"]["parameters"][0]
     assert share["schema"]["minimum"] == 0 and share["schema"]["maximum"] == 1
