@@ -12,7 +12,7 @@ from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMe
 
 from modelserver.answers import shorten
 from modelserver.complaints import (
-    complaint,
+    complaint_of,
     field_path,
     first_leaf,
     oversized_int,
@@ -289,7 +289,7 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
                 "surrogate alone, as from text cut in the middle of an emoji): send whole "
                 "characters"
             ) from None
-        raise BadRequest(f"{where}{complaint(name, first)}") from None
+        raise BadRequest(f"{where}{complaint_of(name, error.errors(), value)}") from None
     if param.nested_ints and (too_big := oversized_int(name, value)):
         raise BadRequest(f"{where}{too_big}")
     return value

@@ -48,6 +48,53 @@ def complaint(name: str, error: dict) -> str:
     return f"{where} {problem}, got {shown(value)}"
 
 
+def complaint_of(name: str, errors: list[dict], value: object) -> str:
+    """The complaint of value, which pydantic refused with errors: the first one's, but where a
+    union's types all refused it (pydantic says so once per type, the type's name in the path
+    as if it were a field: 'key.int', 'key.str'), one complaint naming the types, or the one
+    refusal from inside a type that took the value's shape (value[1] of a list[float])."""
+    first = errors[0]
+    tags = tag_positions(first["loc"], value)
+    if not tags:
+        return complaint(name, first)
+    union = first["loc"][: tags[0]]
+    members = [untagged(e, value) for e in errors if e["loc"][: tags[0]] == union]
+    deepest = max(members, key=lambda error: len(error["loc"]))
+    if len(deepest["loc"]) > len(union):
+        return complaint(name, deepest)
+    problems = list(dict.fromkeys(pydantic_problem(error) for error in members))
+    if len(problems) < 2 or not all(p.startswith("must be ") for p in problems):
+        return complaint(name, members[0])
+    either = " or ".join(p.removeprefix("must be ") for p in problems)
+    return f"{field_path(name, union)} must be {either}, got {shown(first.get('input'))}"
+
+
+def tag_positions(loc: tuple, value: object) -> list[int]:
+    """Where in loc a union's type is named: a name that is no key of the value there."""
+    found, current = [], value
+    for i, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and part < len(current):
+            current = current[part]
+        elif (
+            isinstance(part, str)
+            and part != "[key]"
+            and not (
+                isinstance(current, dict) and i == len(loc) - 1  # a missing field
+            )
+        ):
+            found.append(i)
+        else:
+            break
+    return found
+
+
+def untagged(error: dict, value: object) -> dict:
+    tags = tag_positions(error["loc"], value)
+    return {**error, "loc": tuple(p for i, p in enumerate(error["loc"]) if i not in tags)}
+
+
 def shown(value: object) -> str:
     """value as the JSON it came as, shortened for a message."""
     try:

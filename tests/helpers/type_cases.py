@@ -615,6 +615,17 @@ CASES = [
         400,
         ("label.font is not a field of it",),
     ),
+    # A union's types are named as such, not as fields (pydantic: "key.int", "value.float").
+    ("POST", "/keyed", '{"key": "a", "value": [1, 2]}', JSON, 200, {"key": "a", "value": [1, 2]}),
+    (
+        "POST",
+        "/keyed",
+        '{"key": 5.5, "value": 1}',
+        JSON,
+        400,
+        ("key must be an integer or a string, got 5.5",),
+    ),
+    ("POST", "/keyed", '{"key": 5, "value": [1, "a"]}', JSON, 400, ("value[1] must be a number",)),
     # async def: run on the worker's loop.
     ("GET", "/later?a=2", None, None, 200, 4.0),
     ("POST", "/later", '{"a": 3, "wait": 0.01}', JSON, 200, 6.0),

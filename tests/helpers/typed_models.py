@@ -230,6 +230,16 @@ def switch(v: Literal[True, "auto"]) -> dict:
     return {"v": v}
 
 
+class Keyed(BaseModel):
+    key: int | str
+    value: float | list[float]
+
+
+def keyed(entry: Keyed) -> dict:
+    """Unions, as a model's inputs often are: an id of either kind, one value or several."""
+    return {"key": entry.key, "value": entry.value}
+
+
 class Labels(BaseModel):
     names: dict[int, str]
     v: Literal[True, "auto"] = "auto"
@@ -305,6 +315,7 @@ ENDPOINTS = {
     "classes": classes,
     "switch": switch,
     "labelled": labelled,
+    "keyed": keyed,
     "later": later,
     "count": count,
     "tokens": tokens,
