@@ -88,15 +88,17 @@ def prepare_directory() -> None:
     """In the master, before any worker forks: an empty directory at service start (counters
     start at 0, as Prometheus expects after a restart); kept as it is on a graceful reload
     (uWSGI re-executes the master with UWSGI_RELOADS >= 1), and when a second instance joins it
-    for a handover, so the totals go on. The gauges are not totals but the models' states, which
-    this master sets anew: their files go, or a model the new code no longer has would be
-    reported (as not loaded) until the next restart."""
+    for a handover, so the totals go on. On a reload the gauges go, as they are not totals but
+    the models' states, which the reloaded master sets anew: a model the new code no longer has
+    would be reported until the next restart. (Not when a second instance joins: if its code
+    fails, the running one goes on, and its states with it.)"""
     if uwsgi.worker_id() != 0:
         return
-    if os.environ.get("UWSGI_RELOADS", "0") == "0" and not WORKER_OFFSET:
-        shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
-    for gauges in glob.glob(os.path.join(MULTIPROC_DIR, "gauge_*.db")):
-        os.remove(gauges)
+    if not WORKER_OFFSET:
+        if os.environ.get("UWSGI_RELOADS", "0") == "0":
+            shutil.rmtree(MULTIPROC_DIR, ignore_errors=True)
+        for gauges in glob.glob(os.path.join(MULTIPROC_DIR, "gauge_*.db")):
+            os.remove(gauges)
     os.makedirs(MULTIPROC_DIR, exist_ok=True)
 
 

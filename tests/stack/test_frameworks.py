@@ -269,6 +269,7 @@ def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path, app):
         assert versions == {"1"}
         status, _, body = stack.request("GET", "/version?a=1")
         assert (status, json.loads(body)["result"]["version"]) == (200, "1")
+        assert loaded_models(stack) == {'model="slow"': "1.0"}  # the running one's states
 
 
 def private_mb(pid: int) -> float:
