@@ -35,7 +35,11 @@ def query_value(param: Param) -> object:
     if not texts and not param.required:
         return param.default
     if not param.in_query:
-        body = f"an {param.kind.name} object" if param.whole_body else field_example(param)
+        body = (
+            f"an object of the model {param.kind.name}"
+            if param.whole_body
+            else field_example(param)
+        )
         raise BadRequest(
             f"parameter {param.name!r} ({param.kind.name}) cannot come in a query string: "
             f"POST {request.path} a JSON body (Content-Type: application/json) such as {body}"
@@ -356,7 +360,7 @@ def column_values(param: Param, values: list) -> list:
 
 def json_example(sig: Signature) -> str:
     if sig.params and sig.params[0].whole_body:
-        return f"a {sig.params[0].kind.name}"
+        return f"an object of the model {sig.params[0].kind.name}"
     return "{" + ", ".join(field_text(p) for p in sig.params if p.required) + "}"
 
 
