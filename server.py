@@ -57,6 +57,8 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["models"] = models
     # Counts and times every request, serves /metrics; log lines name their request's id.
     metrics.instrument(app, sorted(loaders), models)
+    if "metrics" in app.view_functions:
+        app.view_functions["metrics"] = bodiless(app.view_functions["metrics"])
     requestids.log_request_ids()
     for sig in signatures:
         view = endpoint_view(sig)
@@ -69,10 +71,16 @@ def create_app(config: dict | None = None) -> Flask:
     cors.allow_origins(app, app.config.get("CORS_ORIGINS", cors.CORS_ORIGINS))
     document = (json.dumps(openapi.openapi(signatures), indent=1) + "\n").encode()
     app.add_url_rule(
-        "/openapi.json", "openapi", lambda: Response(document, mimetype=answers.JSON_TYPE)
+        "/openapi.json",
+        "openapi",
+        bodiless(lambda: Response(document, mimetype=answers.JSON_TYPE)),
     )
-    app.add_url_rule("/healthz", "healthz", lambda: answers.json_response({"status": "ok"}))
-    app.add_url_rule("/readyz", "readyz", lambda: loading.readiness(sorted(loaders), models))
+    app.add_url_rule(
+        "/healthz", "healthz", bodiless(lambda: answers.json_response({"status": "ok"}))
+    )
+    app.add_url_rule(
+        "/readyz", "readyz", bodiless(lambda: loading.readiness(sorted(loaders), models))
+    )
     app.register_error_handler(HTTPException, answers.http_error)
     keys.require_keys(
         app,
@@ -82,6 +90,17 @@ def create_app(config: dict | None = None) -> Flask:
     answers.stop_requests_at_the_deadline()
     memoryguard.guard()
     return app
+
+
+def bodiless(view: Callable[[], Response]) -> Callable[[], Response]:
+    """A view of the service's own (a probe, the document), which reads no body: one sent
+    with the request would go unread, so it is refused."""
+
+    def checked() -> Response:
+        refuse_body(request.environ, "send none")
+        return view()
+
+    return checked
 
 
 def endpoint_view(sig: Signature) -> Callable[[], Response]:

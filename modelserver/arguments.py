@@ -58,13 +58,12 @@ def query_value(param: Param) -> object:
     return values if param.is_list else values[0]
 
 
-def refuse_body(environ: dict) -> None:
+def refuse_body(
+    environ: dict, advice: str = "send the parameters in the query string, or POST the body"
+) -> None:
     """A GET's parameters are in its query string; a body sent with it would go unread."""
     if environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
-        raise BadRequest(
-            "a GET request's body is not read: send the parameters in the query string, or "
-            "POST the body"
-        )
+        raise BadRequest(f"a GET request's body is not read: {advice}")
 
 
 def text_value(param: Param, text: str, source: str = "query parameter") -> object:

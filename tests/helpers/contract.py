@@ -70,6 +70,9 @@ CONTRACT = [
     ("POST", "/pisqrt", '{"a": ', 400, ("not valid JSON",)),
     ("POST", "/pisqrt", "", 400, ("not valid JSON",)),
     ("POST", "/pisqrt", "[" * 100_000 + "]" * 100_000, 400, ("nests lists or objects too deeply",)),
+    # The service's own routes read no body either: one sent would go unread.
+    ("GET", "/healthz", "{}", 400, ("body is not read", "send none")),
+    ("GET", "/openapi.json", "{}", 400, ("body is not read", "send none")),
     ("GET", "/nowhere", None, 404, ("no such path", "/nowhere")),
     ("GET", "/pisqrt/25", None, 404, ("no such path",)),
     ("PUT", "/pisqrt?a=25", None, 405, ("PUT", "not allowed", "GET", "POST")),
