@@ -396,7 +396,8 @@ def served_endpoints(document: dict) -> list[tuple[str, str]]:
         if path.startswith("/v1/") or "requestBody" not in item.get("post", {}):
             continue
         if "get" in item:
-            endpoints.append(("GET", f"{path}?{example_query(item['get']['parameters'])}"))
+            query = example_query(item["get"].get("parameters", []))
+            endpoints.append(("GET", f"{path}?{query}" if query else path))
         else:
             endpoints.append(("POST", path))
     return endpoints

@@ -244,8 +244,15 @@ def test_make_run_lists_a_functions_own_example_before_its_types():
     assert served_endpoints(document) == [("GET", "/odds?p=0.2")]
     response = client.get("/odds?p=0.2")
     assert response.status_code == 200, response.data
+
     assert response.get_json() == {"result": 0.25}
     assert client.get("/odds?p=25").status_code == 400  # the type's example, refused
+
+
+def test_make_run_lists_a_function_of_no_parameters_without_a_query():
+    client = create_app({"TESTING": True, "ENDPOINTS": {"now": lambda: 1}}).test_client()
+    document = client.get("/openapi.json").get_json()
+    assert served_endpoints(document) == [("GET", "/now")]
 
 
 def total_cm(lengths: Annotated[list[int], {"unit": "cm"}]) -> int:
