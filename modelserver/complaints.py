@@ -2,6 +2,7 @@
 with the field's path (items[2].when), and the integers past 64 bits that pydantic lets by."""
 
 import dataclasses
+import datetime
 import json
 import re
 from collections.abc import Callable
@@ -51,56 +52,73 @@ def complaint(name: str, error: dict) -> str:
 def complaint_of(name: str, errors: list[dict], value: object) -> str:
     """The complaint of value, which pydantic refused with errors: the first one's, but where a
     union's types all refused it (pydantic says so once per type, the type's name in the path
-    as if it were a field: 'key.int', 'key.str'), one complaint naming the types, or the one
-    refusal from inside a type that took the value's shape (value[1] of a list[float])."""
+    as if it were a field: 'key.int', 'key.str'), one complaint that names the types, or says
+    what the one type that took the value's shape refused in it (value[1] of a list[float])."""
     first = errors[0]
-    tags = tag_positions(first["loc"], value)
-    if not tags:
+    at = union_at(first["loc"], errors, value)
+    if at is None:
         return complaint(name, first)
-    union = first["loc"][: tags[0]]
-    members = [untagged(e, value) for e in errors if e["loc"][: tags[0]] == union]
-    deepest = max(members, key=lambda error: len(error["loc"]))
-    if len(deepest["loc"]) > len(union):
-        return complaint(name, deepest)
-    problems = list(dict.fromkeys(pydantic_problem(error) for error in members))
-    if len(problems) < 2 or not all(p.startswith("must be ") for p in problems):
-        return complaint(name, members[0])
-    either = " or ".join(p.removeprefix("must be ") for p in problems)
+    union = first["loc"][:at]
+    members: dict[str, list[dict]] = {}  # a type's name -> its errors, the name out of the path
+    for error in errors:
+        loc = error["loc"]
+        if loc[:at] == union and len(loc) > at:
+            members.setdefault(loc[at], []).append({**error, "loc": union + loc[at + 1 :]})
+    deeper = {tag: found for tag, found in members.items() if len(found[0]["loc"]) > at}
+    if len(deeper) == 1:
+        return complaint_of(name, *deeper.values(), value)
+    if deeper:
+        said = "; ".join(
+            f"as {tag}, {complaint('', {**found[0], 'loc': found[0]['loc'][at:]})}"
+            for tag, found in deeper.items()
+        )
+        return f"{field_path(name, union)} matches none of its types: {said}"
+    problems = list(dict.fromkeys(pydantic_problem(found[0]) for found in members.values()))
+    if not all(problem.startswith("must be ") for problem in problems):
+        return complaint(name, next(iter(members.values()))[0])
+    either = " or ".join(problem.removeprefix("must be ") for problem in problems)
     return f"{field_path(name, union)} must be {either}, got {shown(first.get('input'))}"
 
 
-def tag_positions(loc: tuple, value: object) -> list[int]:
-    """Where in loc a union's type is named: a name that is no key of the value there."""
-    found, current = [], value
+def union_at(loc: tuple, errors: list[dict], value: object) -> int | None:
+    """Where in loc a union's type is named, if it is: a name that is no key of the value
+    there, beside which another error names another type."""
+    current = value
     for i, part in enumerate(loc):
         if isinstance(current, dict) and part in current:
             current = current[part]
         elif isinstance(current, list) and isinstance(part, int) and part < len(current):
             current = current[part]
-        elif (
-            isinstance(part, str)
-            and part != "[key]"
-            and not (
-                isinstance(current, dict) and i == len(loc) - 1  # a missing field
-            )
-        ):
-            found.append(i)
         else:
-            break
-    return found
+            names = {
+                e["loc"][i]
+                for e in errors
+                if e["loc"][:i] == loc[:i] and len(e["loc"]) > i and not missing_at(e, i)
+            }
+            named = all(isinstance(other, str) for other in names) and not missing_at(errors[0], i)
+            return i if named and len(names) > 1 else None
+    return None
 
 
-def untagged(error: dict, value: object) -> dict:
-    tags = tag_positions(error["loc"], value)
-    return {**error, "loc": tuple(p for i, p in enumerate(error["loc"]) if i not in tags)}
+def missing_at(error: dict, i: int) -> bool:
+    """Whether error is of a field missing at position i: its name is no key there either."""
+    return error["type"] == "missing" and len(error["loc"]) == i + 1
 
 
 def shown(value: object) -> str:
     """value as the JSON it came as, shortened for a message."""
     try:
-        return shorten(json.dumps(value, default=repr))
+        return shorten(json.dumps(value, default=as_sent))
     except RecursionError:  # deeper than the writer goes, though the reader took it
         return "lists or objects nested too deeply to show"
+
+
+def as_sent(value: object) -> str:
+    """A value JSON has no form of, as a client sends it: a date or time read from its text
+    before its constraints were checked, as that text; anything else as Python writes it."""
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    return repr(value)
 
 
 def field_path(name: str, loc: tuple) -> str:

@@ -3,6 +3,7 @@ integer keys that would be one, an ndarray; at any depth, in a model's fields to
 
 import contextlib
 import datetime
+import json
 import re
 import types
 import typing
@@ -60,7 +61,8 @@ def from_json(hint: object) -> object:
 
 def refuse_numbers(hint: type) -> Callable[[object], object]:
     """A check before hint's own: a number is refused, text is read here, as pydantic reads it
-    from JSON (past this check the value is a Python str, which strict mode refuses)."""
+    from JSON, with its reasons (past this check the value is a Python str, which strict mode
+    refuses)."""
     text = TypeAdapter(hint)
 
     def check(value: object) -> object:
@@ -74,7 +76,7 @@ def refuse_numbers(hint: type) -> Callable[[object], object]:
         if not isinstance(value, str):
             return value
         try:
-            return text.validate_python(value)
+            return text.validate_json(json.dumps(value), strict=True)
         except ValidationError as error:
             problem = error.errors()[0]
             message = problem["msg"].replace("{", "{{").replace("}", "}}")
@@ -143,6 +145,8 @@ def read_in_depth(adapter: TypeAdapter) -> TypeAdapter:
     from_json() reads a parameter, and refusing a field the class does not have unless its
     config says extra="ignore" or "allow". pydantic alone reads {"day": "20260102"} in a model
     as 1970-08-23, and a misspelt field's value is dropped for the field's default, unsaid."""
+    if not isinstance(adapter.core_schema, dict):  # a model of defer_build=True: built now
+        adapter.rebuild(force=True)
     classes = []
     holds(adapter.core_schema, lambda part: found_class(part, classes), NOT_SCHEMAS)
     if classes:
@@ -183,7 +187,9 @@ def in_depth(schema: object, inside: bool) -> object:
     if not isinstance(schema, dict):
         return schema
     kind = schema.get("type")
-    inside = inside or kind in CLASSES
+    # The definitions a schema names more than once (a model, a type alias) count as inside:
+    # from_json() does not reach them.
+    inside = inside or kind in CLASSES or kind == "definitions"
     copy = {k: v if k in NOT_SCHEMAS else in_depth(v, inside) for k, v in schema.items()}
     if kind in CLASSES:
         return refusing_extra(copy)
@@ -205,10 +211,17 @@ def refusing_extra(schema: dict) -> dict:
         return schema
     if schema["type"] == "typed-dict":  # "ignore" unless closed, or with extra items typed
         return schema if "extras_schema" in schema else {**schema, "extra_behavior": "forbid"}
-    fields = schema["schema"]  # a model's model-fields, a dataclass's dataclass-args
-    if fields.get("type") not in ("model-fields", "dataclass-args"):
-        return schema
-    return {**schema, "schema": {"extra_behavior": "forbid", **fields}}
+    return {**schema, "schema": forbidding(schema["schema"])}
+
+
+def forbidding(fields: dict) -> dict:
+    """A model's model-fields, a dataclass's dataclass-args, refusing unknown fields; found
+    within the class's own validators (a model_validator(mode="before") wraps them)."""
+    if fields.get("type") in ("model-fields", "dataclass-args"):
+        return {"extra_behavior": "forbid", **fields}
+    if fields.get("type") in ("function-before", "function-after", "function-wrap"):
+        return {**fields, "schema": forbidding(fields["schema"])}
+    return fields
 
 
 def holds(schema: object, found: Callable[[dict], bool], skipped: frozenset = frozenset()) -> bool:
