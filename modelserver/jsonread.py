@@ -3,7 +3,6 @@ integer keys that would be one, an ndarray; at any depth, in a model's fields to
 
 import contextlib
 import datetime
-import json
 import re
 import types
 import typing
@@ -76,7 +75,7 @@ def refuse_numbers(hint: type) -> Callable[[object], object]:
         if not isinstance(value, str):
             return value
         try:
-            return text.validate_json(json.dumps(value), strict=True)
+            return text.validate_strings(value, strict=True)
         except ValidationError as error:
             problem = error.errors()[0]
             message = problem["msg"].replace("{", "{{").replace("}", "}}")
