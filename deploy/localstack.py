@@ -31,6 +31,14 @@ SITE_ROOT = "root /opt/modelserver/app;"  # where the page's static/ directory i
 SITE_EXEMPT = "    include /etc/modelserver/exempt-clients;\n"
 SITE_ACCESS_LOG = "access_log /var/log/nginx/modelserver.access.log modelserver_json;"
 SITE_NGINX_STATUS = "listen unix:/run/modelserver-nginx-status.sock;"
+SITE_JSON_FORMAT = "log_format modelserver_json escape=json"
+# nginx's combined format for make run's second log, with the request line the JSON log
+# writes: an API key sent in the URL redacted (the site's maps).
+COMBINED_FORMAT = (
+    "log_format modelserver_combined '$remote_addr - $remote_user [$time_local] "
+    '"$modelserver_logged_method $modelserver_logged_uri $server_protocol" '
+    """$status $body_bytes_sent "$http_referer" "$http_user_agent"'; """
+)
 READY_PATH = "/readyz"  # 200 once the app and its models are loaded
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
@@ -52,13 +60,7 @@ http {{
     include {dir}/mime.types;
     default_type application/octet-stream;
     sendfile on;
-    # nginx's combined format, with the request line the JSON log writes: an API key sent in
-    # the URL redacted (the site's maps).
-    log_format modelserver_combined
-        '$remote_addr - $remote_user [$time_local] '
-        '"$modelserver_logged_method $modelserver_logged_uri $server_protocol" '
-        '$status $body_bytes_sent "$http_referer" "$http_user_agent"';
-    access_log {dir}/nginx-access.log modelserver_combined;
+    access_log {dir}/nginx-access.log;
     client_body_temp_path {dir}/client_body;
     proxy_temp_path {dir}/proxy;
     fastcgi_temp_path {dir}/fastcgi;
@@ -117,6 +119,7 @@ def render_site(
         SITE_ACCESS_LOG: f"access_log {run_dir}/nginx-access.json modelserver_json; "
         f"access_log {run_dir}/nginx-access.log modelserver_combined;",
         SITE_NGINX_STATUS: f"listen unix:{run_dir}/nginx-status.sock;",
+        SITE_JSON_FORMAT: COMBINED_FORMAT + SITE_JSON_FORMAT,
         **changes,
     }
     for old, new in changes.items():

@@ -1,6 +1,6 @@
 """Configs are code: the site file as the local stack renders it changes only what it must."""
 
-from deploy.localstack import PROJECT, SITE_FILE, render_site
+from deploy.localstack import COMBINED_FORMAT, PROJECT, SITE_FILE, render_site
 
 
 def test_local_run_changes_only_listen_and_socket():
@@ -12,6 +12,11 @@ def test_local_run_changes_only_listen_and_socket():
         (f"{socket};", "    server unix:/srv/x.sock max_fails=0;"),
         (f"{socket} backup;", "    server unix:/srv/x.sock max_fails=0 backup;"),
         ("    include /etc/modelserver/exempt-clients;", "    # none exempt"),
+        # make run's second log, in nginx's combined format with the JSON log's request line.
+        (
+            "log_format modelserver_json escape=json",
+            f"{COMBINED_FORMAT}log_format modelserver_json escape=json",
+        ),
         # nginx's stub_status socket and the JSON access log, in the run dir (metrics.py).
         (
             "    listen unix:/run/modelserver-nginx-status.sock;",
