@@ -150,10 +150,11 @@ class RepeatedKey(ValueError):
 def unique_keys(pairs: list[tuple[str, object]]) -> dict:
     found = dict(pairs)
     if len(found) < len(pairs):
-        names = [name for name, _ in pairs]
-        name = next(name for name in names if names.count(name) > 1)
+        seen = set()
+        name = next(name for name, _ in pairs if name in seen or seen.add(name))
+        times = sum(1 for other, _ in pairs if other == name)
         raise RepeatedKey(
-            f"gives the key {shorten(name)!r} {names.count(name)} times in one object; give it once"
+            f"gives the key {shorten(name)!r} {times} times in one object; give it once"
         )
     return found
 

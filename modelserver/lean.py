@@ -9,6 +9,7 @@ from werkzeug.datastructures import Headers
 from werkzeug.exceptions import BadHost
 from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.routing import MapAdapter
+from werkzeug.sansio.multipart import Epilogue, MultipartDecoder, NeedData, State
 
 # Hosts whose server name (lower case, IDNA) is remembered; past this many the memory is
 # emptied, so clients sending made-up Host headers cannot grow it.
@@ -75,26 +76,24 @@ class PartsAfterClose(ValueError):
 
 
 class AfterClose:
-    """A stream that notes whether anything but white space follows the first closing boundary
-    (--BOUNDARY--) in what is read of it: whatever a client puts there, another part say, would
-    go unread."""
+    """A stream that notes whether anything but white space follows the form's closing
+    boundary in what is read of it: whatever a client puts there, another part say, would go
+    unread. A decoder of Werkzeug's own, fed the same bytes, finds that boundary as the form's
+    parser does (only the bytes after it are kept, to be looked at)."""
 
     def __init__(self, stream, boundary: bytes):
-        self.stream, self.close = stream, b"--" + boundary + b"--"
-        self.closed = self.after = False
-        self.tail = b""  # the last bytes read before the close, where one may begin
+        self.stream, self.decoder = stream, MultipartDecoder(boundary)
+        self.after = False
 
     def read(self, size: int = -1) -> bytes:
         data = self.stream.read(size)
-        if self.closed:
-            self.after = self.after or bool(data.strip())
-            return data
-        seen = self.tail + data
-        found = seen.find(self.close)
-        if found >= 0:
-            self.closed = True
-            self.after = bool(seen[found + len(self.close) :].strip())
-        self.tail = seen[1 - len(self.close) :]
+        decoder = self.decoder
+        decoder.receive_data(data or None)
+        while not isinstance(decoder.next_event(), NeedData | Epilogue):
+            pass
+        if decoder.state in (State.EPILOGUE, State.COMPLETE):
+            self.after = self.after or bool(decoder.buffer.strip())
+            decoder.buffer.clear()
         return data
 
 

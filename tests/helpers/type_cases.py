@@ -325,6 +325,14 @@ CASES = [
         400,
         ("parameter 'data' is the request's body; it is in the query string too",),
     ),
+    # The closing boundary's text inside a file is data, not the form's end.
+    (
+        "POST",
+        "/size",
+        *form(("data", "d.bin", None, b"xx--typed-test-boundary--yy")),
+        200,
+        {"bytes": 27, "sha256": "739b076fa8fbc6b2"},
+    ),
     # A file sent as a text part (curl -F 'data=<file') is bounded by the body alone.
     (
         "POST",
