@@ -284,7 +284,8 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
         if HUGE_INT.search(text) and first_leaf(value, not_finite):  # an int read as a float
             raise overflow(where, name, value)
     except ValidationError as error:
-        first = error.errors()[0]
+        errors = error.errors()
+        first = errors[0]
         if first["type"] == "json_invalid" and "recursion limit" in first["msg"]:
             raise too_deep(where, name) from None
         if first["type"] == "json_invalid" and (half := lone_surrogate(value)):
@@ -293,7 +294,7 @@ def validated(param: Param, name: str, value: object, where: str = "") -> object
                 "surrogate alone, as from text cut in the middle of an emoji): send whole "
                 "characters"
             ) from None
-        raise BadRequest(f"{where}{complaint_of(name, error.errors(), value)}") from None
+        raise BadRequest(f"{where}{complaint_of(name, errors, value)}") from None
     if param.nested_ints and (too_big := oversized_int(name, value)):
         raise BadRequest(f"{where}{too_big}")
     return value

@@ -125,10 +125,11 @@ def field_path(name: str, loc: tuple) -> str:
     """("items", 2, "when") of parameter "order" -> "order.items[2].when"; a dict's key that is
     wrong (pydantic: ("a", "[key]")) -> "key 'a' of x"."""
     if len(loc) >= 2 and loc[-1] == "[key]":
-        return f"key {loc[-2]!r} of {field_path(name, loc[:-2])}"
+        return f"key {shorten(str(loc[-2]), 100)!r} of {field_path(name, loc[:-2])}"
     path = name
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+        part = part if isinstance(part, int) else shorten(str(part), 100)  # a client's key too
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else part
     return path or "the body"
 
 

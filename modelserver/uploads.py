@@ -62,9 +62,9 @@ def refuse_in_query(body: Param) -> None:
 def raw_body_other(param: Param, sig: Signature) -> object:
     """A parameter beside a raw body: from the query string, unless it cannot come in one (a
     date, a model) or is an upload: those come in a form."""
-    if param.upload is None and (param.in_query or not param.required):
+    if param.upload is None and param.in_query:
         return query_value(param)
-    if param.upload is not None and not param.required:
+    if not param.required and param.name not in request.args:
         return param.default
     fields = ", ".join(p.name for p in sig.params)
     raise BadRequest(

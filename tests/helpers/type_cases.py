@@ -524,6 +524,14 @@ CASES = [
     # A parameter that no query string carries, beside a raw body: a form is the way.
     (
         "POST",
+        "/tagged?day=2026-01-02",
+        b"abc",
+        "text/plain",
+        400,
+        ("send 'day' too: POST a multipart/form-data form",),
+    ),
+    (
+        "POST",
         "/dated",
         '{"doc": "x", "day": "2026-01-02"}',
         JSON,
