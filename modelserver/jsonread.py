@@ -50,6 +50,10 @@ def from_json(hint: object) -> object:
         return hint
     if origin is dict and args[0] is int:
         return dict[PLAIN_INT_KEY, from_json(args[1])]
+    if origin is dict and args[0] not in (str, typing.Any):
+        key = from_json(args[0])
+        check = BeforeValidator(distinct_keys(TypeAdapter(key).validate_strings))
+        return Annotated[dict[key, from_json(args[1])], check]
     inner = tuple(from_json(arg) for arg in args)
     if inner == args:
         return hint
@@ -103,6 +107,33 @@ def plain_int_key(key: object) -> object:
 
 
 PLAIN_INT_KEY = Annotated[int, BeforeValidator(plain_int_key)]
+
+
+def distinct_keys(read_key: Callable[..., object]) -> Callable[[object], object]:
+    """A check before a dict's own, for keys of another type than text (a float, a UUID, a
+    date): each key is read here, as pydantic reads it from JSON, and two that are one value
+    are refused: pydantic alone reads "1" and "1.0" as one float, and keeps one of their values.
+    read_key: a validator's validate_strings."""
+
+    def check(value: object) -> object:
+        if not isinstance(value, dict):
+            return value
+        read, first_of = {}, {}
+        for text, item in value.items():
+            try:
+                key = read_key(text, strict=True) if isinstance(text, str) else text
+            except ValidationError:  # the dict's own check names it
+                return value
+            if key in first_of:
+                raise PydanticCustomError(
+                    "key_collision",
+                    "Input should have distinct keys: {first} and {second} are the same value",
+                    {"first": repr(first_of[key]), "second": repr(text)},
+                )
+            first_of[key], read[key] = text, item
+        return read
+
+    return check
 
 
 def exact_choices(choices: tuple) -> bool:
@@ -199,6 +230,9 @@ def in_depth(schema: object, inside: bool) -> object:
     if kind == "dict" and copy["keys_schema"].get("type") == "int":
         keys = cs.no_info_before_validator_function(plain_int_key, copy["keys_schema"])
         return {**copy, "keys_schema": keys}
+    if kind == "dict" and copy.get("keys_schema", {}).get("type") not in (None, "str", "any"):
+        read_key = SchemaValidator(copy["keys_schema"]).validate_strings
+        return cs.no_info_before_validator_function(distinct_keys(read_key), copy)
     if kind == "literal" and exact_choices(tuple(copy["expected"])):
         return cs.no_info_before_validator_function(exact_choice(tuple(copy["expected"])), copy)
     return copy

@@ -4,6 +4,7 @@ path the client sent and the text it sent."""
 
 import json
 from datetime import date, datetime
+from uuid import UUID
 
 import pytest
 from pydantic import AwareDatetime, BaseModel, ConfigDict, PastDate, model_validator
@@ -64,6 +65,14 @@ class Dated(BaseModel):
     more_days: DayMap | None = None
 
 
+class Weighted(BaseModel):
+    weights: dict[float, str]
+
+
+def weighted(w: Weighted, by_id: dict[UUID, int] | None = None) -> int:
+    return len(w.weights) + len(by_id or {})
+
+
 def renamed(h: Renamed, k: int = 0) -> int:
     return h.payload.v
 
@@ -90,6 +99,7 @@ ENDPOINTS = {
     "deferred": deferred,
     "pet": pet,
     "dated": dated,
+    "weighted": weighted,
 }
 
 CASES = [
@@ -134,6 +144,20 @@ CASES = [
         {"h": {"days": {"1": "2026-01-02"}, "more_days": {"01": "2026-01-02"}}},
         400,
         ("key '01' of h.more_days",),
+    ),
+    # Keys read as another type than text stay distinct: pydantic alone kept one value of two.
+    ("/weighted", {"w": {"weights": {"1": "a", "2.5": "b"}}}, 200, 2),
+    (
+        "/weighted",
+        {"w": {"weights": {"1": "a", "1.0": "b"}}},
+        400,
+        ("w.weights must have distinct keys: '1' and '1.0' are the same value",),
+    ),
+    (
+        "/weighted",
+        {"w": {"weights": {}}, "by_id": {"0" * 32: 1, "00000000-0000-0000-0000-000000000000": 2}},
+        400,
+        ("by_id must have distinct keys",),
     ),
 ]
 
