@@ -230,7 +230,8 @@ def in_depth(schema: object, inside: bool) -> object:
     if kind == "dict" and copy["keys_schema"].get("type") == "int":
         keys = cs.no_info_before_validator_function(plain_int_key, copy["keys_schema"])
         return {**copy, "keys_schema": keys}
-    if kind == "dict" and copy.get("keys_schema", {}).get("type") not in (None, "str", "any"):
+    keys = copy.get("keys_schema", {}).get("type") if kind == "dict" else None
+    if keys not in (None, "str", "any", "definition-ref"):  # a named key type: left as it is
         read_key = SchemaValidator(copy["keys_schema"]).validate_strings
         return cs.no_info_before_validator_function(distinct_keys(read_key), copy)
     if kind == "literal" and exact_choices(tuple(copy["expected"])):

@@ -69,6 +69,20 @@ class Weighted(BaseModel):
     weights: dict[float, str]
 
 
+Id = TypeAliasType("Id", UUID)
+
+
+class Tally(BaseModel):
+    """A key type the schema names once and refers to twice."""
+
+    a: dict[Id, int]
+    b: dict[Id, int] = {}
+
+
+def tally(t: Tally, k: int = 0) -> int:
+    return sum(t.a.values())
+
+
 def weighted(w: Weighted, by_id: dict[UUID, int] | None = None) -> int:
     return len(w.weights) + len(by_id or {})
 
@@ -100,6 +114,7 @@ ENDPOINTS = {
     "pet": pet,
     "dated": dated,
     "weighted": weighted,
+    "tally": tally,
 }
 
 CASES = [
@@ -145,6 +160,7 @@ CASES = [
         400,
         ("key '01' of h.more_days",),
     ),
+    ("/tally", {"t": {"a": {"00000000-0000-0000-0000-000000000001": 3}}}, 200, 3),
     # Keys read as another type than text stay distinct: pydantic alone kept one value of two.
     ("/weighted", {"w": {"weights": {"1": "a", "2.5": "b"}}}, 200, 2),
     (
