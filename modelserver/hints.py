@@ -296,7 +296,7 @@ def json_adapter(where: str, hint: object) -> TypeAdapter:
     """The TypeAdapter that checks a value of `hint` from JSON; TypeError, with pydantic's reason,
     for a type it cannot validate: the function cannot be served, so the app does not start."""
     try:
-        return read_in_depth(TypeAdapter(from_json(hint)))
+        return read_in_depth(TypeAdapter(from_json(hint)), where)
     except Exception as error:  # PydanticSchemaGenerationError, PydanticUserError, TypeError
         reason = str(error).split("\n")[0]
         raise TypeError(

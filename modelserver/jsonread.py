@@ -3,6 +3,7 @@ integer keys that would be one, an ndarray; at any depth, in a model's fields to
 
 import contextlib
 import datetime
+import logging
 import re
 import types
 import typing
@@ -170,11 +171,12 @@ CLOCK_SCHEMAS = {"date": datetime.date, "datetime": datetime.datetime, "time": d
 NOT_SCHEMAS = frozenset({"cls", "config", "default", "expected", "metadata", "serialization"})
 
 
-def read_in_depth(adapter: TypeAdapter) -> TypeAdapter:
+def read_in_depth(adapter: TypeAdapter, where: str) -> TypeAdapter:
     """adapter, its checks reading every field of a model, dataclass or TypedDict in its type as
     from_json() reads a parameter, and refusing a field the class does not have unless its
     config says extra="ignore" or "allow". pydantic alone reads {"day": "20260102"} in a model
-    as 1970-08-23, and a misspelt field's value is dropped for the field's default, unsaid."""
+    as 1970-08-23, and a misspelt field's value is dropped for the field's default, unsaid.
+    where: the parameter, for the log."""
     if not isinstance(adapter.core_schema, dict):  # a model of defer_build=True: built now
         adapter.rebuild(force=True)
     classes = []
@@ -182,7 +184,12 @@ def read_in_depth(adapter: TypeAdapter) -> TypeAdapter:
     if classes:
         # The adapter's validator, replaced: its schema and JSON Schema stay the class's own.
         with built_anew(classes):
-            adapter.validator = SchemaValidator(in_depth(adapter.core_schema, inside=False))
+            try:
+                adapter.validator = SchemaValidator(in_depth(adapter.core_schema, inside=False))
+            except Exception as error:  # a shape not foreseen here: served as pydantic reads it
+                logging.getLogger(__name__).warning(
+                    "%s is read as pydantic alone reads it, not in depth: %s", where, error
+                )
     return adapter
 
 

@@ -11,6 +11,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, PastDate, model_valid
 from typing_extensions import TypeAliasType
 
 from helpers import assert_json_error
+from modelserver import jsonread
 from server import create_app
 
 
@@ -194,3 +195,14 @@ def test_the_classes_are_their_own_outside_requests():
     create_app({"TESTING": True, "ENDPOINTS": ENDPOINTS})
     assert Checked.model_validate({"x": 3, "typo": 9}).x == 3  # pydantic's default: ignored
     assert Dated.model_validate({"at": "2026-01-02"}).at == datetime(2026, 1, 2)
+
+
+def test_a_shape_the_in_depth_reading_cannot_build_is_served_as_pydantic_reads_it(
+    monkeypatch, caplog
+):
+    """Never a startup failure for a type pydantic takes: the in-depth checks are a bonus."""
+    monkeypatch.setattr(jsonread, "in_depth", lambda schema, inside: {"type": "no-such-type"})
+    client = create_app({"TESTING": True, "ENDPOINTS": {"checked": checked}}).test_client()
+    response = client.post("/checked", data='{"h": {"x": 3}}', content_type="application/json")
+    assert (response.status_code, response.get_json()) == (200, {"result": 3})
+    assert "is read as pydantic alone reads it, not in depth" in caplog.text
