@@ -183,13 +183,14 @@ def read_in_depth(adapter: TypeAdapter, where: str) -> TypeAdapter:
     holds(adapter.core_schema, lambda part: found_class(part, classes), NOT_SCHEMAS)
     if classes:
         # The adapter's validator, replaced: its schema and JSON Schema stay the class's own.
-        with built_anew(classes):
-            try:
-                adapter.validator = SchemaValidator(in_depth(adapter.core_schema, inside=False))
-            except Exception as error:  # a shape not foreseen here: served as pydantic reads it
-                logging.getLogger(__name__).warning(
-                    "%s is read as pydantic alone reads it, not in depth: %s", where, error
-                )
+        try:
+            schema = in_depth(adapter.core_schema, inside=False)
+            with built_anew(classes):
+                adapter.validator = SchemaValidator(schema)
+        except Exception as error:  # a shape not foreseen here: served as pydantic reads it
+            logging.getLogger(__name__).warning(
+                "%s is read as pydantic alone reads it, not in depth: %s", where, error
+            )
     return adapter
 
 
@@ -234,10 +235,10 @@ def in_depth(schema: object, inside: bool) -> object:
         return copy
     if kind in CLOCK_SCHEMAS:
         return cs.no_info_before_validator_function(refuse_numbers(CLOCK_SCHEMAS[kind]), copy)
-    if kind == "dict" and copy["keys_schema"].get("type") == "int":
-        keys = cs.no_info_before_validator_function(plain_int_key, copy["keys_schema"])
-        return {**copy, "keys_schema": keys}
     keys = copy.get("keys_schema", {}).get("type") if kind == "dict" else None
+    if keys == "int":
+        read_int = cs.no_info_before_validator_function(plain_int_key, copy["keys_schema"])
+        return {**copy, "keys_schema": read_int}
     if keys not in (None, "str", "any", "definition-ref"):  # a named key type: left as it is
         read_key = SchemaValidator(copy["keys_schema"]).validate_strings
         return cs.no_info_before_validator_function(distinct_keys(read_key), copy)
