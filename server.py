@@ -34,6 +34,9 @@ from modelserver.uploads import upload_rows
 # Every route answers unversioned and under /v1, so clients can pin the contract they wrote for.
 PREFIXES = ("", "/v1")
 
+# The service's own GET routes, which read no body (the page and /docs are nginx's files).
+SERVICE_VIEWS = frozenset({"openapi", "healthz", "readyz", "metrics"})
+
 
 def create_app(config: dict | None = None) -> Flask:
     """Build the app; config overrides Flask settings (tests pass {"TESTING": True}).
@@ -57,8 +60,6 @@ def create_app(config: dict | None = None) -> Flask:
     app.extensions["models"] = models
     # Counts and times every request, serves /metrics; log lines name their request's id.
     metrics.instrument(app, sorted(loaders), models)
-    if "metrics" in app.view_functions:
-        app.view_functions["metrics"] = bodiless(app.view_functions["metrics"])
     requestids.log_request_ids()
     for sig in signatures:
         view = endpoint_view(sig)
@@ -71,16 +72,12 @@ def create_app(config: dict | None = None) -> Flask:
     cors.allow_origins(app, app.config.get("CORS_ORIGINS", cors.CORS_ORIGINS))
     document = (json.dumps(openapi.openapi(signatures), indent=1) + "\n").encode()
     app.add_url_rule(
-        "/openapi.json",
-        "openapi",
-        bodiless(lambda: Response(document, mimetype=answers.JSON_TYPE)),
+        "/openapi.json", "openapi", lambda: Response(document, mimetype=answers.JSON_TYPE)
     )
-    app.add_url_rule(
-        "/healthz", "healthz", bodiless(lambda: answers.json_response({"status": "ok"}))
-    )
-    app.add_url_rule(
-        "/readyz", "readyz", bodiless(lambda: loading.readiness(sorted(loaders), models))
-    )
+    app.add_url_rule("/healthz", "healthz", lambda: answers.json_response({"status": "ok"}))
+    app.add_url_rule("/readyz", "readyz", lambda: loading.readiness(sorted(loaders), models))
+    for name in SERVICE_VIEWS.intersection(app.view_functions):  # /metrics: unless turned off
+        app.view_functions[name] = bodiless(app.view_functions[name])
     app.register_error_handler(HTTPException, answers.http_error)
     keys.require_keys(
         app,

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
+from prometheus_client.parser import text_string_to_metric_families
+
 from deploy.localstack import PROJECT
 from modelserver.handover import accepting_workers
 
@@ -25,6 +27,22 @@ def fifo_reload(stack) -> None:
     which then waits for it until worker-reload-mercy (40 s)."""
     wait_for(lambda: accepting_workers(stack.socket_path), 30, message=stack.logs)
     Path(stack.socket_path + ".fifo").write_text("r")
+
+
+def scrape(stack) -> dict[tuple, float]:
+    """Every sample of a stack's /metrics: (name, sorted labels) -> value."""
+    status, headers, body = stack.request("GET", "/metrics")
+    assert status == 200, body
+    assert headers["content-type"].startswith("text/plain; version="), headers
+    samples = {}
+    for family in text_string_to_metric_families(body.decode()):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples: dict, name: str, **labels) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def uwsgi_app(module: str) -> tuple[str, ...]:

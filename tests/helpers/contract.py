@@ -73,6 +73,7 @@ CONTRACT = [
     # The service's own routes read no body either: one sent would go unread.
     ("GET", "/healthz", "{}", 400, ("body is not read", "send none")),
     ("GET", "/openapi.json", "{}", 400, ("body is not read", "send none")),
+    ("GET", "/metrics", "{}", 400, ("body is not read", "send none")),
     ("GET", "/nowhere", None, 404, ("no such path", "/nowhere")),
     ("GET", "/pisqrt/25", None, 404, ("no such path",)),
     ("PUT", "/pisqrt?a=25", None, 405, ("PUT", "not allowed", "GET", "POST")),

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from deploy.localstack import Stack, alive
-from helpers import uwsgi_app, wait_for
+from helpers import scrape, uwsgi_app, wait_for
 from helpers.frameworks_app import SIDE, WEIGHT_MB, WEIGHTS, train_forest
 from helpers.paced import Paced
 from modelserver.handover import accepting_workers
@@ -233,22 +233,22 @@ def test_a_model_an_update_removes_leaves_the_metrics(tmp_path):
     with running(
         framework_stack("named_by_file", FRAMEWORKS_VERSION_FILE=str(version_file))
     ) as stack:
-        assert loaded_models(stack) == {'model="first"': "1.0"}
+        assert loaded_models(stack) == {"first": 1.0}
         version_file.write_text("2\n")
         stack.reload()
         status, _, body = stack.request("GET", "/which?a=1")
         assert (status, json.loads(body)) == (200, {"result": "second"})
-        assert loaded_models(stack) == {'model="second"': "1.0"}
+        assert loaded_models(stack) == {"second": 1.0}
 
 
-def loaded_models(stack: Stack) -> dict[str, str]:
-    """modelserver_model_loaded's samples in /metrics: labels -> value."""
-    status, _, body = stack.request("GET", "/metrics")
-    assert status == 200, body
-    lines = [
-        line for line in body.decode().splitlines() if line.startswith("modelserver_model_loaded{")
-    ]
-    return dict(line.removeprefix("modelserver_model_loaded{").split("} ") for line in lines)
+def loaded_models(stack: Stack) -> dict[str, float]:
+    """modelserver_model_loaded in /metrics: model -> value."""
+    samples = scrape(stack).items()
+    return {
+        dict(labels)["model"]: v
+        for (name, labels), v in samples
+        if name == "modelserver_model_loaded"
+    }
 
 
 @pytest.mark.parametrize("app", ["slow_master", "slow_worker"])
@@ -269,7 +269,7 @@ def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path, app):
         assert versions == {"1"}
         status, _, body = stack.request("GET", "/version?a=1")
         assert (status, json.loads(body)["result"]["version"]) == (200, "1")
-        assert loaded_models(stack) == {'model="slow"': "1.0"}  # the running one's states
+        assert loaded_models(stack) == {"slow": 1.0}  # the running one's states
 
 
 def private_mb(pid: int) -> float:

@@ -10,10 +10,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from deploy.localstack import Stack, alive, process_tree
-from helpers import SERVED_APP, assert_json_error, fifo_reload, uwsgi_app, wait_for
+from helpers import (
+    SERVED_APP,
+    assert_json_error,
+    fifo_reload,
+    scrape,
+    uwsgi_app,
+    value,
+    wait_for,
+)
 from helpers.netns_hosts import install_sh
 from modelserver.serverstats import unix_listen_queue
 
@@ -34,22 +41,6 @@ def metrics_stack():
     # Its load comes from 127.0.0.1, exempt from the per-client limits (they would answer 429).
     with Stack(uwsgi_args=(*SERVED_APP, "--processes", "2"), exempt=("127.0.0.1",)) as running:
         yield running
-
-
-def scrape(stack: Stack) -> dict[tuple, float]:
-    """Every sample of /metrics: (name, sorted labels) -> value."""
-    status, headers, body = stack.request("GET", "/metrics")
-    assert status == 200, body
-    assert headers["content-type"].startswith("text/plain; version="), headers
-    samples = {}
-    for family in text_string_to_metric_families(body.decode()):
-        for sample in family.samples:
-            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return samples
-
-
-def value(samples: dict, name: str, **labels) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def app_samples(samples: dict) -> dict:
