@@ -548,7 +548,7 @@ CASES = [
         200,
         {"bytes": 3, "day": "2026-01-02"},
     ),
-    ("POST", "/scaled", '{"x": [[1, 2], [3, 4.5]]}', JSON, 200, [[2.0, 4.0], [6.0, 9.0]]),
+    ("POST", "/scaled", '{"x": [[1, 2], [3, 4.5]]}', JSON, 200, [[0.5, 1.0], [1.5, 2.25]]),
     # A dict's integer keys are their plain text: "1", "01" and " 1" would be one key.
     (
         "POST",

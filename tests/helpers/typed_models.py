@@ -167,9 +167,10 @@ def moments(
     }
 
 
-def scaled(x: npt.NDArray[np.float32], k: float = 2.0) -> npt.NDArray[np.float32]:
-    """An array in and out, as a model's outputs often are."""
-    return x * np.float32(k)
+def scaled(x: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """An array in and out, as a model's outputs often are; halved, which no float32 overflows
+    (the fuzzing sends any)."""
+    return x / np.float32(2)
 
 
 def nan_inside(a: float) -> Point:
