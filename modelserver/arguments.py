@@ -20,6 +20,7 @@ from modelserver.complaints import (
 )
 from modelserver.endpoints import Signature
 from modelserver.hints import Param
+from modelserver.lean import has_body
 from modelserver.limits import JSON_DEPTH, MAX_BATCH
 from modelserver.query import query_texts
 
@@ -62,8 +63,8 @@ def refuse_body(
     environ: dict, advice: str = "send the parameters in the query string, or POST the body"
 ) -> None:
     """A GET's parameters are in its query string; a body sent with it would go unread."""
-    if environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ:
-        raise BadRequest(f"a GET request's body is not read: {advice}")
+    if has_body(environ):
+        raise BadRequest(f"a {environ['REQUEST_METHOD']} request's body is not read: {advice}")
 
 
 def text_value(param: Param, text: str, source: str = "query parameter") -> object:

@@ -3,10 +3,10 @@ and a multipart form's text parts handed on with their bytes unchanged."""
 
 from collections.abc import Callable
 
-from flask import Flask, Request, Response
+from flask import Flask, Request, Response, request
 from flask.sessions import NullSession, SessionInterface
 from werkzeug.datastructures import Headers
-from werkzeug.exceptions import BadHost
+from werkzeug.exceptions import BadHost, BadRequest
 from werkzeug.formparser import FormDataParser, MultiPartParser
 from werkzeug.routing import MapAdapter
 from werkzeug.sansio.multipart import Epilogue, MultipartDecoder, NeedData, State
@@ -131,6 +131,8 @@ class App(Flask):
     def make_default_options_response(self) -> Response:
         """OPTIONS: the methods in Allow and no body (204), where Flask gives an empty 200 that
         calls itself HTML: every answer is JSON or has no body at all."""
+        if has_body(request.environ):  # a preflight has none; one sent would go unread
+            raise BadRequest("an OPTIONS request's body is not read: send none")
         response = super().make_default_options_response()
         response.status_code = 204
         del response.headers["Content-Type"]
@@ -187,6 +189,11 @@ class App(Flask):
             and not self.url_map.host_matching
             and not self.subdomain_matching
         )
+
+
+def has_body(environ: dict) -> bool:
+    """Whether the request carries a body: a length over 0, or one sent in chunks."""
+    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or "HTTP_TRANSFER_ENCODING" in environ
 
 
 def wsgi_text(value: str) -> str:

@@ -74,6 +74,7 @@ CONTRACT = [
     ("GET", "/healthz", "{}", 400, ("body is not read", "send none")),
     ("GET", "/openapi.json", "{}", 400, ("body is not read", "send none")),
     ("GET", "/metrics", "{}", 400, ("body is not read", "send none")),
+    ("OPTIONS", "/pisqrt", "{}", 400, ("OPTIONS request's body is not read", "send none")),
     ("GET", "/nowhere", None, 404, ("no such path", "/nowhere")),
     ("GET", "/pisqrt/25", None, 404, ("no such path",)),
     ("PUT", "/pisqrt?a=25", None, 405, ("PUT", "not allowed", "GET", "POST")),
