@@ -172,6 +172,8 @@ class Batcher:
             pending.started = started
         try:
             results = run(rows)
+        except DeadlineExceeded:  # the worker's time is up: no request of it runs again
+            raise
         except HTTPException as error:
             if len(batch) == 1:
                 settle(batch[0], None, error)

@@ -5,7 +5,7 @@ import threading
 import time
 
 import pytest
-from werkzeug.exceptions import BadRequest, InternalServerError
+from werkzeug.exceptions import BadRequest, InternalServerError, ServiceUnavailable
 
 from modelserver.answers import DeadlineExceeded
 from modelserver.batching import Batcher
@@ -156,6 +156,45 @@ def test_an_exception_of_the_model_fails_only_the_request_that_caused_it():
     assert [answers[0].results, answers[2].results] == [[1], [3]]
     assert calls[-4:] == [3, 1, 1, 1]  # the batch, then each of it alone
     assert batcher.submit([[4]], run, deadline()).results == [4]  # the next batch is served
+
+
+def test_the_deadline_during_a_call_fails_its_batch_and_runs_nothing_again():
+    calls = []
+
+    def run(rows):
+        calls.append(len(rows))
+        if len(rows) == 3:  # the harakiri signal raises in whichever thread leads the call
+            raise DeadlineExceeded()
+        return [row[0] for row in rows]
+
+    batcher = Batcher(8, 0)
+    outcomes = [None] * 3
+
+    def client(i):
+        try:
+            outcomes[i] = batcher.submit([[i]], run, deadline())
+        except DeadlineExceeded as error:
+            outcomes[i] = error
+
+    release = threading.Event()
+    blocker = threading.Thread(
+        target=batcher.submit, args=([[9]], lambda rows: release.wait(5) and rows, deadline())
+    )
+    blocker.start()
+    while not batcher.busy:
+        time.sleep(0.001)
+    pool = [threading.Thread(target=client, args=(i,)) for i in range(3)]
+    for i, thread in enumerate(pool):
+        thread.start()
+        while batcher.queued_items < i + 1:
+            time.sleep(0.001)
+    release.set()
+    for thread in [blocker, *pool]:
+        thread.join(5)
+    assert calls == [3]  # the batch once; none of it alone after the deadline
+    assert isinstance(outcomes[0], DeadlineExceeded)  # the leader: a 504, the worker recycled
+    assert all(isinstance(pending.error, ServiceUnavailable) for pending in outcomes[1:])
+    assert batcher.submit([[4]], run, deadline()).results == [4]
 
 
 def test_a_request_waiting_past_its_deadline_gets_deadline_exceeded():
