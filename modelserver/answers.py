@@ -4,6 +4,7 @@ import json
 import math
 import os
 import signal
+import sys
 
 import numpy as np
 from flask import Response, current_app, request
@@ -21,7 +22,6 @@ from modelserver.endpoints import Signature
 from modelserver.limits import BODY_TOO_LARGE
 
 JSON_TYPE = "application/json"
-PLAIN_NUMBERS = frozenset({float, int})  # not bool, numpy or other subclasses
 
 # uwsgi.ini's harakiri-graceful-signal: uWSGI sends it to a worker whose request ran past
 # harakiri, a few seconds before it kills the worker.
@@ -33,8 +33,10 @@ DEADLINE_SIGNAL = signal.SIGSYS
 def result_response(sig: Signature, result: object) -> Response:
     """{"result": ...} as JSON: numpy values become plain numbers and lists; NaN, Infinity or
     a value JSON cannot hold is the function's fault, a 500 naming it, with a log line."""
-    if type(result) in PLAIN_NUMBERS and math.isfinite(result):
-        # What json.dumps writes for a finite float or an int (their repr), without it.
+    kind = type(result)  # not bool, numpy or other subclasses
+    if (kind is float and math.isfinite(result)) or (kind is int and result.bit_length() <= 64):
+        # What json.dumps writes for a finite float or an int (their repr), without it; a
+        # longer int takes json.dumps' way, which knows Python's limit on an int's digits.
         return JSONResponse(f'{{"result": {result!r}}}\n', 200, content_type=JSON_TYPE)
     try:
         return json_response({"result": result})
@@ -49,6 +51,8 @@ def not_json(error: TypeError | ValueError) -> str:
     """What in a result JSON could not carry, from json.dumps' error."""
     if isinstance(error, UnicodeDecodeError):  # pydantic writes bytes as UTF-8 text
         return "bytes that are not UTF-8 text"
+    if isinstance(error, ValueError) and "integer string conversion" in str(error):
+        return f"an integer of more than {sys.get_int_max_str_digits()} digits"
     if isinstance(error, ValueError):  # allow_nan=False
         return "NaN or Infinity"
     return shorten(str(error), 80)

@@ -13,6 +13,11 @@ from modelserver.endpoints import signature_of
 from server import create_app
 
 
+def repr_short(value) -> str:
+    """A test id; a long int's digits are past what Python writes by default."""
+    return f"int of {len(str(abs(value)))} digits" if type(value) is int else repr(value)
+
+
 @pytest.fixture(scope="module")
 def sig():
     def half(x: float) -> float:
@@ -21,7 +26,7 @@ def sig():
     return signature_of("half", half)
 
 
-@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**63), 2**63 - 1))
+@given(st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(2**70), 2**70))
 def test_a_plain_number_has_the_bytes_json_gives_it(sig, number):
     response = result_response(sig, number)
     assert response.status_code == 200
@@ -30,7 +35,7 @@ def test_a_plain_number_has_the_bytes_json_gives_it(sig, number):
     assert response.content_type == "application/json"
 
 
-@pytest.mark.parametrize("value", [True, [1.5], {"a": 1}, "text"])
+@pytest.mark.parametrize("value", [True, [1.5], {"a": 1}, "text", 10**400, -(10**4000)], ids=repr_short)
 def test_other_results_are_json(sig, value):
     assert json.loads(result_response(sig, value).get_data()) == {"result": value}
 
@@ -41,6 +46,7 @@ def test_other_results_are_json(sig, value):
         (float("nan"), "NaN or Infinity"),
         (float("inf"), "NaN or Infinity"),
         (-float("inf"), "NaN or Infinity"),
+        pytest.param(10**5000, "an integer of more than 4300 digits", id="10**5000"),
         # From a function with no return type: a typed one returning bytes does not start.
         ({"png": b"\x89PNG\r\n"}, "bytes that are not UTF-8 text"),
     ],
