@@ -216,6 +216,10 @@ class Metrics:
         found = self.models[name] = self.one_at_a_time(found)
         return found
 
+    def write_model(self, name: str, seconds: float) -> None:
+        """A model's time outside the request's own writes (a stream's, as it ends)."""
+        (self.models.get(name) or self.model(name))(seconds)
+
     def one_at_a_time(self, write: Callable) -> Callable:
         """write, taking the lock when requests are answered side by side."""
         return locked(write, self.lock) if self.threads else write

@@ -35,7 +35,9 @@ def test_a_plain_number_has_the_bytes_json_gives_it(sig, number):
     assert response.content_type == "application/json"
 
 
-@pytest.mark.parametrize("value", [True, [1.5], {"a": 1}, "text", 10**400, -(10**4000)], ids=repr_short)
+@pytest.mark.parametrize(
+    "value", [True, [1.5], {"a": 1}, "text", 10**400, -(10**4000)], ids=repr_short
+)
 def test_other_results_are_json(sig, value):
     assert json.loads(result_response(sig, value).get_data()) == {"result": value}
 

@@ -2,6 +2,7 @@
 functions and streamed results (typed_models.py), through Flask's test client."""
 
 import json
+import re
 import typing
 import uuid
 
@@ -114,6 +115,20 @@ def test_a_failure_midway_ends_the_stream_with_a_message_and_is_counted(typed_cl
     assert typed_client.get("/breaks?n=0").status_code == 500
     metrics = typed_client.get("/metrics").data.decode()
     assert 'modelserver_stream_errors_total{endpoint="breaks"} 2.0' in metrics
+
+
+def test_a_streams_model_time_covers_all_its_items(typed_client):
+    def model_seconds() -> float:
+        text = typed_client.get("/metrics").data.decode()
+        pattern = r'modelserver_model_duration_seconds_sum\{model="count"\} (\S+)'
+        found = re.search(pattern, text)
+        return float(found.group(1)) if found else 0.0
+
+    before = model_seconds()
+    response = typed_client.get("/count?n=4&every=0.1")
+    assert response.status_code == 200
+    assert response.data == b'{"result": 0}\n{"result": 1}\n{"result": 2}\n{"result": 3}\n'
+    assert 0.3 <= model_seconds() - before < 2  # three waits of 0.1 s between the items
 
 
 def test_closing_a_stream_closes_the_generator(typed_client):
