@@ -213,8 +213,15 @@ def get_operation(sig: Signature) -> dict:
     parameters = [query_parameter(param) for param in sig.params if param.in_query]
     one = result_schema(sig)
     answer = stream_content(one) if sig.streams else result_content(one)
-    responses = {"200": answer, **common_errors(False)}
+    responses = {"200": answer, **common_errors(False), **not_loaded(sig)}
     return {**describe(sig), "parameters": parameters, "responses": responses}
+
+
+def not_loaded(sig: Signature) -> dict:
+    """The 503 of an endpoint whose model did not load."""
+    if sig.model is None:
+        return {}
+    return {"503": error_response(f"the model {sig.model!r} is not loaded")}
 
 
 def query_parameter(param: Param, beside_body: str = "") -> dict:
@@ -241,9 +248,7 @@ def post_operation(sig: Signature) -> dict:
     one = result_schema(sig)
     results = {"anyOf": [one, {"type": "array", "items": one}]} if one else {}
     answer = stream_content(one) if sig.streams else result_content(results)
-    responses = {"200": answer, **common_errors(True)}
-    if sig.model is not None:
-        responses["503"] = error_response(f"the model {sig.model!r} is not loaded")
+    responses = {"200": answer, **common_errors(True), **not_loaded(sig)}
     operation = {**describe(sig), "requestBody": request_body(sig), "responses": responses}
     if raw_upload(sig):  # beside a file or image as the body, the others come in the query
         operation["parameters"] = [
