@@ -1,4 +1,4 @@
-"""A request's arguments: from the query string, a JSON body or a multipart form."""
+"""A request's arguments: from the query string or a JSON body (a form's: modelserver.uploads)."""
 
 import json
 import math

@@ -1,11 +1,12 @@
 """async def functions, run to completion on an event loop of the worker's own.
 
-A uWSGI worker takes one request at a time, so an async function gains no concurrency here; it
-runs because model code is written that way (an async client of another service, an async
-library). The loop is made in the worker on its first use, after the fork: a loop made in the
-master would be shared by every worker, its selector's file descriptors with it. uWSGI's
-harakiri still stops a call that runs too long: its signal raises in the main thread, inside the
-loop, and the worker that answered 504 is replaced.
+A sync uWSGI worker (the default) takes one request at a time, so an async function gains no
+concurrency there (with threads, each thread runs a loop of its own); it runs because model code
+is written that way (an async client of another service, an async library). The loop is made in
+the worker on its first use, after the fork: a loop made in the master would be shared by every
+worker, its selector's file descriptors with it. uWSGI's harakiri still stops a call that runs
+too long: its signal raises in the main thread, inside the loop, and the worker that answered 504
+is replaced.
 """
 
 import asyncio

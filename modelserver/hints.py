@@ -206,12 +206,6 @@ class Param:
         example = to_plain(self.kind.example)
         return [example, example] if self.is_list and example is not None else example
 
-    def schema(self) -> dict:
-        schema = self.adapter.json_schema() if self.adapter else dict(self.kind.schema)
-        if self.default is not REQUIRED and self.default is not None:
-            schema["default"] = to_plain(self.default)
-        return schema
-
 
 def to_plain(value: object) -> object:
     """An example or default as JSON has it: an Enum member as its value, a date as text; None

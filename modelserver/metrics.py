@@ -1,4 +1,4 @@
-"""Prometheus metrics of the service and request ids in its log lines.
+"""Prometheus metrics of the service: every request counted and timed, served at /metrics.
 
 Under uWSGI every worker counts in its own file of prometheus_client's multiprocess directory
 ($PROMETHEUS_MULTIPROC_DIR, set by uwsgi.ini: /run/modelserver/metrics in production), and

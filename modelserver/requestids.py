@@ -5,7 +5,7 @@ import logging
 import flask.logging
 from flask import has_request_context, request
 
-# nginx passes the request's id (its $request_id, or the client's sane X-Request-Id).
+# nginx passes the request's id: its own $request_id, or the load balancer's X-Request-Id.
 REQUEST_ID = "MODELSERVER_REQUEST_ID"
 
 
