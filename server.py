@@ -76,7 +76,9 @@ def create_app(config: dict | None = None) -> Flask:
     )
     app.add_url_rule("/healthz", "healthz", lambda: answers.json_response({"status": "ok"}))
     app.add_url_rule("/readyz", "readyz", lambda: loading.readiness(sorted(loaders), models))
-    for name in SERVICE_VIEWS.intersection(app.view_functions):  # /metrics: unless turned off
+    # After the rules above are added, the service's own views among them (/metrics: unless
+    # turned off) refuse a body.
+    for name in SERVICE_VIEWS.intersection(app.view_functions):
         app.view_functions[name] = bodiless(app.view_functions[name])
     app.register_error_handler(HTTPException, answers.http_error)
     keys.require_keys(

@@ -59,7 +59,15 @@ def serve(
 ) -> Endpoint:
     """An ENDPOINTS entry: func, the loader of the model it needs, whether it is vectorised,
     the least it needs of its images, and how concurrent requests are batched (see Endpoint)."""
-    return Endpoint(func, model, vectorized, draft, max_batch_size, max_batch_delay_ms, load=load)
+    return Endpoint(
+        func,
+        model=model,
+        vectorized=vectorized,
+        draft=draft,
+        max_batch_size=max_batch_size,
+        max_batch_delay_ms=max_batch_delay_ms,
+        load=load,
+    )
 
 
 @dataclass(frozen=True)

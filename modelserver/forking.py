@@ -106,6 +106,10 @@ def leaving_on_signals(hook: Callable[[], None]) -> None:
             signal.signal(number, handler)
 
 
+# Exit hooks that were installed before ours (uwsgi.atexit), run first by ours.
+CHAINED: list[Callable[[], None]] = []
+
+
 def leave(signum, frame) -> None:
     exit_worker_directly()
 
@@ -133,12 +137,9 @@ def exit_worker_directly() -> None:
     os._exit(0)
 
 
-def exit_workers_directly() -> None:
+def install_direct_exit() -> None:
     """Install exit_worker_directly for every worker forked from now on."""
     if uwsgi is not None and getattr(uwsgi, "atexit", None) is not exit_worker_directly:
         if callable(getattr(uwsgi, "atexit", None)):
             CHAINED.append(uwsgi.atexit)  # someone's exit hook, kept: it runs first
         uwsgi.atexit = exit_worker_directly
-
-
-CHAINED: list[Callable[[], None]] = []

@@ -74,7 +74,7 @@ def load_models(app: Flask, loaders: dict[str, Loader]) -> dict[str, object]:
         raise RuntimeError(f"the new code's model(s) {', '.join(failed)} failed to load")
     if master:
         forking.check_master()
-        forking.exit_workers_directly()
+        forking.install_direct_exit()
         later = {n: loader for n, loader in loaders.items() if n not in here}
         if later:
             forking.after_fork(lambda: load_in_worker(app, models, later))
