@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from flask import request
 from pydantic import ValidationError
-from werkzeug.exceptions import BadRequest, RequestEntityTooLarge, UnsupportedMediaType
+from werkzeug.exceptions import BadRequest, UnsupportedMediaType
 
 from modelserver.answers import shorten
 from modelserver.complaints import (
@@ -21,7 +21,7 @@ from modelserver.complaints import (
 from modelserver.endpoints import Signature
 from modelserver.hints import Param
 from modelserver.lean import has_body
-from modelserver.limits import JSON_DEPTH, MAX_BATCH
+from modelserver.limits import JSON_DEPTH, MAX_BATCH, at_most
 from modelserver.query import query_texts
 
 # In a value's JSON text, the digits of an integer that may be past a float's range (1.8e308).
@@ -53,8 +53,8 @@ def query_value(param: Param) -> object:
         raise BadRequest(
             f"query parameter {param.name!r} is given {len(texts)} times; give it once"
         )
-    if param.is_list and len(texts) > MAX_BATCH:
-        raise RequestEntityTooLarge(f"query parameter {param.name!r}: at most {MAX_BATCH} values")
+    if param.is_list:
+        at_most(MAX_BATCH, len(texts), "values", f"query parameter {param.name!r}")
     values = [text_value(param, text) for text in texts]
     return values if param.is_list else values[0]
 
@@ -170,10 +170,7 @@ def json_rows(sig: Signature, body: object) -> tuple[list[list], bool]:
     if request.query_string:
         refuse_query_arguments(sig, "JSON", "in the body")
     if isinstance(body, list):
-        if len(body) > MAX_BATCH:  # refused before any of its items is looked at
-            raise RequestEntityTooLarge(
-                f"a batch holds at most {MAX_BATCH} items; this one has {len(body)}"
-            )
+        at_most(MAX_BATCH, len(body), "items", "a batch")  # before any item is looked at
         return batch_rows(sig, body), True
     if not isinstance(body, dict):
         raise BadRequest(
@@ -267,10 +264,8 @@ def field_value(param: Param, body: dict, where: str = "") -> object:
 
 def validated(param: Param, name: str, value: object, where: str = "") -> object:
     """value checked against the parameter's type by pydantic, its complaint said our way."""
-    if param.is_list and isinstance(value, list) and len(value) > MAX_BATCH:
-        raise RequestEntityTooLarge(
-            f"{where}{name} holds at most {MAX_BATCH} values; got {len(value)}"
-        )
+    if param.is_list and isinstance(value, list):
+        at_most(MAX_BATCH, len(value), "values", f"{where}{name}")
     try:
         if not param.via_json:
             return param.adapter.validate_python(value)
@@ -340,10 +335,8 @@ def columns_rows(sig: Signature, body: dict) -> list[list]:
     lists = [value for value in values.values() if isinstance(value, list)]
     if len(lists) != len(values) or len(set(map(len, lists))) > 1:
         raise BadRequest(f"give {', '.join(values)} all as numbers or all as lists of one length")
-    if lists and len(lists[0]) > MAX_BATCH:
-        raise RequestEntityTooLarge(
-            f"a batch holds at most {MAX_BATCH} values; this one has {len(lists[0])}"
-        )
+    if lists:
+        at_most(MAX_BATCH, len(lists[0]), "values", "a batch")
     refuse_unknown_fields(sig, body)
     columns = [column_values(param, values[param.name]) for param in sig.params]
     return list(zip(*columns, strict=True))

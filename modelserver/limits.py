@@ -2,9 +2,7 @@
 
 import os
 
-from werkzeug.exceptions import (
-    RequestEntityTooLarge,
-)
+from werkzeug.exceptions import RequestEntityTooLarge
 
 # JSON bodies: at most 1 MB (nginx lets 10 MB through, for images), and a batch at most 10,000
 # items (or list values).
@@ -39,3 +37,10 @@ MAX_PNG_CHUNKS = 4096
 # machine under load: 5 s was reached there), a third of harakiri (30 s).
 # $MODELSERVER_DECODE_SECONDS changes it (the tests shorten it).
 DECODE_SECONDS = float(os.environ.get("MODELSERVER_DECODE_SECONDS", "10"))
+
+
+def at_most(limit: int, count: int, what: str, where: str) -> None:
+    """A 413 for more than limit of something in one request, said one way everywhere: where
+    names the place (a batch, a parameter), what the things counted."""
+    if count > limit:
+        raise RequestEntityTooLarge(f"{where} holds at most {limit} {what}; got {count}")

@@ -19,7 +19,7 @@ from modelserver.fillable import takes_text
 from modelserver.hints import Param
 from modelserver.images import IMAGE_TYPES, ImageUpload, decode_field, decode_upload
 from modelserver.lean import PART_BYTES, PartsAfterClose
-from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES
+from modelserver.limits import MAX_BATCH, MAX_IMAGE_BODY_BYTES, MAX_IMAGES, at_most
 
 
 def upload_rows(sig: Signature) -> tuple[list[list], bool]:
@@ -99,9 +99,7 @@ def form_rows(sig: Signature) -> tuple[list[list], bool]:
     uploads = [p for p in sig.params if p.upload is not None and not p.many]
     leader = max(uploads, key=lambda p: len(fields[p.name]), default=None)
     count = 1 if leader is None else len(fields[leader.name])
-    if count > MAX_IMAGES:
-        what = "images" if sig.takes_images else "uploads"
-        raise RequestEntityTooLarge(f"at most {MAX_IMAGES} {what} at once; got {count}")
+    at_most(MAX_IMAGES, count, "images" if sig.takes_images else "uploads", "a request")
     for name, values in fields.items():
         if len(values) not in (1, count):
             per = "" if count == 1 else f", or once per {upload_word(leader)} ({count})"
@@ -163,16 +161,12 @@ def form_values(param: Param) -> list:
         # A field sent as text (curl -F name=value) is a file's bytes all the same.
         values += [upload_value(param, part) for part in form_parts(param)]
         if param.many:
-            if len(values) > MAX_IMAGES:
-                raise RequestEntityTooLarge(
-                    f"field {param.name!r}: at most {MAX_IMAGES} files; got {len(values)}"
-                )
+            at_most(MAX_IMAGES, len(values), "files", f"field {param.name!r}")
             values = [values] if values else []
     else:
         texts = [part_text(param, part) for part in text_parts(param)]
         if param.is_list:
-            if len(texts) > MAX_BATCH:
-                raise RequestEntityTooLarge(f"field {param.name!r}: at most {MAX_BATCH} values")
+            at_most(MAX_BATCH, len(texts), "values", f"field {param.name!r}")
             values = [[text_value(param, text, "field") for text in texts]] if texts else []
         elif param.in_query:
             values = [text_value(param, text, "field") for text in texts]
