@@ -77,6 +77,9 @@ def text_value(param: Param, text: str, source: str = "query parameter") -> obje
         )
     try:
         value = param.kind.parse_text(text)
+    except ValidationError as error:  # a date, a UUID: read by pydantic (hints.text_kind)
+        problem = pydantic_problem(error.errors()[0])
+        raise BadRequest(f"{source} {param.name!r} {problem}, got {shorten(text)!r}") from None
     except ValueError as error:
         raise BadRequest(f"{source} {param.name!r} {error}, got {shorten(text)!r}") from None
     if param.constrained:  # Field(ge=0, max_length=8, ...): checked as in a JSON body

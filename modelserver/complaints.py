@@ -137,12 +137,22 @@ def field_path(name: str, loc: tuple) -> str:
 SHOULD = re.compile(r"^\w+ should ")
 
 
+# A bound of a date or time constraint as pydantic words it when the value was read from text
+# first (jsonread.from_json): datetime.date(2026, 1, 1), for a client who sent 2026-01-01.
+PY_CLOCK = re.compile(r"datetime\.(date|datetime|time)\((\d+(?:, \d+)*)\)")
+
+
+def iso_text(found: re.Match) -> str:
+    clock = getattr(datetime, found[1])
+    return clock(*map(int, found[2].split(", "))).isoformat()
+
+
 def pydantic_problem(error: dict) -> str:
     if error["type"] in COMPLAINTS:
         return COMPLAINTS[error["type"]]
     if INT64_BOUNDS.get(error["type"], 0.5) in error.get("ctx", {}).values():
         return INT64_RANGE
-    message = error["msg"]
+    message = PY_CLOCK.sub(iso_text, error["msg"])
     if SHOULD.match(message):
         return SHOULD.sub("must ", message, count=1)
     return "is not valid: " + message.removeprefix("Value error, ")

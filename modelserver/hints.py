@@ -1,18 +1,20 @@
 """Type hints to parameters: how each type is read from a query string or JSON, checked, shown.
 
-Simple types (float, int, bool, str, a Literal or Enum of strings or integers, lists of them)
-come in a query string as well as in a JSON body. Any other type pydantic validates (dicts,
-nested lists, tuples, datetimes, UUIDs, Decimals, models, dataclasses, TypedDicts) and numpy
-arrays (modelserver/arrays.py) come in a JSON body. Uploads: a PIL image, bytes (the raw body)
+Simple types (float, int, bool, str, a Literal or Enum of strings or integers, a date, datetime,
+time or UUID, lists of them) come in a query string as well as in a JSON body. Any other type
+pydantic validates (dicts, nested lists, tuples, Decimals, models, dataclasses, TypedDicts) and
+numpy arrays (modelserver/arrays.py) come in a JSON body. Uploads: a PIL image, bytes (the raw body)
 and File (a part of a multipart form).
 """
 
 import enum
 import inspect
+import json
 import math
 import re
 import types
 import typing
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Literal
@@ -23,7 +25,14 @@ from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from modelserver.files import File
 from modelserver.fillable import python_only
-from modelserver.jsonread import NOT_SCHEMAS, NUMBER, from_json, holds, read_in_depth
+from modelserver.jsonread import (
+    CLOCK_EXAMPLES,
+    NOT_SCHEMAS,
+    NUMBER,
+    from_json,
+    holds,
+    read_in_depth,
+)
 
 # A plain integer as people type it (jsonread.NUMBER for any number): int() alone would also
 # take "1_000", " 25 " and non-ASCII digits, none of which a client means as a number.
@@ -94,6 +103,8 @@ UPLOADS: dict[object, Kind] = {
     bytes: Kind("the request body", None, None, BINARY),
     File: Kind("a file", None, None, BINARY),
 }
+# Types JSON writes as a string: a query string carries the same text (?day=2026-01-02).
+TEXT_EXAMPLES = {**CLOCK_EXAMPLES, uuid.UUID: "00000000-0000-0000-0000-000000000003"}
 SUPPORTED = (
     "float, int, bool, str, list[float], list[int], list[str], a Literal or Enum, "
     "any type pydantic validates from JSON (dict[str, float], datetime, a BaseModel, ...), "
@@ -124,6 +135,21 @@ def choice_kind(hint: object) -> Kind | None:
             raise ValueError(f"must be {name}") from None
 
     return Kind(name, parse, values[0], {})
+
+
+def text_kind(hint: object) -> Kind | None:
+    """The Kind of a date, datetime, time or UUID (constrained or not): a query string's value
+    is the text its JSON string holds, read as that string is, with the same checks and
+    pydantic's ValidationError (a ValueError) for text that is not one; None for other types."""
+    base = without_annotations(hint)
+    if not listed(base, TEXT_EXAMPLES):
+        return None
+    adapter = TypeAdapter(from_json(hint))
+
+    def parse(text: str) -> object:
+        return adapter.validate_json(json.dumps(text), strict=True)
+
+    return Kind(f"a {base.__name__}", parse, TEXT_EXAMPLES[base], {})
 
 
 def listed(hint: object, table: dict) -> bool:
@@ -235,8 +261,9 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
     upload = upload_param(where, name, hint, optional, default)
     if upload is not None:
         return upload
-    is_list = typing.get_origin(hint) is list and query_kind(typing.get_args(hint)[0]) is not None
-    item = typing.get_args(hint)[0] if is_list else hint
+    args = typing.get_args(hint)
+    is_list = typing.get_origin(hint) is list and bool(query_kind(args[0]) or text_kind(args[0]))
+    item = args[0] if is_list else hint
     kind = query_kind(item)
     if kind is not None and listed(without_annotations(item), KINDS):
         # The plain types: checked as Python values, strictly, at a fraction of the JSON cost.
@@ -260,7 +287,7 @@ def make_param(where: str, parameter: inspect.Parameter, hint: object, row_of_li
         )
     adapter = json_adapter(where, hint | None if optional else hint)
     if kind is None:
-        kind = Kind(type_name(hint), None, None, {})
+        kind = text_kind(item) or Kind(type_name(hint), None, None, {})
     if (path := python_only(adapter.core_schema)) is not None:
         raise TypeError(
             f"{where}: type hint {hint!r} is not supported: {name}{path} would be a function, a "

@@ -168,7 +168,7 @@ def form_values(param: Param) -> list:
         if param.is_list:
             at_most(MAX_BATCH, len(texts), "values", f"field {param.name!r}")
             values = [[text_value(param, text, "field") for text in texts]] if texts else []
-        elif param.in_query:
+        elif param.in_query and not param.via_json:
             values = [text_value(param, text, "field") for text in texts]
         else:
             values = [form_json(param, text) for text in texts]

@@ -156,6 +156,20 @@ CASES = [
         200,
         "2026-01-02T11:30:00Z",
     ),
+    # A date and a time come in a query string as their JSON text, with the same checks.
+    ("GET", "/schedule?day=2026-01-02&at=10:30", None, None, 200, "2026-01-02T10:30:00Z"),
+    ("GET", "/schedule?day=2026-13-02", None, None, 400, ("'day'", "valid date", "'2026-13-02'")),
+    ("GET", "/schedule?day=20260102", None, None, 400, ("'day'", "ISO 8601", "not a number")),
+    ("GET", "/schedule?day=", None, None, 400, ("'day' is empty", "a date such as 2026-01-02")),
+    ("GET", "/schedule", None, None, 400, ("'day' is missing", "?day=2026-01-02")),
+    (
+        "GET",
+        "/schedule?day=2026-01-02&after=PT1H",
+        None,
+        None,
+        400,
+        ("parameter 'after' (timedelta) cannot come in a query string", "POST /schedule"),
+    ),
     ("POST", "/schedule", '{"day": "2026-13-02"}', JSON, 400, ("day", "valid date", "2026-13")),
     ("POST", "/schedule", '{"day": 20260102}', JSON, 400, ("day", "date")),
     # Not Unix time, as pydantic alone would read a number or the text of one: 1970-08-23.
@@ -524,22 +538,30 @@ CASES = [
     # A parameter that no query string carries, beside a raw body: a form is the way.
     (
         "POST",
-        "/tagged?day=2026-01-02",
+        "/tagged?meta=%7B%7D",
         b"abc",
         "text/plain",
         400,
-        ("send 'day' too: POST a multipart/form-data form",),
+        ("send 'meta' too: POST a multipart/form-data form", "(doc, k, weights, day, meta)"),
     ),
+    # A date does come in the query string beside a raw body.
+    (
+        "POST",
+        "/tagged?day=2026-01-02",
+        b"abc",
+        "text/plain",
+        200,
+        {"bytes": 3, "k": 1, "weights": None, "day": "2026-01-02", "meta": None},
+    ),
+    ("POST", "/dated?day=2026-01-02", b"abc", "text/plain", 200, {"bytes": 3, "day": "2026-01-02"}),
+    # JSON to a File is the file's bytes: the date is then missing from the query string.
     (
         "POST",
         "/dated",
         '{"doc": "x", "day": "2026-01-02"}',
         JSON,
         400,
-        (
-            "send 'day' too: POST a multipart/form-data form",
-            "a field for each parameter (doc, day)",
-        ),
+        ("query parameter 'day' is missing; send e.g. ?day=2026-01-02",),
     ),
     (
         "POST",

@@ -217,7 +217,7 @@ def tagged(
 
 
 def dated(doc: File, day: date) -> dict:
-    """A file and a date it needs, which no query string carries: a form only."""
+    """A file and a date it needs: in the query string beside a raw body, or a form's field."""
     return {"bytes": len(doc.data), "day": day}
 
 
