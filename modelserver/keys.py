@@ -45,7 +45,14 @@ def load_digests(path: str, logger: logging.Logger) -> tuple[bytes, ...]:
         kept = os.environ.get(DIGESTS_ENV)
         if os.environ.get("UWSGI_RELOADS", "0") == "0" or kept is None:
             if kept is None and nothing_mounted(Path(path)):
-                return ()  # at a first start, an optional Secret that does not exist
+                # At a first start, an optional Secret that does not exist: meant, or a
+                # Secret misnamed, so it is said at every start.
+                logger.warning(
+                    "API keys: %s does not exist and its directory is empty (an optional "
+                    "Secret that was not created?); every call is answered without a key",
+                    path,
+                )
+                return ()
             raise  # at a start: serving openly by mistake is worse than not serving
         digests = tuple(bytes.fromhex(digest) for digest in kept.split(",") if digest)
         logger.error(
@@ -69,7 +76,15 @@ def read_api_keys(path: str) -> tuple[bytes, ...]:
     serving."""
     if not path:
         return ()
-    lines = [line.strip() for line in Path(path).read_text().splitlines()]
+    try:
+        text = Path(path).read_text()
+    except OSError as error:
+        raise KeyFileError(
+            f"the API key file {path} ($MODELSERVER_API_KEYS_FILE) cannot be read: "
+            f"{error.strerror or error}; create it (empty to serve without keys) or unset the "
+            "variable"
+        ) from error
+    lines = [line.strip() for line in text.splitlines()]
     keys = tuple(line.encode() for line in lines if line and not line.startswith("#"))
     if not keys and any(lines):
         raise KeyFileError(

@@ -7,7 +7,7 @@ import pytest
 from deploy.localstack import PROJECT
 from helpers import assert_json_error, usermodels
 from helpers.keys import KEY, bearer
-from modelserver.keys import DIGESTS_ENV
+from modelserver.keys import DIGESTS_ENV, KeyFileError
 from server import create_app
 
 
@@ -78,11 +78,15 @@ def test_without_a_key_file_no_key_is_needed(tmp_path, caplog):
 
 def test_an_unreadable_key_file_stops_the_start(tmp_path):
     (tmp_path / "api-keys").write_text("a-key\n")  # beside it: the path is wrong
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(KeyFileError) as raised:
         create_app({"TESTING": True, "API_KEYS_FILE": str(tmp_path / "api-key")})
+    assert str(raised.value) == (
+        f"the API key file {tmp_path / 'api-key'} ($MODELSERVER_API_KEYS_FILE) cannot be read: "
+        "No such file or directory; create it (empty to serve without keys) or unset the variable"
+    )
 
 
-def test_a_directory_mounted_with_nothing_in_it_needs_no_key(tmp_path, monkeypatch):
+def test_a_directory_mounted_with_nothing_in_it_needs_no_key(tmp_path, monkeypatch, caplog):
     """Kubernetes' optional Secret, absent: an empty directory, or one of its own ..data links,
     at a first start (no keys read before in this process's environment)."""
     monkeypatch.delenv(DIGESTS_ENV, raising=False)
@@ -94,6 +98,13 @@ def test_a_directory_mounted_with_nothing_in_it_needs_no_key(tmp_path, monkeypat
     for directory in (empty, atomic):
         client = served_client(str(directory / "api-keys"))
         assert client.get("/norm?values=3&values=4").status_code == 200
+    # Meant, or a misnamed Secret: said at every start.
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warned == [
+        f"API keys: {directory / 'api-keys'} does not exist and its directory is empty (an "
+        "optional Secret that was not created?); every call is answered without a key"
+        for directory in (empty, atomic)
+    ]
 
 
 def test_the_document_declares_the_bearer_key(keyed_client):
