@@ -13,7 +13,9 @@ orphans, and nginx and uWSGI must stop in order: SIGTERM (podman stop, Kubernete
 stop accepting and finish the requests in flight (SIGQUIT), then uWSGI's workers finish theirs
 and exit (SIGTERM, uwsgi.ini's graceful stop); then this exits 0. If either server exits by
 itself, the other is stopped the same way and this exits 1, so the orchestrator restarts it.
-SIGHUP reloads both gracefully (new site, new workers).
+SIGHUP reloads both (a new site; uWSGI's graceful reload: new workers, requests waiting while the
+app and its models load again). Code that fails to load then ends uWSGI and so the container,
+unlike the handover of systemctl reload on a host: in a container, new code comes as a new image.
 """
 
 import os

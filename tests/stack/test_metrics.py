@@ -204,13 +204,15 @@ def test_a_handover_reload_counts_every_request_answered_on_the_way(metrics_stac
     assert_exact(metrics_stack)
 
 
-def request_from(source: str, stack: Stack, path: str) -> tuple[int, dict, bytes]:
+def request_from(
+    source: str, stack: Stack, path: str, headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     """GET path through the stack's nginx from another loopback address."""
     conn = http.client.HTTPConnection(
         stack.host, stack.port, timeout=10, source_address=(source, 0)
     )
     try:
-        conn.request("GET", path)
+        conn.request("GET", path, headers=headers or {})
         response = conn.getresponse()
         headers = {k.lower(): v for k, v in response.getheaders()}
         return response.status, headers, response.read()
@@ -227,6 +229,18 @@ def test_metrics_refused_from_an_address_not_allowed(metrics_stack):
     status, _, body = request_from("127.0.0.2", metrics_stack, "/norm?values=3&values=4")
     assert status == 200, body
     assert json.loads(body) == {"result": 5.0}
+
+
+@pytest.mark.parametrize(
+    "header", [{"X-Forwarded-For": "203.0.113.9"}, {"Forwarded": "for=203.0.113.9"}]
+)
+def test_metrics_refused_through_a_proxy_from_an_allowed_address(metrics_stack, header):
+    # An Ingress or a balancer connects from an allowed address on behalf of anyone.
+    status, headers, body = request_from("127.0.0.1", metrics_stack, "/metrics", header)
+    assert_json_error(status, headers, body, 403, "/metrics", "not through a proxy")
+    assert "modelserver_requests_total" not in body.decode()
+    status, _, body = request_from("127.0.0.1", metrics_stack, "/metrics")
+    assert status == 200, body
 
 
 def test_a_remote_prometheus_reads_metrics_and_nothing_else(tmp_path):
