@@ -1,6 +1,7 @@
 """Cross-origin calls from the browser pages of allowed origins."""
 
 import os
+import re
 
 from flask import Flask, Response, request
 
@@ -8,11 +9,21 @@ from flask import Flask, Response, request
 # $MODELSERVER_CORS_ORIGINS, "*" for any. Default: none; the page at / is on the same origin
 # and needs no CORS.
 CORS_ORIGINS = os.environ.get("MODELSERVER_CORS_ORIGINS", "")
+# What a browser sends as Origin: a scheme, a host and maybe a port; never a path, so an
+# entry with one (a trailing slash) would never match.
+ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+", re.IGNORECASE)
 
 
 def allow_origins(app: Flask, origins_text: str) -> None:
     """CORS headers on the app's answers to the pages of the comma-separated origins."""
     origins = frozenset(item.strip() for item in origins_text.split(",")) - {""}
+    for origin in sorted(origins - {"*"}):
+        if not ORIGIN.fullmatch(origin):
+            raise ValueError(
+                f"MODELSERVER_CORS_ORIGINS: {origin!r} is not an origin: a browser sends "
+                "scheme://host[:port], such as https://app.example.com, with no path or "
+                "trailing slash, so it would never match"
+            )
     if origins:  # none by default: then no request pays for CORS
         app.after_request(lambda response: allow_cross_origin(response, origins))
 

@@ -310,3 +310,11 @@ def test_cross_origin_calls_only_from_the_allowed_origins():
     response = plain.get("/sentiment?text=good", headers={"Origin": "https://app.example"})
     assert response.status_code == 200, response.data
     assert "Access-Control-Allow-Origin" not in response.headers
+
+
+@pytest.mark.parametrize("origin", ["https://app.example/", "app.example", "https://a.example/x"])
+def test_an_origin_no_browser_sends_stops_the_start(origin):
+    config = {"TESTING": True, "ENDPOINTS": {}, "CORS_ORIGINS": f"https://b.example, {origin}"}
+    with pytest.raises(ValueError) as raised:
+        create_app(config)
+    assert str(raised.value).startswith(f"MODELSERVER_CORS_ORIGINS: {origin!r} is not an origin")
