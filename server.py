@@ -16,6 +16,7 @@ from modelserver import (
     answers,
     batching,
     cors,
+    deadline,
     keys,
     loading,
     memoryguard,
@@ -86,7 +87,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.config.get("API_KEYS_FILE", keys.API_KEYS_FILE),
         frozenset(sig.name for sig in signatures),
     )
-    answers.stop_requests_at_the_deadline()
+    deadline.stop_requests_at_the_deadline()
     memoryguard.guard()
     return app
 

@@ -1,9 +1,7 @@
-"""Answers: results and errors as JSON, and the harakiri deadline turned into a 504."""
+"""Answers: results and errors as JSON."""
 
 import json
 import math
-import os
-import signal
 import sys
 
 import numpy as np
@@ -18,14 +16,11 @@ from werkzeug.exceptions import (
     RequestEntityTooLarge,
 )
 
+from modelserver.deadline import DeadlineExceeded, recycle_this_worker
 from modelserver.endpoints import Signature
 from modelserver.limits import BODY_TOO_LARGE
 
 JSON_TYPE = "application/json"
-
-# uwsgi.ini's harakiri-graceful-signal: uWSGI sends it to a worker whose request ran past
-# harakiri, a few seconds before it kills the worker.
-DEADLINE_SIGNAL = signal.SIGSYS
 
 # --- the answer ----------------------------------------------------------------------------
 
@@ -94,32 +89,6 @@ def json_response(payload: dict, status: int = 200) -> Response:
 
 
 # --- errors ----------------------------------------------------------------------------------
-
-
-class DeadlineExceeded(HTTPException):
-    """The request ran past uWSGI's harakiri; answered 504, then the worker is recycled."""
-
-    code = 504
-    description = "the request ran past the server's time limit and was stopped"
-
-
-def stop_requests_at_the_deadline() -> None:
-    """Under uWSGI, turn the harakiri signal into DeadlineExceeded inside the running request."""
-    try:
-        import uwsgi  # noqa: F401  (exists only inside uWSGI, the one server with harakiri)
-    except ImportError:
-        return
-    signal.signal(DEADLINE_SIGNAL, raise_deadline_exceeded)
-
-
-def raise_deadline_exceeded(signum, frame):
-    raise DeadlineExceeded()
-
-
-def recycle_this_worker() -> None:
-    """Ask uWSGI to replace this worker (SIGHUP: finish, exit, respawn): an interrupted request
-    may have left its state half-changed."""
-    os.kill(os.getpid(), signal.SIGHUP)
 
 
 def shorten(text: str, limit: int = 40) -> str:

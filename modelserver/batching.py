@@ -32,7 +32,7 @@ from collections.abc import Callable
 
 from werkzeug.exceptions import HTTPException, ServiceUnavailable
 
-from modelserver.answers import DeadlineExceeded
+from modelserver.deadline import DeadlineExceeded
 
 try:
     import uwsgi

@@ -166,7 +166,8 @@ def exact_choice(choices: tuple) -> Callable[[object], object]:
 # Core schemas of the classes whose fields a JSON object fills; their fields are beyond
 # from_json(), which rewrites type hints, not a class's own.
 CLASSES = frozenset({"model", "dataclass", "typed-dict"})
-CLOCK_SCHEMAS = {"date": datetime.date, "datetime": datetime.datetime, "time": datetime.time}
+# The same classes by the name of their core schema ("date", ...), as a class's fields have them.
+CLOCK_SCHEMAS = {clock.__name__: clock for clock in CLOCK_EXAMPLES}
 # Parts of a core schema that hold values or Python objects, not schemas.
 NOT_SCHEMAS = frozenset({"cls", "config", "default", "expected", "metadata", "serialization"})
 

@@ -3,7 +3,7 @@
 import logging
 import os
 
-from modelserver.answers import recycle_this_worker
+from modelserver.deadline import recycle_this_worker
 
 # The limit, in MB, from uwsgi.ini ($MODELSERVER_MAX_RSS_MB); 0 or unset: no guard.
 MAX_RSS_MB = int(os.environ.get("MODELSERVER_MAX_RSS_MB", "0") or 0)

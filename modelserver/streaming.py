@@ -18,7 +18,7 @@ from dataclasses import replace
 from flask import Response, current_app, request
 from werkzeug.exceptions import BadRequest, HTTPException
 
-from modelserver import answers
+from modelserver import answers, deadline
 from modelserver.calls import call_function, call_rows
 from modelserver.endpoints import Signature
 
@@ -70,8 +70,8 @@ def sent(sig, items: Iterator, first: tuple, events: bool, logger, metrics) -> I
         if metrics is not None:
             metrics.count(metrics.stream_errors, sig.name)
         yield line({"message": stream_error(sig, error)}, events, sig, "error")
-        if isinstance(error, answers.DeadlineExceeded):
-            answers.recycle_this_worker()
+        if isinstance(error, deadline.DeadlineExceeded):
+            deadline.recycle_this_worker()
     finally:
         close = getattr(items, "close", None)
         if close is not None:

@@ -7,8 +7,8 @@ import time
 import pytest
 from werkzeug.exceptions import BadRequest, InternalServerError, ServiceUnavailable
 
-from modelserver.answers import DeadlineExceeded
 from modelserver.batching import Batcher
+from modelserver.deadline import DeadlineExceeded
 from modelserver.endpoints import serve, signature_of
 
 FAR = 30.0  # a deadline no test reaches
