@@ -10,6 +10,7 @@ is replaced.
 """
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import os
@@ -33,7 +34,20 @@ def worker_loop() -> asyncio.AbstractEventLoop:
 
 
 def run(awaitable) -> object:
-    return worker_loop().run_until_complete(awaitable)
+    """awaitable to its end on this thread's loop. Interrupted (the deadline's signal raises
+    inside the loop), it is cancelled and let finish first: its own cleanup (a generator's
+    finally) runs, and an async generator it was driving is no longer running, so it can be
+    closed; the interruption then goes on as it came."""
+    loop = worker_loop()
+    task = asyncio.ensure_future(awaitable, loop=loop)
+    try:
+        return loop.run_until_complete(task)
+    except BaseException:
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                loop.run_until_complete(task)
+        raise
 
 
 def drive(items: AsyncIterator) -> Iterator:

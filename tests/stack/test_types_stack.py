@@ -140,6 +140,17 @@ def test_an_async_function_that_runs_too_long_is_stopped_by_harakiri():
         assert json.loads(body) == {"result": 4.0}
 
 
+def test_an_async_generator_that_runs_too_long_is_stopped_and_its_worker_replaced():
+    args = (*uwsgi_app("testapps:typed_app"), "--harakiri", str(HARAKIRI), "--processes", "1")
+    with Stack(uwsgi_args=args) as stack:
+        for path in ("/tokens?text=a%20b&every=30", "/later?a=1&wait=30"):
+            # The second on the same worker slot: a worker left unreplaced by the first would
+            # be killed outright at its next deadline, a 502.
+            status, _, body = stack.request("GET", path, timeout=20)
+            assert status == 504, (path, body)
+            assert json.loads(body)["message"].startswith("the request ran past"), body
+
+
 def test_a_raw_upload_of_several_mb_and_one_over_the_limit(typed_stack):
     data = bytes(range(256)) * (5 * 1024 * 4)  # 5 MB of any bytes
     status, _, body = typed_stack.request(
