@@ -13,7 +13,10 @@ class RequestIdFilter(logging.Filter):
     """Gives each log record the id of the request it is about ("-" outside a request)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.request_id = request.environ.get(REQUEST_ID, "-") if has_request_context() else "-"
+        if has_request_context():
+            record.request_id = request.environ.get(REQUEST_ID, "-")
+        elif not hasattr(record, "request_id"):  # given (extra=) for a stream sent after it
+            record.request_id = "-"
         return True
 
 

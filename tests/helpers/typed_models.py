@@ -285,10 +285,15 @@ async def tokens(text: str, every: float = 0.05) -> AsyncIterator[dict]:
         yield {"index": i, "token": word}
 
 
-def breaks(n: int = 2) -> Iterator[float]:
-    """Yields n items, then fails (a bug mid-stream)."""
+def breaks(n: int = 2, how: Literal["bug", "value", "nan"] = "bug") -> Iterator[float]:
+    """Yields n items, then fails: a bug, a ValueError (the client's, by this project's rule) or
+    an item JSON cannot carry."""
     for i in range(n):
         yield float(i)
+    if how == "nan":
+        yield float("nan")
+    if how == "value":
+        raise ValueError(f"no reading past {n}")
     raise RuntimeError("the model fell over")
 
 

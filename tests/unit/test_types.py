@@ -14,6 +14,7 @@ from typing_extensions import TypedDict
 from helpers import assert_json_error, typed_models, usermodels
 from helpers.type_cases import PARAMS, as_bytes, check
 from modelserver.endpoints import serve
+from modelserver.requestids import REQUEST_ID, RequestIdFilter
 from server import create_app
 
 
@@ -93,7 +94,9 @@ def test_a_stream_answers_ndjson_lines_or_events(typed_client):
     events = typed_client.get("/count?n=2&every=0", headers={"Accept": "text/event-stream"})
     assert events.status_code == 200
     assert events.mimetype == "text/event-stream"
-    assert events.data == b'data: {"result": 0}\n\ndata: {"result": 1}\n\n'
+    assert events.data == (
+        b'data: {"result": 0}\n\ndata: {"result": 1}\n\nevent: end\ndata: {}\n\n'
+    )  # the end: the page closes its EventSource, which would otherwise connect again
     tokens = typed_client.post("/tokens", json={"text": "a b", "every": 0})
     assert tokens.status_code == 200
     lines = [json.loads(line) for line in tokens.data.splitlines()]
@@ -113,8 +116,31 @@ def test_a_failure_midway_ends_the_stream_with_a_message_and_is_counted(typed_cl
     assert events.data.startswith(b'data: {"result": 0.0}\n\nevent: error\ndata: {"message": ')
     # Failing before its first item, it is answered as any call that fails: a 500.
     assert typed_client.get("/breaks?n=0").status_code == 500
+    # A first item JSON cannot carry is the function's fault too, before the answer starts.
+    first = typed_client.get("/breaks?n=0&how=nan")
+    assert first.status_code == 500
+    assert first.json == {
+        "message": "breaks returned an item that JSON cannot carry: NaN or Infinity"
+    }
+    # The client's mistake (a ValueError) keeps its words midway, as before the first item.
+    value = typed_client.get("/breaks?n=1&how=value")
+    assert value.status_code == 200
+    assert value.data == b'{"result": 0.0}\n{"message": "no reading past 1"}\n'
+    assert typed_client.get("/breaks?n=0&how=value").json == {"message": "no reading past 0"}
     metrics = typed_client.get("/metrics").data.decode()
-    assert 'modelserver_stream_errors_total{endpoint="breaks"} 2.0' in metrics
+    assert 'modelserver_stream_errors_total{endpoint="breaks"} 3.0' in metrics
+
+
+def test_a_failure_midway_is_logged_with_its_requests_id(typed_client, caplog):
+    """The stream is sent after its request has left Flask: the id goes with it."""
+    response = typed_client.get("/breaks?n=1", environ_base={REQUEST_ID: "0123456789abcdef"})
+    assert response.status_code == 200
+    assert response.data.endswith(
+        b'{"message": "breaks failed with RuntimeError; the server log has the traceback"}\n'
+    )
+    (record,) = [r for r in caplog.records if "failed while streaming" in r.getMessage()]
+    assert RequestIdFilter().filter(record)
+    assert record.request_id == "0123456789abcdef"
 
 
 def test_a_streams_model_time_covers_all_its_items(typed_client):
