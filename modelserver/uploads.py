@@ -27,8 +27,10 @@ def upload_rows(sig: Signature) -> tuple[list[list], bool]:
     upload field given n times: n items), a PNG or JPEG body for a function of one image, or
     the raw body for a function of bytes or a File (its other parameters in the query string)."""
     # Before the body is read. A text part may be a whole file (curl -F 'data=<model.bin'),
-    # held in memory as a file's part is: bounded by the body alone.
-    request.max_content_length = request.max_form_memory_size = MAX_IMAGE_BODY_BYTES
+    # held in memory as a file's part is: bounded by the body alone. A body labelled JSON keeps
+    # JSON's bound: nginx counts it as a JSON request, not as one of a client's uploads.
+    if not request.is_json:
+        request.max_content_length = request.max_form_memory_size = MAX_IMAGE_BODY_BYTES
     refuse_encoding()
     if request.mimetype == "multipart/form-data":
         return form_rows(sig)

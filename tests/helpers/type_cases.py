@@ -329,6 +329,23 @@ CASES = [
     # bytes: the raw body, any Content-Type; other parameters from the query string.
     ("POST", "/size", b"hello", "text/csv", 200, {"bytes": 5, "sha256": "2cf24dba5fb0a30e"}),
     ("POST", "/size", b'{"a": 1}', JSON, 200, {"bytes": 8, "sha256": "f9d86028c6e0d64e"}),
+    # Labelled JSON, a body is held to JSON's 1 MB: nginx does not count it as an upload.
+    (
+        "POST",
+        "/size",
+        b" " * (1024 * 1024 + 1),
+        JSON,
+        413,
+        ("request body too large: at most 1 MB",),
+    ),
+    (
+        "POST",
+        "/size",
+        b" " * (1024 * 1024 + 1),
+        "text/csv",
+        200,
+        {"bytes": 1048577, "sha256": "9d78de4e5b12fc16"},
+    ),
     ("POST", "/size", b"", "audio/wav", 400, ("body is empty", "'data'")),
     ("GET", "/size", None, None, 405, ("GET", "not allowed", "POST")),
     (
