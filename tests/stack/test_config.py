@@ -83,6 +83,7 @@ def test_uwsgi_effective_options():
         "harakiri": "30",
         "harakiri-graceful-timeout": "5",
         "harakiri-graceful-signal": "31",
+        "socket-timeout": "10",
         "max-requests": "1000000",
         "disable-logging": "true",
         "log-4xx": "true",
