@@ -306,8 +306,9 @@ def request_body(sig: Signature) -> dict:
 
 
 def upload_body(sig: Signature) -> dict:
-    """A multipart form of the parameters (an image or a file field repeated: a batch; a
-    list[File] field: the files), or for a function of one upload the file as the body."""
+    """A multipart form of the parameters (an image or a file field repeated: a batch, unless
+    the function streams; a list[File] field: the files), or for a function of one upload the
+    file as the body. Not required when every parameter it could carry has a default."""
     form = arguments_schema(sig)
     for param in sig.params:
         if param.upload is not None:
@@ -315,7 +316,7 @@ def upload_body(sig: Signature) -> dict:
                 "type": "array",
                 "items": BINARY,
                 "minItems": 0 if param.many else 1,
-                "maxItems": MAX_IMAGES,
+                "maxItems": 1 if sig.streams and not param.many else MAX_IMAGES,
             }
         elif not param.in_query and not takes_text(param.adapter):  # its JSON text
             form["properties"][param.name] = {"type": "string", "description": "JSON"}
@@ -329,7 +330,8 @@ def upload_body(sig: Signature) -> dict:
             content = {"application/octet-stream": binary, **content}
         else:  # a File: the form first, which gives it a filename and a type in /docs too
             content = {**content, "application/octet-stream": binary}
-    return {"required": True, "content": content}
+    needed = any(p.required and (p.upload is not None or not p.in_query) for p in sig.params)
+    return {"required": needed, "content": content}
 
 
 def raw_upload(sig: Signature) -> Param | None:

@@ -14,6 +14,7 @@ from typing_extensions import TypedDict
 from helpers import assert_json_error, typed_models, usermodels
 from helpers.type_cases import PARAMS, as_bytes, check
 from modelserver.endpoints import serve
+from modelserver.files import File
 from modelserver.requestids import REQUEST_ID, RequestIdFilter
 from server import create_app
 
@@ -31,6 +32,24 @@ def test_typed_functions_flask(
     response = typed_client.open(path, method=method, data=as_bytes(body), headers=headers)
     headers = {k.lower(): v for k, v in response.headers.items()}
     check(response.status_code, headers, response.data, expected_status, expected)
+
+
+def test_the_document_offers_a_stream_one_upload_and_an_optional_body_as_optional():
+    def sizes(data: bytes = b"") -> int:
+        """The body's length; none is 0."""
+        return len(data)
+
+    def widths(doc: File) -> typing.Iterator[int]:
+        """A stream of one file."""
+        yield len(doc.data)
+
+    client = create_app({"TESTING": True, "ENDPOINTS": {"sizes": sizes, "widths": widths}})
+    response = client.test_client().get("/openapi.json")
+    assert response.status_code == 200
+    paths = response.json["paths"]
+    assert paths["/sizes"]["post"]["requestBody"]["required"] is False
+    form = paths["/widths"]["post"]["requestBody"]["content"]["multipart/form-data"]
+    assert form["schema"]["properties"]["doc"]["maxItems"] == 1  # a batch is a 400 for a stream
 
 
 def test_a_plain_float_answer_keeps_its_exact_bytes():
