@@ -31,7 +31,8 @@ def read_unix(path: str, request_bytes: bytes = b"", timeout: float = 1.0) -> by
 
 
 def uwsgi_stats() -> dict | None:
-    """uWSGI's stats server (uwsgi.ini: a unix socket next to the uwsgi socket), as JSON."""
+    """uWSGI's stats server (uwsgi.ini: a unix socket next to the uwsgi socket), as JSON (read
+    alike by handover.stats, which runs outside the app)."""
     path = uwsgi.opt.get("stats", b"").decode() if uwsgi is not None else ""
     if not path:
         return None
