@@ -37,7 +37,8 @@ SECOND_WORKER_KEYS = 1000
 
 def stats(socket_path: str) -> dict | None:
     """The JSON of a uWSGI stats socket (SOCKET.stats, uwsgi.ini), or None while it is down.
-    The app reads it as serverstats.uwsgi_stats does; this file runs alone, standard library only."""
+    The app reads it as serverstats.uwsgi_stats does; this file runs alone, on the standard
+    library only."""
     try:
         with socket.socket(socket.AF_UNIX) as conn:
             conn.settimeout(5)
