@@ -124,40 +124,87 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
     endpoint = entry if isinstance(entry, Endpoint) else Endpoint(entry)
     func = endpoint.func
     where = f"ENDPOINTS[{name!r}] ({getattr(func, '__qualname__', func)!r})"
-    if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
-        raise TypeError(
-            f"{where}: not a name to serve at /NAME: use letters, digits, '-', '_' and '.', "
-            f"starting with a letter or digit, and none of {', '.join(sorted(RESERVED_NAMES))}"
-        )
+    check_name(name, where)
     if not callable(func):
         raise TypeError(f"{where}: not a function")
     try:
         hints = typing.get_type_hints(func, include_extras=True)  # Field() constraints kept
     except Exception as error:  # a hint naming what does not exist: the user's code to fix
         raise TypeError(f"{where}: its type hints cannot be read: {error}") from error
-    parameters = list(inspect.signature(func).parameters.values())
-    if endpoint.model is not None:
-        if not parameters or parameters[0].name != "model":
-            raise TypeError(
-                f"{where}: serve(..., model=...) passes the model as the first "
-                "parameter, which must be named 'model'"
-            )
-        parameters = parameters[1:]
-    params = []
-    for parameter in parameters:
-        label = f"{where}, parameter {parameter.name!r}"
-        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
-            raise TypeError(f"{label}: *args and **kwargs cannot be served; name each parameter")
-        if parameter.name not in hints:
-            if parameter.name == "model":  # a loaded model, without its loader named
-                raise TypeError(
-                    f"{label} has no type hint; for a model loaded once, name its loader: "
-                    "serve(f, model=load_x)"
-                )
-            raise TypeError(f"{label} has no type hint; give it one of {SUPPORTED}")
-        params.append(make_param(label, parameter, hints[parameter.name], endpoint.vectorized))
+    parameters = served_parameters(endpoint, where)
+    params = [param_of(where, parameter, hints, endpoint.vectorized) for parameter in parameters]
     if endpoint.load not in LOADS:
         raise TypeError(f"{where}: load is 'master' or 'worker'; got {endpoint.load!r}")
+    check_images(where, endpoint, params)
+    if len(params) == 1 and is_model(hints[params[0].name]) and not endpoint.vectorized:
+        # FastAPI's way: a function of one model takes the body as that model.
+        model = hints[params[0].name]
+        params[0] = replace(params[0], whole_body=True, body_fields=body_fields(model))
+    check_batching(where, endpoint)
+    streams = eventloop.streams(func)
+    if streams and endpoint.vectorized:
+        raise TypeError(
+            f"{where}: a generator streams the items of one call; it cannot be vectorised"
+        )
+    returns_hint = result_hint(where, endpoint, hints, streams)
+    doc = inspect.getdoc(func) or name
+    summary, _, description = doc.partition("\n")
+    keywords = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
+    return Signature(
+        name,
+        # An async def runs on the worker's loop (modelserver.eventloop).
+        by_name(eventloop.plain(func), keywords),
+        tuple(params),
+        model=None if endpoint.model is None else model_name(endpoint.model),
+        vectorized=endpoint.vectorized,
+        draft=endpoint.draft,
+        returns=result_schema(where, returns_hint),
+        summary=summary.strip(),
+        description=description.strip(),
+        streams=streams,
+        returns_hint=returns_hint,
+        max_batch_size=endpoint.max_batch_size,
+        max_batch_delay_ms=endpoint.max_batch_delay_ms,
+    )
+
+
+def check_name(name: object, where: str) -> None:
+    if not isinstance(name, str) or not NAME.fullmatch(name) or name in RESERVED_NAMES:
+        raise TypeError(
+            f"{where}: not a name to serve at /NAME: use letters, digits, '-', '_' and '.', "
+            f"starting with a letter or digit, and none of {', '.join(sorted(RESERVED_NAMES))}"
+        )
+
+
+def served_parameters(endpoint: Endpoint, where: str) -> list[inspect.Parameter]:
+    """The function's parameters a request fills: all but the model's, which comes first."""
+    parameters = list(inspect.signature(endpoint.func).parameters.values())
+    if endpoint.model is None:
+        return parameters
+    if not parameters or parameters[0].name != "model":
+        raise TypeError(
+            f"{where}: serve(..., model=...) passes the model as the first "
+            "parameter, which must be named 'model'"
+        )
+    return parameters[1:]
+
+
+def param_of(where: str, parameter: inspect.Parameter, hints: dict, vectorized: bool) -> Param:
+    label = f"{where}, parameter {parameter.name!r}"
+    if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+        raise TypeError(f"{label}: *args and **kwargs cannot be served; name each parameter")
+    if parameter.name not in hints:
+        if parameter.name == "model":  # a loaded model, without its loader named
+            raise TypeError(
+                f"{label} has no type hint; for a model loaded once, name its loader: "
+                "serve(f, model=load_x)"
+            )
+        raise TypeError(f"{label} has no type hint; give it one of {SUPPORTED}")
+    return make_param(label, parameter, hints[parameter.name], vectorized)
+
+
+def check_images(where: str, endpoint: Endpoint, params: list[Param]) -> None:
+    """What draft= asks of the images, and how many a vectorised function takes, fit it."""
     if endpoint.draft is not None:
         draft = endpoint.draft
         # The modes libjpeg decodes to; a bool is not a side.
@@ -175,46 +222,20 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
             raise TypeError(f"{where}: draft= is for a function of images; this one takes none")
     if sum(param.is_image for param in params) > 1 and endpoint.vectorized:
         raise TypeError(f"{where}: a vectorised function takes at most one image parameter")
-    if len(params) == 1 and is_model(hints[params[0].name]) and not endpoint.vectorized:
-        # FastAPI's way: a function of one model takes the body as that model.
-        model = hints[params[0].name]
-        params[0] = replace(params[0], whole_body=True, body_fields=body_fields(model))
-    check_batching(where, endpoint)
-    streams = eventloop.streams(func)
-    if streams and endpoint.vectorized:
-        raise TypeError(
-            f"{where}: a generator streams the items of one call; it cannot be vectorised"
-        )
-    doc = inspect.getdoc(func) or name
-    summary, _, description = doc.partition("\n")
-    model = None if endpoint.model is None else model_name(endpoint.model)
-    returns_hint = item_hint(hints.get("return")) if streams else hints.get("return")
-    if endpoint.vectorized and typing.get_origin(returns_hint) is list:
-        (returns_hint,) = typing.get_args(returns_hint)
-    elif endpoint.vectorized and one_value(returns_hint):
-        one = type_name(returns_hint)
+
+
+def result_hint(where: str, endpoint: Endpoint, hints: dict, streams: bool) -> object:
+    """The hint of one result: of each item of a stream, of each item's of a vectorised call."""
+    hint = item_hint(hints.get("return")) if streams else hints.get("return")
+    if endpoint.vectorized and typing.get_origin(hint) is list:
+        (hint,) = typing.get_args(hint)
+    elif endpoint.vectorized and one_value(hint):
+        one = type_name(hint)
         raise TypeError(
             f"{where}: a vectorised function returns one result per item, a list or an array: "
             f"list[{one}], not {one}"
         )
-    returns = result_schema(where, returns_hint)
-    keywords = tuple(p.name for p in parameters if p.kind is p.KEYWORD_ONLY)
-    return Signature(
-        name,
-        # An async def runs on the worker's loop (modelserver.eventloop).
-        by_name(eventloop.plain(func), keywords),
-        tuple(params),
-        model,
-        endpoint.vectorized,
-        endpoint.draft,
-        returns,
-        summary.strip(),
-        description.strip(),
-        streams,
-        returns_hint,
-        endpoint.max_batch_size,
-        endpoint.max_batch_delay_ms,
-    )
+    return hint
 
 
 def body_fields(model: type[BaseModel]) -> tuple[str, ...] | None:
