@@ -138,8 +138,8 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
     check_images(where, endpoint, params)
     if len(params) == 1 and is_model(hints[params[0].name]) and not endpoint.vectorized:
         # FastAPI's way: a function of one model takes the body as that model.
-        model = hints[params[0].name]
-        params[0] = replace(params[0], whole_body=True, body_fields=body_fields(model))
+        body_model = hints[params[0].name]
+        params[0] = replace(params[0], whole_body=True, body_fields=body_fields(body_model))
     check_batching(where, endpoint)
     streams = eventloop.streams(func)
     if streams and endpoint.vectorized:
