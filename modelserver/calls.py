@@ -2,6 +2,7 @@
 
 import time
 
+import numpy as np
 from flask import current_app
 from werkzeug.exceptions import (
     BadRequest,
@@ -12,6 +13,10 @@ from werkzeug.exceptions import (
 
 from modelserver import batching, metrics
 from modelserver.endpoints import Signature
+
+# What a vectorised function returns: its items in order. A dict, a DataFrame or a Series has a
+# length too, but read as a list it gives its keys, column names or index.
+ONE_PER_ITEM = (list, tuple, np.ndarray)
 
 
 def model_of(sig: Signature) -> object:
@@ -99,16 +104,17 @@ def call_rows(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> o
             return []
         columns = [list(column) for column in zip(*rows, strict=True)]
         results = call_function(sig, (*prefix, *columns))
-        if not hasattr(results, "__len__") or len(results) != len(rows):
+        if not isinstance(results, ONE_PER_ITEM):  # a dict or a DataFrame: its keys, not rows
             raise InternalServerError(
-                f"{sig.name} returned {describe_count(results)} for {len(rows)} item(s); "
+                f"{sig.name} returned a value of type {type(results).__name__} for {len(rows)} "
+                "item(s); a vectorised function returns a list or an array of one result per item"
+            )
+        if len(results) != len(rows):
+            raise InternalServerError(
+                f"{sig.name} returned {len(results)} result(s) for {len(rows)} item(s); "
                 "a vectorised function returns one result per item"
             )
         return list(results) if batch else results[0]
     if not batch:
         return call_function(sig, (*prefix, *rows[0]))
     return call_each(sig, prefix, rows)
-
-
-def describe_count(value: object) -> str:
-    return f"{len(value)} result(s)" if hasattr(value, "__len__") else type(value).__name__

@@ -318,3 +318,39 @@ def test_an_origin_no_browser_sends_stops_the_start(origin):
     with pytest.raises(ValueError) as raised:
         create_app(config)
     assert str(raised.value).startswith(f"MODELSERVER_CORS_ORIGINS: {origin!r} is not an origin")
+
+
+def columns(x: list[float]) -> list[dict]:
+    """Columns, as a DataFrame of the batch would be: a dict of lists."""
+    return {"prob": x, "label": ["a"] * len(x)}
+
+
+def one_short(x: list[float]) -> list[float]:
+    """A result too few."""
+    return x[1:]
+
+
+def lazily(x: list[float]) -> list[float]:
+    """A generator, not a list."""
+    return (value for value in x)
+
+
+@pytest.mark.parametrize(
+    ("func", "words"),
+    [
+        (
+            columns,
+            "returned a value of type dict for 2 item(s); a vectorised function returns a list",
+        ),
+        (one_short, "returned 1 result(s) for 2 item(s); a vectorised function returns one result"),
+        (lazily, "returned a value of type generator for 2 item(s)"),
+    ],
+)
+def test_a_vectorised_result_that_is_not_one_per_item_is_the_functions_500(func, words):
+    endpoints = {"f": serve(func, vectorized=True)}
+    client = create_app({"TESTING": True, "ENDPOINTS": endpoints}).test_client()
+    for body in ([{"x": 0.9}, {"x": 0.1}], {"x": 0.9}):
+        response = client.post("/f", json=body)
+        assert response.status_code == 500, response.data
+        assert response.json["message"].startswith("f returned"), response.json
+    assert words in client.post("/f", json=[{"x": 0.9}, {"x": 0.1}]).json["message"]
