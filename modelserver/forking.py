@@ -64,8 +64,9 @@ def check_loader(name: str, before: int) -> None:
             f"({', '.join(sorted(found))}): a library's thread pool (onnxruntime, OpenMP, "
             "torch, ...). The workers fork from the master without those threads and would "
             f"hang in the library. Load it in each worker instead: serve(..., model=load_{name}, "
-            'load="worker"), or make the library start no thread (e.g. OMP_NUM_THREADS=1, '
-            "onnxruntime's intra_op_num_threads=1)."
+            'load="worker"), with the library imported inside the loader (onnxruntime starts a '
+            "thread on import); or make the library start no thread, if it can be told to "
+            "(OpenMP: OMP_NUM_THREADS=1)."
         )
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from flask import Flask, Response
 from werkzeug.exceptions import ServiceUnavailable
 
-from modelserver import forking
+from modelserver import forking, memoryguard
 from modelserver.answers import json_response
 from modelserver.endpoints import Endpoint, model_name
 
@@ -88,6 +88,7 @@ def load_in_worker(app: Flask, models: dict, loaders: dict[str, Loader]) -> None
         load_one(app.logger, models, name, loader)
         if metrics is not None:
             metrics.model_loaded.labels(name).set(1 if name in models else 0)
+    memoryguard.models_loaded()
     if HANDOVER and any(name not in models for name in loaders):
         app.logger.error("the new code's models failed to load in a worker: it stops")
         os.kill(os.getppid(), signal.SIGTERM)  # the new uWSGI's master: the handover fails

@@ -1,4 +1,7 @@
-"""The memory guard: a worker whose own memory passes its limit is replaced, gracefully."""
+"""The memory guard: a worker whose own memory passes its limit is replaced, gracefully.
+
+The limit counts what a worker holds beyond its own models (load="worker"): a model larger than
+the limit would otherwise have every worker replaced as soon as it loads, again and again."""
 
 import logging
 import os
@@ -12,6 +15,9 @@ MAX_RSS_MB = int(os.environ.get("MODELSERVER_MAX_RSS_MB", "0") or 0)
 # /proc after every one, and a check in the app would run on every request to see the time.
 INTERVAL_SECONDS = 1  # whole seconds: uWSGI's timers take no fractions
 LOG = logging.getLogger(__name__)
+# This worker's own memory once its own models loaded (load_in_worker): where the limit counts
+# from. 0 in a worker whose models are all the master's.
+MODELS_BYTES = 0
 
 
 def own_bytes() -> int:
@@ -41,14 +47,22 @@ def guard(max_rss_mb: int = MAX_RSS_MB) -> None:
 
     def look(signum: int) -> None:
         own = own_bytes()
-        if own > limit:
+        if own - MODELS_BYTES > limit:
             LOG.warning(
-                "worker %d holds %d MB of its own, past MODELSERVER_MAX_RSS_MB=%d: replaced "
-                "after its request",
+                "worker %d holds %d MB of its own (%d MB of it its models), past "
+                "MODELSERVER_MAX_RSS_MB=%d beyond them: replaced after its request",
                 os.getpid(),
                 own // 2**20,
+                MODELS_BYTES // 2**20,
                 max_rss_mb,
             )
             recycle_this_worker()
 
     uwsgidecorators.timer(INTERVAL_SECONDS, target="workers")(look)
+
+
+def models_loaded() -> None:
+    """In a worker, once its own models (load="worker") have loaded: the limit counts from here."""
+    global MODELS_BYTES
+    if MAX_RSS_MB > 0:
+        MODELS_BYTES = own_bytes()

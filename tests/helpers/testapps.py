@@ -15,6 +15,7 @@ import usermodels
 import uwsgi  # exists only inside a uWSGI process
 from flask import request
 
+from modelserver.endpoints import serve
 from server import create_app
 
 
@@ -61,6 +62,17 @@ def grow_route() -> dict:
     return {"pid": os.getpid()}
 
 
+def load_ballast() -> bytes:
+    """A model of $TEST_MODEL_MB megabytes, every page touched, as a large one loaded in each
+    worker (load="worker") is."""
+    return b"\x01" * (int(os.environ["TEST_MODEL_MB"]) * 1024 * 1024)
+
+
+def ballast_mb(model: bytes) -> int:
+    """The worker's model's size in MB."""
+    return len(model) // 2**20
+
+
 def with_test_routes(app):
     """app plus routes that only tests have: a slow one, one naming the worker, and one that
     makes the worker hold memory."""
@@ -81,6 +93,10 @@ APPS = {
     "served_app": lambda: with_test_routes(create_app({"ENDPOINTS": usermodels.SERVED})),
     # A user's functions instead of the project's demos: what the framework's tests serve.
     "user_app": lambda: create_app({"ENDPOINTS": usermodels.ENDPOINTS}),
+    # A model of $TEST_MODEL_MB loaded in each worker, with the test routes: the memory guard's.
+    "worker_model_app": lambda: with_test_routes(
+        create_app({"ENDPOINTS": {"ballast": serve(ballast_mb, model=load_ballast, load="worker")}})
+    ),
     # Functions of every type the framework takes and gives: what the type tests serve.
     "typed_app": lambda: create_app({"ENDPOINTS": typed_models.ENDPOINTS}),
 }
