@@ -40,6 +40,8 @@ COMBINED_FORMAT = (
     """$status $body_bytes_sent "$http_referer" "$http_user_agent"'; """
 )
 READY_PATH = "/readyz"  # 200 once the app and its models are loaded
+# How long a start waits for that: models load before the app answers at all.
+LOAD_SECONDS = float(os.environ.get("MODELSERVER_LOAD_SECONDS", "120"))
 NGINX_CANDIDATES = ("/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx")
 
 NGINX_CONF = """\
@@ -213,7 +215,7 @@ class Stack:
     def __exit__(self, *exc) -> None:
         self.stop()
 
-    def start(self, timeout: float = 30) -> None:
+    def start(self, timeout: float = LOAD_SECONDS) -> None:
         nginx = find_nginx()
         if nginx is None:
             raise RuntimeError("nginx is not installed: sudo apt-get install nginx")
@@ -313,7 +315,10 @@ class Stack:
                 pass
             if time.monotonic() > deadline:
                 said = f"GET {self.ready_path} answered {answer}" if answer else "no answer"
-                raise TimeoutError(f"{said} from {self.url} in {timeout} s:\n{self.logs()}")
+                raise TimeoutError(
+                    f"{said} from {self.url} in {timeout} s (a model still loading? "
+                    f"MODELSERVER_LOAD_SECONDS={timeout:g} says how long to wait):\n{self.logs()}"
+                )
             time.sleep(0.05)
 
     def exited(self, proc: subprocess.Popen) -> str:

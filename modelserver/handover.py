@@ -28,8 +28,9 @@ import subprocess
 import sys
 import time
 
-# How long each step may take before the handover gives up (the models' load time bounds it).
-STEP_SECONDS = 120
+# How long each step may take before the handover gives up: the models' load time bounds it, so
+# $MODELSERVER_LOAD_SECONDS (default 120) raises it for models that load for longer.
+STEP_SECONDS = float(os.environ.get("MODELSERVER_LOAD_SECONDS", "120"))
 POLL_SECONDS = 0.1
 # The second instance's worker keys in the metrics' files start here: far above any worker id.
 SECOND_WORKER_KEYS = 1000
