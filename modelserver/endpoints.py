@@ -181,12 +181,32 @@ def served_parameters(endpoint: Endpoint, where: str) -> list[inspect.Parameter]
     parameters = list(inspect.signature(endpoint.func).parameters.values())
     if endpoint.model is None:
         return parameters
+    check_loader(endpoint.model, where)
     if not parameters or parameters[0].name != "model":
         raise TypeError(
             f"{where}: serve(..., model=...) passes the model as the first "
             "parameter, which must be named 'model'"
         )
     return parameters[1:]
+
+
+def check_loader(loader: object, where: str) -> None:
+    """model= is a function the service calls with no arguments: a model itself, or a loader
+    that needs an argument, would only fail once loading, its endpoints 503 for good."""
+    if not callable(loader):
+        raise TypeError(
+            f"{where}: model= takes the model's loader, a function of no arguments called once "
+            f"(serve(f, model=load_x)), not a {type(loader).__name__}"
+        )
+    try:
+        inspect.signature(loader).bind()
+    except TypeError:
+        raise TypeError(
+            f"{where}: model={getattr(loader, '__name__', loader)!r} is called with no "
+            "arguments; give its parameters defaults, or wrap it: def load_x(): return ..."
+        ) from None
+    except ValueError:  # a builtin whose signature Python cannot tell: called as it is
+        pass
 
 
 def param_of(where: str, parameter: inspect.Parameter, hints: dict, vectorized: bool) -> Param:

@@ -114,6 +114,14 @@ def one_result(a: list[float]) -> float:
     return sum(a)
 
 
+def with_model(model: object, a: float) -> float:
+    return a
+
+
+def load_from(path: str) -> object:
+    return path
+
+
 @pytest.mark.parametrize(
     "entry,words",
     [
@@ -130,6 +138,9 @@ def one_result(a: list[float]) -> float:
         (serve(usermodels.image_size, draft=512), ("draft is (mode, side)", "512")),
         (serve(usermodels.image_size, draft=("RGBA", 64)), ("mode 'L' or 'RGB'",)),
         (serve(usermodels.image_size, draft=("L", True)), ("draft is (mode, side)",)),
+        # The model itself where its loader goes, and a loader that needs an argument.
+        (serve(with_model, model={"w": 1}), ("model= takes the model's loader", "not a dict")),
+        (serve(with_model, model=load_from), ("model='load_from' is called with no arguments",)),
     ],
 )
 def test_an_unsupported_function_fails_at_startup(entry, words):
