@@ -3,6 +3,7 @@
 import json
 import math
 import sys
+from decimal import Decimal
 
 import numpy as np
 from flask import Response, current_app, request
@@ -60,6 +61,10 @@ def numpy_to_json(value: object) -> object:
     Decimal, an Enum, a set), with numpy values inside it, as pydantic gives it in JSON."""
     if isinstance(value, np.ndarray | np.generic):
         return value.tolist()
+    if isinstance(value, Decimal) and not value.is_finite():  # pydantic would write "NaN"
+        raise ValueError("NaN or Infinity")
+    if isinstance(value, complex):  # pydantic would write "1+2j", which no reader takes back
+        raise TypeError("a complex number is not JSON")
     try:
         return to_jsonable_python(value, fallback=numpy_or_fail)
     except PydanticSerializationError as error:

@@ -2,7 +2,9 @@
 every float and int, and NaN, Infinity and the rest still go the checked way."""
 
 import json
+from decimal import Decimal
 
+import numpy as np
 import pytest
 from flask import Flask
 from hypothesis import given
@@ -49,6 +51,9 @@ def test_other_results_are_json(sig, value):
         (float("inf"), "NaN or Infinity"),
         (-float("inf"), "NaN or Infinity"),
         pytest.param(10**5000, "an integer of more than 4300 digits", id="10**5000"),
+        (Decimal("NaN"), "NaN or Infinity"),
+        ([Decimal("-Infinity")], "NaN or Infinity"),
+        (np.complex128(1 + 2j), "a complex number is not JSON"),
         # From a function with no return type: a typed one returning bytes does not start.
         ({"png": b"\x89PNG\r\n"}, "bytes that are not UTF-8 text"),
     ],
