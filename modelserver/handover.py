@@ -114,7 +114,10 @@ def wait(what: str, predicate, process: subprocess.Popen | None = None):
         if process is not None and process.poll() is not None:
             raise RuntimeError(f"{what}: the new uWSGI exited with {process.returncode}")
         if time.monotonic() > deadline:
-            raise RuntimeError(f"{what}: not within {STEP_SECONDS} s")
+            raise RuntimeError(
+                f"{what}: not within {STEP_SECONDS:g} s (MODELSERVER_LOAD_SECONDS, for models "
+                "that load for longer)"
+            )
         time.sleep(POLL_SECONDS)
     return result
 
@@ -130,21 +133,33 @@ def start_second(socket_path: str, command: list[str]) -> tuple[subprocess.Popen
     env["MODELSERVER_SOCKET"] = own
     env["MODELSERVER_METRICS_WORKER_OFFSET"] = str(SECOND_WORKER_KEYS)
     env["MODELSERVER_HANDOVER"] = "1"  # a model that fails stops it before it answers
+    # A process group of its own: if it fails, it is killed with its workers (stop()).
     second = subprocess.Popen(
-        [*command, "--zerg", socket_path + ".zerg"], env=env, stdin=subprocess.DEVNULL
+        [*command, "--zerg", socket_path + ".zerg"],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
     )
     return second, own
 
 
-def stop(process: subprocess.Popen) -> None:
-    """A graceful stop (SIGTERM: uwsgi.ini lets the workers finish their requests), waited for."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(STEP_SECONDS)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+def stop(process: subprocess.Popen, served: bool) -> None:
+    """served: its workers were found ready and answered beside the running ones: a graceful
+    stop (SIGTERM: uwsgi.ini lets them finish their requests), waited for. Else the new code
+    failed, or is still loading past the step's time: it must not begin to answer, so it is
+    killed at once, its workers with it (a loading master may not heed SIGTERM until loaded)."""
+    if process.poll() is not None:
+        return
+    if not served:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(STEP_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def handover(socket_path: str, command: list[str], log=print) -> float:
@@ -153,17 +168,19 @@ def handover(socket_path: str, command: list[str], log=print) -> float:
     start = time.monotonic()
     old = wait("the running uWSGI's workers", lambda: accepting_workers(socket_path))
     second, own = start_second(socket_path, command)
+    served = False
     try:
         workers = wait("the new code's workers", lambda: accepting_workers(own), second)
         if not ready(own, 2 * len(workers)):
             raise RuntimeError("the new code is not ready (GET /readyz): see the log above")
+        served = True
         log(f"handover: the new uWSGI (pid {second.pid}) answers; reloading the running one")
         with open(socket_path + ".fifo", "w") as fifo:  # uwsgi.ini's master-fifo
             fifo.write("r")
         # Done once every worker is a new one (the reload forks them all anew) and accepts.
         wait("the reloaded workers", lambda: renewed(accepting_workers(socket_path), old))
     finally:
-        stop(second)
+        stop(second, served)
     seconds = time.monotonic() - start
     log(f"handover: done in {seconds:.1f} s")
     return seconds

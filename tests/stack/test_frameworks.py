@@ -272,6 +272,32 @@ def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path, app):
         assert loaded_models(stack) == {"slow": 1.0}  # the running one's states
 
 
+def test_a_reload_past_its_load_time_fails_and_its_new_code_never_answers(tmp_path, monkeypatch):
+    """A model that loads for longer than the handover waits: the new uWSGI, still loading, is
+    stopped with its workers before any of them answers (a loading master does not heed
+    SIGTERM: it would have served the new code for as long again once loaded)."""
+    version_file = tmp_path / "version"
+    version_file.write_text("1\n")
+    with running(
+        framework_stack("slow_master", FRAMEWORKS_VERSION_FILE=str(version_file))
+    ) as stack:
+        with Paced(f"{stack.url}/version?a=1", rate=50) as client:
+            time.sleep(0.5)
+            version_file.write_text("2\n")
+            monkeypatch.setenv("MODELSERVER_LOAD_SECONDS", "1.5")  # its model takes 2 s
+            started = time.monotonic()
+            with pytest.raises(RuntimeError):
+                stack.reload()
+            assert time.monotonic() - started < 5
+            time.sleep(3)  # past when the new code would have loaded
+        assert client.outcomes() == {"200": len(client.answers)}, client.outcomes()
+        versions = {json.loads(body)["result"]["version"] for _, _, body in client.answers}
+        assert versions == {"1"}
+        assert (
+            "not within 1.5 s (MODELSERVER_LOAD_SECONDS" in Path(stack.dir, "uwsgi.log").read_text()
+        )
+
+
 def private_mb(pid: int) -> float:
     """Memory only this process holds (USS: its private pages), in MB."""
     lines = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]
