@@ -181,6 +181,8 @@ class Batcher:
             for pending in batch:  # whose item was it? each alone tells
                 try:
                     settle(pending, run(pending.rows), None)
+                except DeadlineExceeded:
+                    raise
                 except HTTPException as alone:
                     settle(pending, None, alone)
             return

@@ -158,12 +158,18 @@ def test_an_exception_of_the_model_fails_only_the_request_that_caused_it():
     assert batcher.submit([[4]], run, deadline()).results == [4]  # the next batch is served
 
 
-def test_the_deadline_during_a_call_fails_its_batch_and_runs_nothing_again():
+@pytest.mark.parametrize(
+    "when", ["the batch's call", "a call of one of its requests alone, after the batch failed"]
+)
+def test_the_deadline_during_a_call_fails_its_batch_and_runs_nothing_again(when):
     calls = []
+    failing = 3 if when == "the batch's call" else 1
 
     def run(rows):
         calls.append(len(rows))
-        if len(rows) == 3:  # the harakiri signal raises in whichever thread leads the call
+        if len(rows) == 3 and failing == 1:  # the batch fails: each of it runs alone
+            raise BadRequest("one of these is wrong")
+        if len(rows) == failing:  # the harakiri signal raises in whichever thread leads
             raise DeadlineExceeded()
         return [row[0] for row in rows]
 
@@ -191,10 +197,10 @@ def test_the_deadline_during_a_call_fails_its_batch_and_runs_nothing_again():
     release.set()
     for thread in [blocker, *pool]:
         thread.join(5)
-    assert calls == [3]  # the batch once; none of it alone after the deadline
+    assert calls == ([3] if failing == 3 else [3, 1])  # nothing more after the deadline
     assert isinstance(outcomes[0], DeadlineExceeded)  # the leader: a 504, the worker recycled
     assert all(isinstance(pending.error, ServiceUnavailable) for pending in outcomes[1:])
-    assert batcher.submit([[4]], run, deadline()).results == [4]
+    assert batcher.submit([[4]], doubled([]), deadline()).results == [8]  # the next is served
 
 
 def test_a_request_waiting_past_its_deadline_gets_deadline_exceeded():
