@@ -1,6 +1,7 @@
 """Calling an endpoint's function on rows of arguments: one call, a batch, timed."""
 
 import time
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from flask import current_app
@@ -14,9 +15,17 @@ from werkzeug.exceptions import (
 from modelserver import batching, metrics
 from modelserver.endpoints import Signature
 
-# What a vectorised function returns: its items in order. A dict, a DataFrame or a Series has a
-# length too, but read as a list it gives its keys, column names or index.
-ONE_PER_ITEM = (list, tuple, np.ndarray)
+
+def one_per_item(results: object) -> bool:
+    """Whether a vectorised function's result reads, as a list, as its items in order: a
+    sequence, an array of one dimension or more (numpy's, or one that converts to it: a pandas
+    Series, a tensor). A dict or a DataFrame has a length too, but reads as its keys or column
+    names; text as its characters."""
+    if isinstance(results, Mapping | str | bytes) or hasattr(results, "columns"):
+        return False
+    if isinstance(results, np.ndarray):
+        return results.ndim >= 1
+    return isinstance(results, Sequence) or hasattr(results, "__array__")
 
 
 def model_of(sig: Signature) -> object:
@@ -104,7 +113,7 @@ def call_rows(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -> o
             return []
         columns = [list(column) for column in zip(*rows, strict=True)]
         results = call_function(sig, (*prefix, *columns))
-        if not isinstance(results, ONE_PER_ITEM):  # a dict or a DataFrame: its keys, not rows
+        if not one_per_item(results):
             raise InternalServerError(
                 f"{sig.name} returned a value of type {type(results).__name__} for {len(rows)} "
                 "item(s); a vectorised function returns a list or an array of one result per item"

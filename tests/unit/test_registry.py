@@ -2,10 +2,13 @@
 endpoint. Served here are a user's functions (usermodels.py), not the project's demos, through
 Flask's test client (tests/stack/test_registry_stack.py runs the same table through the stack)."""
 
+import array
+import collections
 import io
 import json
 from typing import Annotated
 
+import numpy as np
 import pytest
 from PIL import Image
 from pydantic import Field
@@ -346,6 +349,33 @@ def lazily(x: list[float]) -> list[float]:
     return (value for value in x)
 
 
+def text(x: list[float]) -> list[str]:
+    """Text, whose characters would read as the results."""
+    return "ab"
+
+
+@pytest.mark.parametrize(
+    "results",
+    [
+        lambda x: tuple(x),
+        lambda x: collections.deque(x),
+        lambda x: array.array("d", x),
+        lambda x: np.asarray(x),
+        lambda x: np.asarray(x, dtype=np.float32).reshape(-1, 1),
+    ],
+    ids=["tuple", "deque", "array.array", "ndarray", "ndarray of rows"],
+)
+def test_a_vectorised_result_of_any_sequence_or_array_is_its_items(results):
+    def each(x: list[float]) -> list:
+        """The values back, as some sequence or array."""
+        return results(x)
+
+    client = create_app({"TESTING": True, "ENDPOINTS": {"f": serve(each, vectorized=True)}})
+    response = client.test_client().post("/f", json=[{"x": 0.5}, {"x": 2.0}])
+    assert response.status_code == 200, response.data
+    assert response.json["result"] in ([0.5, 2.0], [[0.5], [2.0]])
+
+
 @pytest.mark.parametrize(
     ("func", "words"),
     [
@@ -355,6 +385,7 @@ def lazily(x: list[float]) -> list[float]:
         ),
         (one_short, "returned 1 result(s) for 2 item(s); a vectorised function returns one result"),
         (lazily, "returned a value of type generator for 2 item(s)"),
+        (text, "returned a value of type str for 2 item(s)"),
     ],
 )
 def test_a_vectorised_result_that_is_not_one_per_item_is_the_functions_500(func, words):
