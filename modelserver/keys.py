@@ -83,7 +83,7 @@ def read_api_keys(path: str) -> tuple[bytes, ...]:
             f"the API key file {path} ($MODELSERVER_API_KEYS_FILE) cannot be read: "
             f"{error.strerror or error}; create it (empty to serve without keys) or unset the "
             "variable"
-        ) from error
+        ) from None
     lines = [line.strip() for line in text.splitlines()]
     keys = tuple(line.encode() for line in lines if line and not line.startswith("#"))
     if not keys and any(lines):

@@ -308,7 +308,7 @@ def request_body(sig: Signature) -> dict:
 def upload_body(sig: Signature) -> dict:
     """A multipart form of the parameters (an image or a file field repeated: a batch, unless
     the function streams; a list[File] field: the files), or for a function of one upload the
-    file as the body. Not required when every parameter it could carry has a default."""
+    file as the body. Not required when every parameter it must carry has a default."""
     form = arguments_schema(sig)
     for param in sig.params:
         if param.upload is not None:
@@ -330,7 +330,9 @@ def upload_body(sig: Signature) -> dict:
             content = {"application/octet-stream": binary, **content}
         else:  # a File: the form first, which gives it a filename and a type in /docs too
             content = {**content, "application/octet-stream": binary}
-    needed = any(p.required and (p.upload is not None or not p.in_query) for p in sig.params)
+    # With the upload as the body, the others are declared in the query string; else the form
+    # carries every parameter.
+    needed = upload.required if upload is not None else any(p.required for p in sig.params)
     return {"required": needed, "content": content}
 
 

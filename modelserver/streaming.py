@@ -136,9 +136,8 @@ def line(payload: dict, events: bool, sig: Signature, event: str = "") -> bytes:
     try:
         text = json.dumps(payload, allow_nan=False, default=answers.numpy_to_json)
     except (TypeError, ValueError) as error:
-        problem = "NaN or Infinity" if isinstance(error, ValueError) else str(error)
         raise NotJSON(
-            f"{sig.name} returned an item that JSON cannot carry: {answers.shorten(problem, 80)}"
+            f"{sig.name} returned an item that JSON cannot carry: {answers.not_json(error)}"
         ) from error
     if not events:
         return (text + "\n").encode()

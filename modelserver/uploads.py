@@ -28,8 +28,9 @@ def upload_rows(sig: Signature) -> tuple[list[list], bool]:
     the raw body for a function of bytes or a File (its other parameters in the query string)."""
     # Before the body is read. A text part may be a whole file (curl -F 'data=<model.bin'),
     # held in memory as a file's part is: bounded by the body alone. A body labelled JSON keeps
-    # JSON's bound: nginx counts it as a JSON request, not as one of a client's uploads.
-    if not request.is_json:
+    # JSON's bound: nginx counts it as a JSON request, not as one of a client's uploads (that
+    # type alone: application/*+json is counted as an upload there).
+    if request.mimetype != "application/json":
         request.max_content_length = request.max_form_memory_size = MAX_IMAGE_BODY_BYTES
     refuse_encoding()
     if request.mimetype == "multipart/form-data":

@@ -84,6 +84,7 @@ def test_an_unreadable_key_file_stops_the_start(tmp_path):
         f"the API key file {tmp_path / 'api-key'} ($MODELSERVER_API_KEYS_FILE) cannot be read: "
         "No such file or directory; create it (empty to serve without keys) or unset the variable"
     )
+    assert raised.value.__suppress_context__  # one message in the log, not two tracebacks
 
 
 def test_a_directory_mounted_with_nothing_in_it_needs_no_key(tmp_path, monkeypatch, caplog):

@@ -43,13 +43,36 @@ def test_the_document_offers_a_stream_one_upload_and_an_optional_body_as_optiona
         """A stream of one file."""
         yield len(doc.data)
 
-    client = create_app({"TESTING": True, "ENDPOINTS": {"sizes": sizes, "widths": widths}})
-    response = client.test_client().get("/openapi.json")
+    def pair(a: File | None = None, b: File | None = None, n: int = 1, *, k: int) -> int:
+        """A form of two optional files and a required number."""
+        return k
+
+    endpoints = {"sizes": sizes, "widths": widths, "pair": pair}
+    response = (
+        create_app({"TESTING": True, "ENDPOINTS": endpoints}).test_client().get("/openapi.json")
+    )
     assert response.status_code == 200
     paths = response.json["paths"]
     assert paths["/sizes"]["post"]["requestBody"]["required"] is False
+    assert paths["/pair"]["post"]["requestBody"]["required"] is True  # the form carries k
     form = paths["/widths"]["post"]["requestBody"]["content"]["multipart/form-data"]
     assert form["schema"]["properties"]["doc"]["maxItems"] == 1  # a batch is a 400 for a stream
+
+
+@pytest.mark.parametrize(
+    "item,problem",
+    [(10**5000, "an integer of more than 4300 digits"), (b"\xff", "bytes that are not UTF-8 text")],
+    ids=["long int", "bytes"],
+)
+def test_a_first_item_json_cannot_carry_is_named_as_a_result_is(item, problem):
+    def one(n: int = 1) -> typing.Iterator[typing.Any]:
+        """The item JSON cannot carry."""
+        yield item
+
+    client = create_app({"TESTING": True, "ENDPOINTS": {"one": one}}).test_client()
+    response = client.get("/one")
+    assert response.status_code == 500
+    assert response.json == {"message": f"one returned an item that JSON cannot carry: {problem}"}
 
 
 def test_a_plain_float_answer_keeps_its_exact_bytes():
