@@ -71,10 +71,9 @@ def text_value(param: Param, text: str, source: str = "query parameter") -> obje
     """One text value as the parameter's type, or a 400 naming it and the problem; source: where
     it came from ("query parameter", a form's "field")."""
     if text == "" and param.kind.parse_text is not str:
-        raise BadRequest(
-            f"{source} {param.name!r} is empty; it must be {param.kind.name} such as "
-            f"{query_text(param.kind.example)}"
-        )
+        example = param.kind.example
+        such_as = "" if example is None else f" such as {query_text(example)}"
+        raise BadRequest(f"{source} {param.name!r} is empty; it must be {param.kind.name}{such_as}")
     try:
         value = param.kind.parse_text(text)
     except ValidationError as error:  # a date, a UUID: read by pydantic (hints.text_kind)
@@ -92,7 +91,9 @@ def text_value(param: Param, text: str, source: str = "query parameter") -> obje
 
 
 def query_example(param: Param) -> str:
-    return "?" + "&".join(f"{param.name}={query_text(item)}" for item in as_list(param.example()))
+    """?a=25, or ?when=... for a type with no example to give."""
+    items = as_list(param.example())
+    return "?" + "&".join(f"{param.name}={'...' if i is None else query_text(i)}" for i in items)
 
 
 def query_text(value: object) -> str:

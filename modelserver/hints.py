@@ -149,7 +149,12 @@ def text_kind(hint: object) -> Kind | None:
     def parse(text: str) -> object:
         return adapter.validate_json(json.dumps(text), strict=True)
 
-    return Kind(f"a {base.__name__}", parse, TEXT_EXAMPLES[base], {})
+    example = TEXT_EXAMPLES[base]
+    try:
+        parse(example)
+    except ValidationError:  # constrained past it (Field(gt=...)): no example, not a wrong one
+        example = None
+    return Kind(f"a {base.__name__}", parse, example, {})
 
 
 def listed(hint: object, table: dict) -> bool:

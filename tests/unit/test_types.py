@@ -1,14 +1,16 @@
 """Every type a model speaks, in-process: pydantic types in and out, raw and file uploads, async
 functions and streamed results (typed_models.py), through Flask's test client."""
 
+import datetime
 import json
 import re
 import typing
 import uuid
+from typing import Annotated
 
 import pytest
 from openapi_spec_validator import validate
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from typing_extensions import TypedDict
 
 from helpers import assert_json_error, typed_models, usermodels
@@ -73,6 +75,25 @@ def test_a_first_item_json_cannot_carry_is_named_as_a_result_is(item, problem):
     response = client.get("/one")
     assert response.status_code == 500
     assert response.json == {"message": f"one returned an item that JSON cannot carry: {problem}"}
+
+
+def test_a_date_constrained_past_the_example_is_offered_none_in_a_query():
+    def later(day: Annotated[datetime.date, Field(gt=datetime.date(2030, 1, 1))]) -> str:
+        """A day after 2030."""
+        return day.isoformat()
+
+    client = create_app({"TESTING": True, "ENDPOINTS": {"later": later}}).test_client()
+    parameters = client.get("/openapi.json").json["paths"]["/later"]["get"]["parameters"]
+    assert "example" not in parameters[0]  # 2026-01-02, which /docs would send, is refused
+    assert_json_error(*as_triple(client.get("/later")), 400, "is missing; send e.g. ?day=...")
+    assert_json_error(*as_triple(client.get("/later?day=")), 400, "is empty; it must be a date")
+    response = client.get("/later?day=2031-01-01")
+    assert response.status_code == 200
+    assert response.json == {"result": "2031-01-01"}
+
+
+def as_triple(response) -> tuple:
+    return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.data
 
 
 def test_a_plain_float_answer_keeps_its_exact_bytes():
