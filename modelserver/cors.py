@@ -9,23 +9,41 @@ from flask import Flask, Response, request
 # $MODELSERVER_CORS_ORIGINS, "*" for any. Default: none; the page at / is on the same origin
 # and needs no CORS.
 CORS_ORIGINS = os.environ.get("MODELSERVER_CORS_ORIGINS", "")
-# What a browser sends as Origin: a scheme, a host and maybe a port; never a path, so an
-# entry with one (a trailing slash) would never match.
-ORIGIN = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s?#]+", re.IGNORECASE)
+# What a browser sends as Origin: a scheme, a host and maybe a port, in lower case, with no
+# default port; never a path (a trailing slash), a user, or a wildcard, so an entry with one
+# would never match.
+ORIGIN = re.compile(r"([a-z][a-z0-9+.-]*)://([^/\s?#@*]+)", re.IGNORECASE)
+DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
 def allow_origins(app: Flask, origins_text: str) -> None:
     """CORS headers on the app's answers to the pages of the comma-separated origins."""
-    origins = frozenset(item.strip() for item in origins_text.split(",")) - {""}
-    for origin in sorted(origins - {"*"}):
-        if not ORIGIN.fullmatch(origin):
-            raise ValueError(
-                f"MODELSERVER_CORS_ORIGINS: {origin!r} is not an origin: a browser sends "
-                "scheme://host[:port], such as https://app.example.com, with no path or "
-                "trailing slash, so it would never match"
-            )
+    entries = [item.strip() for item in origins_text.split(",")]
+    origins = frozenset(entry if entry == "*" else origin_of(entry) for entry in entries if entry)
     if origins:  # none by default: then no request pays for CORS
         app.after_request(lambda response: allow_cross_origin(response, origins))
+
+
+def origin_of(entry: str) -> str:
+    """entry as a browser sends it in Origin (https://APP.example.com:443: https://app.example.com);
+    ValueError naming it if no browser sends it, or if any page can."""
+    if entry.lower() == "null":
+        raise ValueError(
+            "MODELSERVER_CORS_ORIGINS: 'null' is the origin of sandboxed pages and local files, "
+            "which any page can make: it cannot be allowed; serve the page from an origin"
+        )
+    found = ORIGIN.fullmatch(entry)
+    if found is None:
+        raise ValueError(
+            f"MODELSERVER_CORS_ORIGINS: {entry!r} is not an origin: a browser sends "
+            "scheme://host[:port], such as https://app.example.com, with no path, trailing "
+            "slash, user or wildcard (list each origin, or * for any), so it would never match"
+        )
+    scheme, host = found[1].lower(), found[2].lower()
+    default = DEFAULT_PORTS.get(scheme)
+    if default is not None:
+        host = host.removesuffix(default)
+    return f"{scheme}://{host}"
 
 
 def allow_cross_origin(response: Response, allowed: frozenset[str]) -> Response:

@@ -326,12 +326,44 @@ def test_cross_origin_calls_only_from_the_allowed_origins():
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
-@pytest.mark.parametrize("origin", ["https://app.example/", "app.example", "https://a.example/x"])
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://app.example/",
+        "app.example",
+        "https://a.example/x",
+        "https://*.example",
+        "https://u@a.example",
+    ],
+)
 def test_an_origin_no_browser_sends_stops_the_start(origin):
     config = {"TESTING": True, "ENDPOINTS": {}, "CORS_ORIGINS": f"https://b.example, {origin}"}
     with pytest.raises(ValueError) as raised:
         create_app(config)
     assert str(raised.value).startswith(f"MODELSERVER_CORS_ORIGINS: {origin!r} is not an origin")
+
+
+def test_null_which_any_page_can_send_stops_the_start():
+    with pytest.raises(ValueError) as raised:
+        create_app({"TESTING": True, "ENDPOINTS": {}, "CORS_ORIGINS": "null"})
+    assert "'null' is the origin of sandboxed pages" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "entry,origin",
+    [
+        ("HTTPS://App.Example", "https://app.example"),
+        ("https://app.example:443", "https://app.example"),
+        ("http://localhost:80", "http://localhost"),
+        ("http://localhost:3000", "http://localhost:3000"),
+        ("http://[::1]:3000", "http://[::1]:3000"),
+    ],
+)
+def test_an_allowed_origin_is_matched_as_a_browser_sends_it(entry, origin):
+    config = {"TESTING": True, "ENDPOINTS": usermodels.ENDPOINTS, "CORS_ORIGINS": entry}
+    response = create_app(config).test_client().get("/healthz", headers={"Origin": origin})
+    assert response.status_code == 200
+    assert response.headers["Access-Control-Allow-Origin"] == origin
 
 
 def columns(x: list[float]) -> list[dict]:
