@@ -193,7 +193,8 @@ def served_parameters(endpoint: Endpoint, where: str) -> list[inspect.Parameter]
 def check_loader(loader: object, where: str) -> None:
     """model= is a function the service calls with no arguments: a model itself, or a loader
     that needs an argument, would only fail once loading, its endpoints 503 for good."""
-    if not callable(loader):
+    loading = inspect.isroutine(loader) or inspect.isclass(loader)
+    if not (loading or isinstance(loader, functools.partial)):  # a model, callable or not
         raise TypeError(
             f"{where}: model= takes the model's loader, a function of no arguments called once "
             f"(serve(f, model=load_x)), not a {type(loader).__name__}"

@@ -125,6 +125,13 @@ def load_from(path: str) -> object:
     return path
 
 
+class CallableModel:
+    """A model called to predict, as a torch Module is: not its own loader."""
+
+    def __call__(self, *x: float) -> float:
+        return sum(x)
+
+
 @pytest.mark.parametrize(
     "entry,words",
     [
@@ -143,6 +150,7 @@ def load_from(path: str) -> object:
         (serve(usermodels.image_size, draft=("L", True)), ("draft is (mode, side)",)),
         # The model itself where its loader goes, and a loader that needs an argument.
         (serve(with_model, model={"w": 1}), ("model= takes the model's loader", "not a dict")),
+        (serve(with_model, model=CallableModel()), ("model= takes", "not a CallableModel")),
         (serve(with_model, model=load_from), ("model='load_from' is called with no arguments",)),
     ],
 )
