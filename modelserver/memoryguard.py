@@ -15,9 +15,10 @@ MAX_RSS_MB = int(os.environ.get("MODELSERVER_MAX_RSS_MB", "0") or 0)
 # /proc after every one, and a check in the app would run on every request to see the time.
 INTERVAL_SECONDS = 1  # whole seconds: uWSGI's timers take no fractions
 LOG = logging.getLogger(__name__)
-# This worker's own memory once its own models loaded (load_in_worker): where the limit counts
-# from. 0 in a worker whose models are all the master's.
-MODELS_BYTES = 0
+# This worker's own memory once its own models loaded (load_in_worker), those models and what
+# the worker held then: where the limit counts from. 0 in a worker whose models are all the
+# master's. Memory a model takes later, at its first call, counts against the limit.
+BASELINE_BYTES = 0
 
 
 def own_bytes() -> int:
@@ -47,13 +48,13 @@ def guard(max_rss_mb: int = MAX_RSS_MB) -> None:
 
     def look(signum: int) -> None:
         own = own_bytes()
-        if own - MODELS_BYTES > limit:
+        if own - BASELINE_BYTES > limit:
             LOG.warning(
-                "worker %d holds %d MB of its own (%d MB of it its models), past "
-                "MODELSERVER_MAX_RSS_MB=%d beyond them: replaced after its request",
+                "worker %d holds %d MB of its own (%d MB once its models had loaded), past "
+                "MODELSERVER_MAX_RSS_MB=%d beyond that: replaced after its request",
                 os.getpid(),
                 own // 2**20,
-                MODELS_BYTES // 2**20,
+                BASELINE_BYTES // 2**20,
                 max_rss_mb,
             )
             recycle_this_worker()
@@ -63,6 +64,6 @@ def guard(max_rss_mb: int = MAX_RSS_MB) -> None:
 
 def models_loaded() -> None:
     """In a worker, once its own models (load="worker") have loaded: the limit counts from here."""
-    global MODELS_BYTES
+    global BASELINE_BYTES
     if MAX_RSS_MB > 0:
-        MODELS_BYTES = own_bytes()
+        BASELINE_BYTES = own_bytes()

@@ -56,5 +56,5 @@ def test_a_model_loaded_in_each_worker_is_not_counted_against_the_limit(monkeypa
         wait_for(lambda: "past MODELSERVER_MAX_RSS_MB" in log.read_text(), 15)
         line = next(row for row in log.read_text().splitlines() if "past MODELSERVER" in row)
         assert f"worker {grown} holds" in line, line
-        models_mb = int(re.search(r"\((\d+) MB of it its models\)", line).group(1))
+        models_mb = int(re.search(r"\((\d+) MB once its models had loaded\)", line).group(1))
         assert LIMIT_MB + 50 <= models_mb < LIMIT_MB + 100, line  # the model and the worker

@@ -41,3 +41,15 @@ def test_own_memory_leaves_out_what_the_fork_shares_and_counts_what_the_worker_a
     assert figures["rss"] > 200 * MB, figures  # RSS counts the shared model
     assert figures["own"] < 100 * MB, figures  # the worker's own memory does not
     assert figures["grown"] - figures["own"] > 75 * MB, figures  # what it adds, it owns
+
+
+def test_the_limit_counts_from_what_the_worker_holds_once_its_models_loaded(monkeypatch):
+    monkeypatch.setattr(memoryguard, "BASELINE_BYTES", 0)
+    monkeypatch.setattr(memoryguard, "MAX_RSS_MB", 0)
+    memoryguard.models_loaded()  # no guard: nothing to count from
+    assert memoryguard.BASELINE_BYTES == 0
+    monkeypatch.setattr(memoryguard, "MAX_RSS_MB", 512)
+    model = touched(64 * MB)  # a model loaded in this worker
+    memoryguard.models_loaded()
+    assert len(model) == 64 * MB
+    assert 64 * MB <= memoryguard.BASELINE_BYTES <= memoryguard.own_bytes()
