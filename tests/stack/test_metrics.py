@@ -237,7 +237,7 @@ def test_metrics_refused_from_an_address_not_allowed(metrics_stack):
 def test_metrics_refused_through_a_proxy_from_an_allowed_address(metrics_stack, header):
     # An Ingress or a balancer connects from an allowed address on behalf of anyone.
     status, headers, body = request_from("127.0.0.1", metrics_stack, "/metrics", header)
-    assert_json_error(status, headers, body, 403, "/metrics", "not through a proxy")
+    assert_json_error(status, headers, body, 403, "/metrics is not read through a proxy")
     assert "modelserver_requests_total" not in body.decode()
     status, _, body = request_from("127.0.0.1", metrics_stack, "/metrics")
     assert status == 200, body
@@ -252,6 +252,9 @@ def test_a_remote_prometheus_reads_metrics_and_nothing_else(tmp_path):
         status, _, body = request_from("127.0.0.2", stack, "/metrics")
         assert status == 200, body
         assert b"modelserver_requests_total" in body
+        proxied = {"X-Forwarded-For": "203.0.113.9"}  # an Ingress's request from that address
+        status, headers, body = request_from("127.0.0.2", stack, "/metrics", proxied)
+        assert_json_error(status, headers, body, 403, "/metrics is not read through a proxy")
         status, headers, body = request_from("127.0.0.2", stack, "/norm?values=4")
         assert_json_error(status, headers, body, 403, "may read /metrics only")
         for path in ("/metrics", "/norm?values=4"):
