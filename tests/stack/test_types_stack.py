@@ -78,7 +78,8 @@ def test_server_sent_events_arrive_as_they_are_made(typed_stack):
         conn.close()
     assert first == b'data: {"result": 0}\n'
     assert first_at < 0.5, first_at  # the last event comes 800 ms after the first
-    assert rest.count(b"data: ") == 4
+    assert rest.count(b'data: {"result"') == 4
+    assert rest.endswith(b"event: end\ndata: {}\n\n")  # the page closes its EventSource
 
 
 def test_a_client_that_goes_away_stops_the_generator(typed_stack):
