@@ -287,9 +287,9 @@ def test_metrics_answer_the_host_itself_not_the_balancers_clients(all_up):
     status, _, body, _ = all_up.curl(f"http://{host.address}:{HOST_PORT}/metrics", ns=host.ns)
     assert status == 200, body
     assert b"modelserver_requests_total" in body
-    # A client through the balancer is refused.
+    # A client through the balancer is refused: the balancer says whom it is for.
     response = all_up.curl(f"https://{BALANCER_ADDRESS}/metrics")
-    assert_json_error(*response[:3], 403, "/metrics answers only")
+    assert_json_error(*response[:3], 403, "/metrics is not read through a proxy")
 
 
 def test_hosts_do_not_speak_the_uwsgi_protocol_to_the_network(all_up):
