@@ -76,18 +76,15 @@ def text_value(param: Param, text: str, source: str = "query parameter") -> obje
         raise BadRequest(f"{source} {param.name!r} is empty; it must be {param.kind.name}{such_as}")
     try:
         value = param.kind.parse_text(text)
-    except ValidationError as error:  # a date, a UUID: read by pydantic (hints.text_kind)
-        problem = pydantic_problem(error.errors()[0])
-        raise BadRequest(f"{source} {param.name!r} {problem}, got {shorten(text)!r}") from None
-    except ValueError as error:
-        raise BadRequest(f"{source} {param.name!r} {error}, got {shorten(text)!r}") from None
-    if param.constrained:  # Field(ge=0, max_length=8, ...): checked as in a JSON body
-        try:
+        if param.constrained:  # Field(ge=0, max_length=8, ...): checked as in a JSON body
             param.adapter.validate_python([value] if param.is_list else value)
-        except ValidationError as error:
-            problem = pydantic_problem(error.errors()[0])
-            raise BadRequest(f"{source} {param.name!r} {problem}, got {shorten(text)!r}") from None
-    return value
+    except ValidationError as error:  # pydantic's: a constraint, a date (hints.text_kind)
+        problem = pydantic_problem(error.errors()[0])
+    except ValueError as error:
+        problem = str(error)
+    else:
+        return value
+    raise BadRequest(f"{source} {param.name!r} {problem}, got {shorten(text)!r}")
 
 
 def query_example(param: Param) -> str:
