@@ -73,6 +73,12 @@ def wait_for(
     return result
 
 
+def answer_of(response) -> tuple[int, dict, bytes]:
+    """A Flask test client's response as the stack's requests give one: status, headers by
+    lower-case name, body."""
+    return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.data
+
+
 def assert_json_error(
     status: int, headers: dict, body: bytes, expected_status: int, *words: str
 ) -> str:

@@ -6,8 +6,12 @@ import json
 import pytest
 
 from helpers import assert_json_error
+from modelserver.limits import MAX_BODY_BYTES
 
 JSON = "application/json"
+# A body a byte past JSON's bound, and what /size says of it.
+PAST_JSON = b" " * (MAX_BODY_BYTES + 1)
+PAST_JSON_SIZE = {"bytes": MAX_BODY_BYTES + 1, "sha256": "9d78de4e5b12fc16"}
 ORDER = {
     "customer": "ann",
     "items": [
@@ -331,30 +335,9 @@ CASES = [
     ("POST", "/size", b'{"a": 1}', JSON, 200, {"bytes": 8, "sha256": "f9d86028c6e0d64e"}),
     # Labelled JSON, a body is held to JSON's 1 MB: nginx does not count it as an upload (one
     # of another JSON type it does count, so it has the upload's bound).
-    (
-        "POST",
-        "/size",
-        b" " * (1024 * 1024 + 1),
-        "application/vnd.api+json",
-        200,
-        {"bytes": 1048577, "sha256": "9d78de4e5b12fc16"},
-    ),
-    (
-        "POST",
-        "/size",
-        b" " * (1024 * 1024 + 1),
-        JSON,
-        413,
-        ("request body too large: at most 1 MB",),
-    ),
-    (
-        "POST",
-        "/size",
-        b" " * (1024 * 1024 + 1),
-        "text/csv",
-        200,
-        {"bytes": 1048577, "sha256": "9d78de4e5b12fc16"},
-    ),
+    ("POST", "/size", PAST_JSON, JSON, 413, ("request body too large: at most 1 MB",)),
+    ("POST", "/size", PAST_JSON, "application/vnd.api+json", 200, PAST_JSON_SIZE),
+    ("POST", "/size", PAST_JSON, "text/csv", 200, PAST_JSON_SIZE),
     ("POST", "/size", b"", "audio/wav", 400, ("body is empty", "'data'")),
     ("GET", "/size", None, None, 405, ("GET", "not allowed", "POST")),
     (

@@ -48,6 +48,24 @@ def running(stack: Stack) -> Iterator[Stack]:
         stack.stop()
 
 
+@pytest.fixture
+def version_file(tmp_path) -> Path:
+    """The file a versioned model is read from (frameworks_app.Versioned), at version 1."""
+    path = tmp_path / "version"
+    path.write_text("1\n")
+    return path
+
+
+def versioned(app: str, version_file: Path) -> Stack:
+    """The stack of frameworks_app's `app`, its model read from version_file."""
+    return framework_stack(app, FRAMEWORKS_VERSION_FILE=str(version_file))
+
+
+def versions_answered(client: Paced) -> list[str]:
+    """The model version of each answer the paced client got, in order."""
+    return [json.loads(body)["result"]["version"] for _, _, body in client.answers]
+
+
 def threads_of(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -201,13 +219,9 @@ def test_a_loader_that_leaves_threads_in_the_master_stops_it(app, model, threads
     assert 'load="worker"' in log, log
 
 
-def test_a_model_update_under_a_steady_client_refuses_nothing(tmp_path, figure):
+def test_a_model_update_under_a_steady_client_refuses_nothing(version_file, figure):
     """A model that takes 2 s to load, in the master, updated under 20 requests a second."""
-    version_file = tmp_path / "version"
-    version_file.write_text("1\n")
-    with running(
-        framework_stack("slow_master", FRAMEWORKS_VERSION_FILE=str(version_file))
-    ) as stack:
+    with running(versioned("slow_master", version_file)) as stack:
         with Paced(f"{stack.url}/version?a=1", rate=20) as client:
             time.sleep(1)
             version_file.write_text("2\n")
@@ -222,17 +236,13 @@ def test_a_model_update_under_a_steady_client_refuses_nothing(tmp_path, figure):
     )
     assert client.outcomes() == {"200": len(client.answers)}, client.answers[:3]
     assert len(client.answers) >= 20 * (seconds + 2) * 0.8
-    versions = [json.loads(body)["result"]["version"] for _, _, body in client.answers]
+    versions = versions_answered(client)
     assert versions[0] == "1" and versions[-5:] == ["2"] * 5
     assert (status, json.loads(body)["versions"]) == (200, {"slow": "2"})
 
 
-def test_a_model_an_update_removes_leaves_the_metrics(tmp_path):
-    version_file = tmp_path / "version"
-    version_file.write_text("1\n")
-    with running(
-        framework_stack("named_by_file", FRAMEWORKS_VERSION_FILE=str(version_file))
-    ) as stack:
+def test_a_model_an_update_removes_leaves_the_metrics(version_file):
+    with running(versioned("named_by_file", version_file)) as stack:
         assert loaded_models(stack) == {"first": 1.0}
         version_file.write_text("2\n")
         stack.reload()
@@ -252,12 +262,10 @@ def loaded_models(stack: Stack) -> dict[str, float]:
 
 
 @pytest.mark.parametrize("app", ["slow_master", "slow_worker"])
-def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path, app):
+def test_a_reload_whose_new_code_fails_leaves_the_old_serving(version_file, app):
     """The new code's model fails to load: no client meets it, however briefly (its workers,
     on the same socket, would answer 503)."""
-    version_file = tmp_path / "version"
-    version_file.write_text("1\n")
-    with running(framework_stack(app, FRAMEWORKS_VERSION_FILE=str(version_file))) as stack:
+    with running(versioned(app, version_file)) as stack:
         with Paced(f"{stack.url}/version?a=1", rate=50) as client:
             time.sleep(0.5)
             version_file.unlink()  # the new model is missing: its loader fails
@@ -265,22 +273,19 @@ def test_a_reload_whose_new_code_fails_leaves_the_old_serving(tmp_path, app):
                 stack.reload()
             time.sleep(0.5)
         assert client.outcomes() == {"200": len(client.answers)}, client.outcomes()
-        versions = {json.loads(body)["result"]["version"] for _, _, body in client.answers}
-        assert versions == {"1"}
+        assert set(versions_answered(client)) == {"1"}
         status, _, body = stack.request("GET", "/version?a=1")
         assert (status, json.loads(body)["result"]["version"]) == (200, "1")
         assert loaded_models(stack) == {"slow": 1.0}  # the running one's states
 
 
-def test_a_reload_past_its_load_time_fails_and_its_new_code_never_answers(tmp_path, monkeypatch):
+def test_a_reload_past_its_load_time_fails_and_its_new_code_never_answers(
+    version_file, monkeypatch
+):
     """A model that loads for longer than the handover waits: the new uWSGI, still loading, is
     stopped with its workers before any of them answers (a loading master does not heed
     SIGTERM: it would have served the new code for as long again once loaded)."""
-    version_file = tmp_path / "version"
-    version_file.write_text("1\n")
-    with running(
-        framework_stack("slow_master", FRAMEWORKS_VERSION_FILE=str(version_file))
-    ) as stack:
+    with running(versioned("slow_master", version_file)) as stack:
         with Paced(f"{stack.url}/version?a=1", rate=50) as client:
             time.sleep(0.5)
             version_file.write_text("2\n")
@@ -291,8 +296,7 @@ def test_a_reload_past_its_load_time_fails_and_its_new_code_never_answers(tmp_pa
             assert time.monotonic() - started < 5
             time.sleep(3)  # past when the new code would have loaded
         assert client.outcomes() == {"200": len(client.answers)}, client.outcomes()
-        versions = {json.loads(body)["result"]["version"] for _, _, body in client.answers}
-        assert versions == {"1"}
+        assert set(versions_answered(client)) == {"1"}
         assert (
             "not within 1.5 s (MODELSERVER_LOAD_SECONDS" in Path(stack.dir, "uwsgi.log").read_text()
         )

@@ -5,7 +5,7 @@ stack/test_api_keys_stack.py, system/test_api_keys_page.py)."""
 import pytest
 
 from deploy.localstack import PROJECT
-from helpers import assert_json_error, usermodels
+from helpers import answer_of, assert_json_error, usermodels
 from helpers.keys import KEY, bearer
 from modelserver.keys import DIGESTS_ENV, KeyFileError
 from server import create_app
@@ -43,9 +43,7 @@ REFUSED = [
 def test_a_call_without_the_key_is_a_json_401(keyed_client, headers, words):
     response = keyed_client.get("/norm?values=3&values=4", headers=headers)
     assert_json_error(
-        response.status_code,
-        {k.lower(): v for k, v in response.headers.items()},
-        response.data,
+        *answer_of(response),
         401,
         *words,
     )

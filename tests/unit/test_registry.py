@@ -14,7 +14,7 @@ from PIL import Image
 from pydantic import Field
 
 from deploy.localstack import served_endpoints
-from helpers import assert_json_error, multipart, usermodels
+from helpers import answer_of, assert_json_error, multipart, usermodels
 from helpers.user_cases import IMAGE_FORMS, JSON, PARAMS, check, image_case, png, rows
 from modelserver.endpoints import serve
 from modelserver.limits import MAX_BATCH
@@ -31,8 +31,7 @@ def user_client():
 @pytest.mark.parametrize("method,path,body,expected_status,expected", PARAMS)
 def test_user_functions_flask(user_client, method, path, body, expected_status, expected):
     response = user_client.open(path, method=method, data=body, headers=JSON if body else {})
-    headers = {k.lower(): v for k, v in response.headers.items()}
-    check(response.status_code, headers, response.data, expected_status, expected)
+    check(*answer_of(response), expected_status, expected)
 
 
 def test_a_vectorised_batch_is_one_call(user_client):
@@ -50,8 +49,7 @@ def test_image_parameter_flask(user_client, form):
 
 
 def flask_post(client, path: str, body: bytes, content_type: str) -> tuple:
-    response = client.post(path, data=body, headers={"Content-Type": content_type})
-    return response.status_code, {k.lower(): v for k, v in response.headers.items()}, response.data
+    return answer_of(client.post(path, data=body, headers={"Content-Type": content_type}))
 
 
 def test_the_image_body_s_name_in_the_query_string_is_refused(user_client):
@@ -298,8 +296,7 @@ def test_annotations_with_unhashable_metadata_are_served_as_their_type():
     assert response.status_code == 200, response.data
     assert response.get_json() == {"result": 4.5}
     response = client.get("/scaled?x=1.5&by=two")
-    headers = {k.lower(): v for k, v in response.headers.items()}
-    assert_json_error(response.status_code, headers, response.data, 400, "'by'", "an integer")
+    assert_json_error(*answer_of(response), 400, "'by'", "an integer")
 
 
 def test_cross_origin_calls_only_from_the_allowed_origins():
@@ -431,8 +428,7 @@ def test_a_vectorised_result_of_any_sequence_or_array_is_its_items(results):
 def test_a_vectorised_result_that_is_not_one_per_item_is_the_functions_500(func, words):
     endpoints = {"f": serve(func, vectorized=True)}
     client = create_app({"TESTING": True, "ENDPOINTS": endpoints}).test_client()
-    for body in ([{"x": 0.9}, {"x": 0.1}], {"x": 0.9}):
-        response = client.post("/f", json=body)
-        assert response.status_code == 500, response.data
-        assert response.json["message"].startswith("f returned"), response.json
-    assert words in client.post("/f", json=[{"x": 0.9}, {"x": 0.1}]).json["message"]
+    batch = client.post("/f", json=[{"x": 0.9}, {"x": 0.1}])
+    assert_json_error(*answer_of(batch), 500, f"f {words}")
+    single = client.post("/f", json={"x": 0.9})
+    assert_json_error(*answer_of(single), 500, "f returned")
