@@ -5,7 +5,8 @@ Those that call the same batching endpoint (serve(..., max_batch_size=N)) queue 
 validated. The first in the queue when the function is free leads: it waits until the items it
 can expect are queued, or max_batch_delay_ms has passed since the function became free for it
 (as TorchServe and LitServe count it; 0: no wait at all, the batch is whatever is queued,
-Triton's default), takes requests in arrival order up to max_batch_size items, calls the
+Triton's default), takes requests in arrival order up to max_batch_size items (with
+preferred_batch_size, cut back to the largest of those sizes they can make), calls the
 function once with their items concatenated and hands each request its own results. The items
 it can expect are the last batch's (their clients are likely to send again once answered) and
 those that queued while it ran, up to max_batch_size: a lone client (c=1) never waits, and under
@@ -66,9 +67,10 @@ class Pending:
 class Batcher:
     """The queue of one endpoint in one worker."""
 
-    def __init__(self, max_items: int, max_delay: float):
+    def __init__(self, max_items: int, max_delay: float, preferred: frozenset[int] = frozenset()):
         self.max_items = max_items
         self.max_delay = max_delay
+        self.preferred = preferred  # item counts a call is cut back to where it can be (take())
         self.lock = threading.Lock()
         self.more = threading.Condition(self.lock)  # a full batch is queued: the leader goes
         self.queue: deque[Pending] = deque()
@@ -146,13 +148,23 @@ class Batcher:
             if remaining <= 0:
                 break
             self.more.wait(remaining)
-        batch, items = [], 0
-        while self.queue and (not batch or items + len(self.queue[0].rows) <= self.max_items):
-            pending = self.queue.popleft()
-            batch.append(pending)
-            items += len(pending.rows)
-        self.queued_items -= items
-        return batch
+        return self.take()
+
+    def take(self) -> list[Pending]:
+        """The requests of the next call, in arrival order: as many as max_items holds (at least
+        one), or, with preferred sizes, the most of them whose items make one of those sizes
+        (Triton's preferred_batch_size); those left out lead the next call."""
+        count = items = cut = cut_items = 0
+        for pending in self.queue:
+            if count and items + len(pending.rows) > self.max_items:
+                break
+            count, items = count + 1, items + len(pending.rows)
+            if items in self.preferred:
+                cut, cut_items = count, items
+        if not cut:
+            cut, cut_items = count, items
+        self.queued_items -= cut_items
+        return [self.queue.popleft() for _ in range(cut)]
 
     def give_up(self, mine: Pending) -> None:
         """A request leaving the queue unanswered; if it was first, another may lead now."""
@@ -200,12 +212,14 @@ BATCHERS: dict[str, Batcher] = {}
 CREATING = threading.Lock()
 
 
-def batcher_of(name: str, max_items: int, max_delay: float) -> Batcher:
+def batcher_of(
+    name: str, max_items: int, max_delay: float, preferred: frozenset[int] = frozenset()
+) -> Batcher:
     """The endpoint's batcher in this process, made on first use (after the fork)."""
     found = BATCHERS.get(name)
     if found is None:
         with CREATING:
-            found = BATCHERS.setdefault(name, Batcher(max_items, max_delay))
+            found = BATCHERS.setdefault(name, Batcher(max_items, max_delay, preferred))
     return found
 
 

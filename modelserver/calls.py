@@ -90,7 +90,9 @@ def call_batched(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -
     """The rows answered in one call with those of the requests running beside this one
     (modelserver.batching); the metrics get the call's time, the size of the batch it formed
     and how long this request waited for it."""
-    batcher = batching.batcher_of(sig.name, sig.max_batch_size, sig.max_batch_delay_ms / 1000)
+    batcher = batching.batcher_of(
+        sig.name, sig.max_batch_size, sig.max_batch_delay_ms / 1000, sig.preferred_batch_size
+    )
     deadline = time.perf_counter() + batching.deadline_seconds()
     pending = batcher.submit(
         rows, lambda batch_rows: call_rows(sig, prefix, batch_rows, True), deadline

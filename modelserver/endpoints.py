@@ -38,6 +38,11 @@ class Endpoint:
     # The longest the first request of a batch waits for others to join it; 0: none, the batch
     # is what is already waiting when the function is free.
     max_batch_delay_ms: float = 0
+    # Item counts a call is cut back to where the queued requests can make one (Triton's
+    # preferred_batch_size): for a model whose call costs less at some sizes than at those just
+    # above them, as numpy's float32 products at multiples of 4 rows (docs/batching.md).
+    # Empty: every call takes all it can.
+    preferred_batch_size: list[int] | tuple[int, ...] | range = ()
     # Where the model loads. "master": once, before the workers fork; they share its memory
     # (numpy, scikit-learn). "worker": in each worker after its fork, a copy each; for libraries
     # that start threads (onnxruntime, torch, OpenMP), which a fork leaves behind.
@@ -55,6 +60,7 @@ def serve(
     draft: tuple[str, int] | None = None,
     max_batch_size: int | None = None,
     max_batch_delay_ms: float = 0,
+    preferred_batch_size: list[int] | tuple[int, ...] | range = (),
     load: str = "master",
 ) -> Endpoint:
     """An ENDPOINTS entry: func, the loader of the model it needs, whether it is vectorised,
@@ -66,6 +72,7 @@ def serve(
         draft=draft,
         max_batch_size=max_batch_size,
         max_batch_delay_ms=max_batch_delay_ms,
+        preferred_batch_size=preferred_batch_size,
         load=load,
     )
 
@@ -89,6 +96,7 @@ class Signature:
     returns_hint: object = None
     max_batch_size: int | None = None  # Endpoint.max_batch_size
     max_batch_delay_ms: float = 0  # Endpoint.max_batch_delay_ms
+    preferred_batch_size: frozenset[int] = frozenset()  # Endpoint.preferred_batch_size
 
     @property
     def takes_images(self) -> bool:
@@ -140,7 +148,7 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         # FastAPI's way: a function of one model takes the body as that model.
         body_model = hints[params[0].name]
         params[0] = replace(params[0], whole_body=True, body_fields=body_fields(body_model))
-    check_batching(where, endpoint)
+    preferred = check_batching(where, endpoint)
     streams = eventloop.streams(func)
     if streams and endpoint.vectorized:
         raise TypeError(
@@ -165,6 +173,7 @@ def signature_of(name: str, entry: Callable | Endpoint) -> Signature:
         returns_hint=returns_hint,
         max_batch_size=endpoint.max_batch_size,
         max_batch_delay_ms=endpoint.max_batch_delay_ms,
+        preferred_batch_size=preferred,
     )
 
 
@@ -277,11 +286,15 @@ def body_fields(model: type[BaseModel]) -> tuple[str, ...] | None:
     return tuple(sorted(names))
 
 
-def check_batching(where: str, endpoint: Endpoint) -> None:
-    """max_batch_size: a whole number >= 1, for a vectorised function; the delay: >= 0 ms."""
+def check_batching(where: str, endpoint: Endpoint) -> frozenset[int]:
+    """max_batch_size: a whole number >= 1, for a vectorised function; the delay: >= 0 ms; the
+    preferred sizes, returned: whole numbers from 1 to max_batch_size."""
     size, delay = endpoint.max_batch_size, endpoint.max_batch_delay_ms
+    preferred = preferred_sizes(where, endpoint.preferred_batch_size)
     if size is None:
-        return
+        if preferred:
+            raise TypeError(f"{where}: preferred_batch_size needs max_batch_size")
+        return preferred
     if type(size) is not int or size < 1:
         raise TypeError(f"{where}: max_batch_size is a whole number >= 1; got {size!r}")
     if not endpoint.vectorized:
@@ -290,6 +303,23 @@ def check_batching(where: str, endpoint: Endpoint) -> None:
         )
     if type(delay) not in (int, float) or not 0 <= delay <= 1000:
         raise TypeError(f"{where}: max_batch_delay_ms is from 0 to 1000 ms; got {delay!r}")
+    if outside := sorted(n for n in preferred if n > size):
+        raise TypeError(
+            f"{where}: preferred_batch_size holds sizes past max_batch_size={size}: {outside}"
+        )
+    return preferred
+
+
+def preferred_sizes(where: str, sizes: object) -> frozenset[int]:
+    """preferred_batch_size as a set: whole numbers >= 1, in a list, tuple, set or range."""
+    if not isinstance(sizes, (list, tuple, set, frozenset, range)) or not all(
+        type(n) is int and n >= 1 for n in sizes
+    ):
+        raise TypeError(
+            f"{where}: preferred_batch_size is a list of whole numbers >= 1, such as "
+            f"range(4, 33, 4); got {sizes!r}"
+        )
+    return frozenset(sizes)
 
 
 def model_name(loader: Callable[[], object]) -> str:

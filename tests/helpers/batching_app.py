@@ -16,6 +16,7 @@ from server import create_app
 POISON = 99.0
 BAD = -99.0
 MAX_BATCH_SIZE = 16
+PREFERRED = [4, 8]
 CALLS = [0]  # this worker's calls of fragile, numbered
 COUNTING = threading.Lock()
 
@@ -59,6 +60,14 @@ ENDPOINTS = {
     "slow": serve(slow, vectorized=True, max_batch_size=MAX_BATCH_SIZE, max_batch_delay_ms=50),
     "fragile": serve(
         fragile, vectorized=True, max_batch_size=MAX_BATCH_SIZE, max_batch_delay_ms=50
+    ),
+    # The same, its calls cut back to 4 or 8 items wherever the queue makes one.
+    "preferring": serve(
+        fragile,
+        vectorized=True,
+        max_batch_size=MAX_BATCH_SIZE,
+        max_batch_delay_ms=50,
+        preferred_batch_size=PREFERRED,
     ),
 }
 

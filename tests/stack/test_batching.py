@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bench import mlp as mlp_model
 from deploy.localstack import Stack, process_tree
 from helpers import assert_json_error, uwsgi_app, wait_for
-from helpers.batching_app import BAD, POISON
+from helpers.batching_app import BAD, POISON, PREFERRED
 
 THREADS = 16  # per worker: up to 32 requests in the stack at once
 JSON = {"Content-Type": "application/json"}
@@ -160,6 +160,23 @@ def test_a_bad_value_fails_only_its_request(batching_stack):
         assert value == float(i)
         calls[pid, call] += 1
     assert max(calls.values()) > 1, calls  # they were batched
+
+
+def test_calls_are_cut_back_to_a_preferred_size(batching_stack):
+    stack = batching_stack
+    # 48 single requests from 24 clients: with 20 ms calls, 9 to 16 queue behind each; every
+    # call that can make 4 or 8 items is cut to that, and only a queue of 1 to 3 goes as it is.
+    bodies = [{"x": float(i)} for i in range(48)]
+    answers = at_once([lambda b=b: post(stack, "/preferring", b) for b in bodies], threads=24)
+    calls = Counter()
+    for i, (status, _, body) in enumerate(answers):
+        assert status == 200, (i, body)
+        value, pid, call = json.loads(body)["result"]
+        assert value == float(i)
+        calls[pid, call] += 1
+    sizes = Counter(calls.values())
+    assert set(sizes) <= {1, 2, 3, *PREFERRED}, sizes
+    assert sizes[8] >= 1, sizes  # they were batched, not only trickled
 
 
 def test_an_exception_of_the_model_fails_only_the_request_that_caused_it(batching_stack):

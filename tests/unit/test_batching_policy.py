@@ -80,6 +80,17 @@ def test_a_call_holds_at_most_max_items_and_a_larger_request_goes_alone():
     assert calls[1:] == [[1, 2, 3], [4, 5], [6, 7, 8, 9, 10], [11]]
 
 
+def test_a_call_is_cut_back_to_the_largest_preferred_size_the_queue_makes():
+    calls = []
+    batcher = Batcher(max_items=8, max_delay=0, preferred=frozenset({4, 8}))
+    requests = [[[1]], [[2], [3]], [[4]], [[5], [6]], [[7]], [[8], [9], [10]]]
+    answers = submit_together(batcher, requests, doubled(calls))
+    assert [a.results for a in answers] == [[2 * v[0] for v in rows] for rows in requests]
+    # 1, 3, 4, 6, 7 items queued within 8: cut at 4; then 2, 3, 6 (none preferred): all.
+    assert calls[1:] == [[1, 2, 3, 4], [5, 6, 7, 8, 9, 10]]
+    assert [a.batch_items for a in answers] == [4, 0, 0, 6, 0, 0]
+
+
 def test_a_lone_request_after_a_lone_batch_does_not_wait():
     batcher = Batcher(max_items=32, max_delay=0.2)
     run = doubled([])
@@ -242,6 +253,15 @@ def single(a: float) -> float:
         (vectorised, {"max_batch_size": 8.0}, "max_batch_size is a whole number >= 1"),
         (single, {"max_batch_size": 8}, "needs vectorized=True"),
         (vectorised, {"max_batch_size": 8, "max_batch_delay_ms": -1}, "from 0 to 1000 ms"),
+        (vectorised, {"preferred_batch_size": [4]}, "preferred_batch_size needs max_batch_size"),
+        (vectorised, {"max_batch_size": 8, "preferred_batch_size": [4, 16]}, r"past .*8: \[16\]"),
+        (vectorised, {"max_batch_size": 8, "preferred_batch_size": 4}, "list of whole numbers"),
+        (vectorised, {"max_batch_size": 8, "preferred_batch_size": [0]}, "list of whole numbers"),
+        (
+            vectorised,
+            {"max_batch_size": 8, "preferred_batch_size": (n for n in [4])},
+            "list of whole numbers",
+        ),
     ],
 )
 def test_batching_options_are_checked_at_startup(func, options, words):
@@ -253,4 +273,9 @@ def test_a_batching_endpoint_keeps_its_options():
     entry = serve(vectorised, vectorized=True, max_batch_size=8, max_batch_delay_ms=2)
     sig = signature_of("f", entry)
     assert (sig.max_batch_size, sig.max_batch_delay_ms) == (8, 2)
+    assert sig.preferred_batch_size == frozenset()
+    preferring = serve(
+        vectorised, vectorized=True, max_batch_size=32, preferred_batch_size=range(4, 33, 4)
+    )
+    assert signature_of("h", preferring).preferred_batch_size == frozenset(range(4, 33, 4))
     assert signature_of("g", vectorised).max_batch_size is None
