@@ -68,6 +68,10 @@ def summarize(measurements: list[dict], median_of: Callable) -> dict | None:
         "on_over_off": {
             c: quotient(rps("ours-mlp-batched", c), rps("ours-mlp", c)) for c in concurrencies
         },
+        "preferred_over_any": {
+            c: quotient(rps("ours-mlp-batched", c), rps("ours-mlp-batched-any", c))
+            for c in concurrencies
+        },
         "ours_over_litserve": {
             c: quotient(rps("ours-mlp-batched", c), rps("litserve-mlp", c)) for c in concurrencies
         },
@@ -116,6 +120,9 @@ def markdown(summary: dict | None) -> list[str]:
         "|---|" + "--:|" * len(concurrencies),
         "| ours, batching on / off (requests/s) | "
         + " | ".join(times(summary["on_over_off"][c]) for c in concurrencies)
+        + " |",
+        "| ours, preferred sizes / any size (requests/s) | "
+        + " | ".join(times(summary["preferred_over_any"][c]) for c in concurrencies)
         + " |",
         "| ours with batching / LitServe with batching | "
         + " | ".join(times(summary["ours_over_litserve"][c]) for c in concurrencies)

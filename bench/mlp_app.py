@@ -1,9 +1,12 @@
 """Ours serving the bench's MLP (bench/mlp.py), registered as a user would in registry.py.
 
 Batching is on for POST /mlp when the workers have threads (`--threads 32` or
-$MODELSERVER_THREADS); without, the same endpoint is called once per request, as before.
+$MODELSERVER_THREADS); without, the same endpoint is called once per request, as before. Its calls
+are cut back to the preferred sizes, unless MLP_ANY_SIZE=1 (the bench's row of what they buy).
     uwsgi --ini uwsgi.ini --pythonpath bench --module mlp_app:app [--threads 32]
 """
+
+import os
 
 import mlp
 
@@ -17,6 +20,9 @@ ENDPOINTS = {
         vectorized=True,
         max_batch_size=mlp.MAX_BATCH_SIZE,
         max_batch_delay_ms=mlp.MAX_BATCH_DELAY_MS,
+        preferred_batch_size=()
+        if os.environ.get("MLP_ANY_SIZE") == "1"
+        else mlp.PREFERRED_BATCH_SIZE,
     ),
 }
 

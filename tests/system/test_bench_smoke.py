@@ -29,7 +29,7 @@ BATCH = 10
 # The batching rows (the MLP): ours off and on, and LitServe where it is installed.
 BATCHING = [
     name
-    for name in ("ours-mlp", "ours-mlp-batched", "litserve-mlp")
+    for name in ("ours-mlp", "ours-mlp-batched", "ours-mlp-batched-any", "litserve-mlp")
     if all(importlib.util.find_spec(package) for package in BATCHING_BY_NAME[name].needs)
 ]
 
