@@ -6,7 +6,8 @@ validated. The first in the queue when the function is free leads: it waits unti
 can expect are queued, or max_batch_delay_ms has passed since the function became free for it
 (as TorchServe and LitServe count it; 0: no wait at all, the batch is whatever is queued,
 Triton's default), takes requests in arrival order up to max_batch_size items (with
-preferred_batch_size, cut back to the largest of those sizes they can make), calls the
+preferred_batch_size, cut back to the largest of those sizes within them, where the requests
+make it exactly, and waiting only for as many), calls the
 function once with their items concatenated and hands each request its own results. The items
 it can expect are the last batch's (their clients are likely to send again once answered) and
 those that queued while it ran, up to max_batch_size: a lone client (c=1) never waits, and under
@@ -26,6 +27,8 @@ that any other finished request resets, so it cannot be relied on to stop a stuc
 """
 
 import logging
+import operator
+import reprlib
 import threading
 import time
 from collections import deque
@@ -142,7 +145,7 @@ class Batcher:
         """The next batch, the leader's first: once the items it can expect are queued, or the
         delay has passed since the function became free for it."""
         until = time.perf_counter() + self.max_delay
-        self.wanted = min(self.expected, self.max_items)
+        self.wanted = self.usable(min(self.expected, self.max_items))
         while self.queued_items < self.wanted:
             remaining = until - time.perf_counter()
             if remaining <= 0:
@@ -150,21 +153,26 @@ class Batcher:
             self.more.wait(remaining)
         return self.take()
 
+    def usable(self, items: int) -> int:
+        """The largest preferred size of at most items, where there is one; else items."""
+        return max((size for size in self.preferred if size <= items), default=items)
+
     def take(self) -> list[Pending]:
         """The requests of the next call, in arrival order: as many as max_items holds (at least
-        one), or, with preferred sizes, the most of them whose items make one of those sizes
-        (Triton's preferred_batch_size); those left out lead the next call."""
-        count = items = cut = cut_items = 0
+        one). With preferred sizes, cut back to the largest of them within that, if the first
+        requests' items make it exactly; those left out lead the next call. A cut so drops less
+        than the step between two preferred sizes; a request of several items that straddles
+        the size means no cut."""
+        counts, items = {}, 0  # items of the first requests -> how many requests
         for pending in self.queue:
-            if count and items + len(pending.rows) > self.max_items:
+            if counts and items + len(pending.rows) > self.max_items:
                 break
-            count, items = count + 1, items + len(pending.rows)
-            if items in self.preferred:
-                cut, cut_items = count, items
-        if not cut:
-            cut, cut_items = count, items
-        self.queued_items -= cut_items
-        return [self.queue.popleft() for _ in range(cut)]
+            items += len(pending.rows)
+            counts[items] = len(counts) + 1
+        size = self.usable(items)
+        cut = size if size in counts else items
+        self.queued_items -= cut
+        return [self.queue.popleft() for _ in range(counts[cut])]
 
     def give_up(self, mine: Pending) -> None:
         """A request leaving the queue unanswered; if it was first, another may lead now."""
@@ -230,6 +238,62 @@ def concurrent_requests() -> bool:
     if uwsgi is None:
         return True
     return int(uwsgi.opt.get("threads", b"1") or 1) > 1
+
+
+# --- serve()'s batching options, checked at startup (endpoints.signature_of) -----------------
+
+
+def check_batching(where: str, endpoint) -> frozenset[int]:
+    """max_batch_size: a whole number >= 1, for a vectorised function; the delay: >= 0 ms; the
+    preferred sizes, returned: whole numbers from 1 to max_batch_size."""
+    size, delay = endpoint.max_batch_size, endpoint.max_batch_delay_ms
+    preferred = preferred_sizes(where, endpoint.preferred_batch_size)
+    if size is None:
+        if preferred:
+            raise TypeError(f"{where}: preferred_batch_size needs max_batch_size")
+        return preferred
+    if type(size) is not int or size < 1:
+        raise TypeError(f"{where}: max_batch_size is a whole number >= 1; got {size!r}")
+    if not endpoint.vectorized:
+        raise TypeError(
+            f"{where}: max_batch_size batches items into one call, which needs vectorized=True"
+        )
+    if type(delay) not in (int, float) or not 0 <= delay <= 1000:
+        raise TypeError(f"{where}: max_batch_delay_ms is from 0 to 1000 ms; got {delay!r}")
+    if outside := sorted(n for n in preferred if n > size):
+        raise TypeError(
+            f"{where}: preferred_batch_size holds sizes past max_batch_size={size}: {outside}"
+        )
+    return preferred
+
+
+def preferred_sizes(where: str, sizes: object) -> frozenset[int]:
+    """preferred_batch_size as a set: whole numbers >= 1 (numpy's too), in a list, tuple, set
+    or range; None or empty: none."""
+    if sizes is None:
+        return frozenset()
+    if not isinstance(sizes, (list, tuple, set, frozenset, range)):
+        raise TypeError(
+            f"{where}: preferred_batch_size is a list of whole numbers >= 1, such as "
+            f"range(4, 33, 4); got {reprlib.repr(sizes)}"
+        )
+    wrong = [n for n in sizes if whole(n) is None or whole(n) < 1]
+    if wrong:
+        raise TypeError(
+            f"{where}: preferred_batch_size holds sizes that are not whole numbers >= 1: "
+            f"{reprlib.repr(wrong)}"
+        )
+    return frozenset(whole(n) for n in sizes)
+
+
+def whole(n: object) -> int | None:
+    """n as an int if it is a whole number (an int or numpy's integers, not a bool)."""
+    if isinstance(n, bool):
+        return None
+    try:
+        return operator.index(n)
+    except TypeError:
+        return None
 
 
 def warn_without_threads(logger: logging.Logger, signatures: list) -> None:

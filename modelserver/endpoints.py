@@ -11,6 +11,7 @@ import numpy as np
 from pydantic import BaseModel, PydanticSchemaGenerationError, TypeAdapter
 
 from modelserver import eventloop
+from modelserver.batching import check_batching
 from modelserver.hints import SUPPORTED, Param, is_model, make_param, type_name
 from modelserver.jsonread import from_json, holds
 
@@ -38,11 +39,11 @@ class Endpoint:
     # The longest the first request of a batch waits for others to join it; 0: none, the batch
     # is what is already waiting when the function is free.
     max_batch_delay_ms: float = 0
-    # Item counts a call is cut back to where the queued requests can make one (Triton's
-    # preferred_batch_size): for a model whose call costs less at some sizes than at those just
-    # above them, as numpy's float32 products at multiples of 4 rows (docs/batching.md).
-    # Empty: every call takes all it can.
-    preferred_batch_size: list[int] | tuple[int, ...] | range = ()
+    # Item counts a call is cut back to where the queued requests make one (Triton's name, not
+    # its timing: modelserver.batching): for a model whose call costs less at some sizes than at
+    # those just above them, as OpenBLAS's float32 products at multiples of 4 rows on x86
+    # (docs/batching.md). Empty or None: every call takes all it can.
+    preferred_batch_size: list[int] | tuple[int, ...] | range | None = ()
     # Where the model loads. "master": once, before the workers fork; they share its memory
     # (numpy, scikit-learn). "worker": in each worker after its fork, a copy each; for libraries
     # that start threads (onnxruntime, torch, OpenMP), which a fork leaves behind.
@@ -60,7 +61,7 @@ def serve(
     draft: tuple[str, int] | None = None,
     max_batch_size: int | None = None,
     max_batch_delay_ms: float = 0,
-    preferred_batch_size: list[int] | tuple[int, ...] | range = (),
+    preferred_batch_size: list[int] | tuple[int, ...] | range | None = (),
     load: str = "master",
 ) -> Endpoint:
     """An ENDPOINTS entry: func, the loader of the model it needs, whether it is vectorised,
@@ -284,42 +285,6 @@ def body_fields(model: type[BaseModel]) -> tuple[str, ...] | None:
             return None
         names.update(aliases if aliases and not by_name else (name, *aliases))
     return tuple(sorted(names))
-
-
-def check_batching(where: str, endpoint: Endpoint) -> frozenset[int]:
-    """max_batch_size: a whole number >= 1, for a vectorised function; the delay: >= 0 ms; the
-    preferred sizes, returned: whole numbers from 1 to max_batch_size."""
-    size, delay = endpoint.max_batch_size, endpoint.max_batch_delay_ms
-    preferred = preferred_sizes(where, endpoint.preferred_batch_size)
-    if size is None:
-        if preferred:
-            raise TypeError(f"{where}: preferred_batch_size needs max_batch_size")
-        return preferred
-    if type(size) is not int or size < 1:
-        raise TypeError(f"{where}: max_batch_size is a whole number >= 1; got {size!r}")
-    if not endpoint.vectorized:
-        raise TypeError(
-            f"{where}: max_batch_size batches items into one call, which needs vectorized=True"
-        )
-    if type(delay) not in (int, float) or not 0 <= delay <= 1000:
-        raise TypeError(f"{where}: max_batch_delay_ms is from 0 to 1000 ms; got {delay!r}")
-    if outside := sorted(n for n in preferred if n > size):
-        raise TypeError(
-            f"{where}: preferred_batch_size holds sizes past max_batch_size={size}: {outside}"
-        )
-    return preferred
-
-
-def preferred_sizes(where: str, sizes: object) -> frozenset[int]:
-    """preferred_batch_size as a set: whole numbers >= 1, in a list, tuple, set or range."""
-    if not isinstance(sizes, (list, tuple, set, frozenset, range)) or not all(
-        type(n) is int and n >= 1 for n in sizes
-    ):
-        raise TypeError(
-            f"{where}: preferred_batch_size is a list of whole numbers >= 1, such as "
-            f"range(4, 33, 4); got {sizes!r}"
-        )
-    return frozenset(sizes)
 
 
 def model_name(loader: Callable[[], object]) -> str:

@@ -3,7 +3,9 @@ threads of a uWSGI worker; tests/stack/test_batching.py runs it through the real
 
 import threading
 import time
+from dataclasses import replace
 
+import numpy as np
 import pytest
 from werkzeug.exceptions import BadRequest, InternalServerError, ServiceUnavailable
 
@@ -81,14 +83,92 @@ def test_a_call_holds_at_most_max_items_and_a_larger_request_goes_alone():
 
 
 def test_a_call_is_cut_back_to_the_largest_preferred_size_the_queue_makes():
+    calls, queued = [], []
+    batcher = Batcher(max_items=16, max_delay=0, preferred=frozenset({4, 8}))
+    double = doubled(calls)
+
+    def run(rows: list[list]) -> list:
+        queued.append(batcher.queued_items)  # what is left for the next call
+        return double(rows)
+
+    requests = [[[i]] for i in range(1, 12)]
+    answers = submit_together(batcher, requests, run)
+    assert [a.results for a in answers] == [[2 * i] for i in range(1, 12)]
+    # 11 items queued: 4 and 8 can be made, 8 is the largest; the 3 left out go next, as they are.
+    assert calls[1:] == [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11]]
+    assert queued[1:] == [3, 0]
+    assert batcher.queued_items == 0 and not batcher.queue
+
+
+def test_a_request_of_several_items_across_the_preferred_size_means_no_cut():
     calls = []
-    batcher = Batcher(max_items=8, max_delay=0, preferred=frozenset({4, 8}))
-    requests = [[[1]], [[2], [3]], [[4]], [[5], [6]], [[7]], [[8], [9], [10]]]
+    batcher = Batcher(max_items=16, max_delay=0, preferred=frozenset({4, 8}))
+    # 4, 5, 9, 13 items: 8, the largest size within 13, falls inside the third request.
+    requests = [[[1], [2], [3], [4]], [[5]], [[6], [7], [8], [9]], [[10], [11], [12], [13]]]
     answers = submit_together(batcher, requests, doubled(calls))
     assert [a.results for a in answers] == [[2 * v[0] for v in rows] for rows in requests]
-    # 1, 3, 4, 6, 7 items queued within 8: cut at 4; then 2, 3, 6 (none preferred): all.
-    assert calls[1:] == [[1, 2, 3, 4], [5, 6, 7, 8, 9, 10]]
-    assert [a.batch_items for a in answers] == [4, 0, 0, 6, 0, 0]
+    assert calls[1:] == [list(range(1, 14))]
+
+
+def test_the_leader_waits_only_for_the_items_a_preferred_size_takes():
+    """After the blocker's call, 1 + 4 items are expected; the largest preferred size within 5
+    is 4, so the leader goes once 4 are queued, not after the whole delay waiting for a fifth
+    that the cut would leave out."""
+    calls, times = [], []
+    batcher = Batcher(max_items=8, max_delay=1.0, preferred=frozenset({4}))
+    double = doubled(calls)
+
+    def run(rows: list[list]) -> list:
+        times.append(time.perf_counter())
+        return double(rows)
+
+    answers = submit_together(batcher, [[[1]], [[2]], [[3]], [[4]]], run)
+    assert [a.results for a in answers] == [[2], [4], [6], [8]]
+    assert calls == [[0], [1, 2, 3, 4]]
+    assert times[1] - times[0] < 0.5
+
+
+def test_a_request_left_out_of_a_cut_still_has_its_deadline():
+    batcher = Batcher(max_items=8, max_delay=0, preferred=frozenset({4}))
+    releases = [threading.Event() for _ in range(3)]  # one for each call, in turn
+    calls = []
+
+    def held(rows: list[list]) -> list:
+        calls.append([row[0] for row in rows])
+        releases[len(calls) - 1].wait(5)
+        return [row[0] for row in rows]
+
+    outcome = []
+
+    def fifth():
+        try:
+            outcome.append(batcher.submit([[5]], held, deadline(0.3)))
+        except DeadlineExceeded as error:
+            outcome.append(error)
+
+    leader = threading.Thread(target=batcher.submit, args=([[0]], held, deadline()))
+    leader.start()
+    while not batcher.busy:
+        time.sleep(0.001)
+    pool = [
+        threading.Thread(target=batcher.submit, args=([[i]], held, deadline()))
+        for i in (1, 2, 3, 4)
+    ]
+    pool.append(threading.Thread(target=fifth))
+    for i, thread in enumerate(pool):
+        thread.start()  # and queued before the next starts
+        while batcher.queued_items < i + 1:
+            time.sleep(0.001)
+    releases[0].set()  # the first call ends: 4 of the 5 queued make the next, 5 is left out
+    pool[-1].join(5)  # and that call holds the function past the fifth's deadline
+    releases[1].set()
+    for thread in [leader, *pool]:
+        thread.join(5)
+    assert calls[:2] == [[0], [1, 2, 3, 4]]
+    assert isinstance(outcome[0], DeadlineExceeded)
+    assert batcher.queued_items == 0 and not batcher.queue
+    releases[2].set()
+    assert batcher.submit([[6]], held, deadline()).results == [6]  # the next is served
 
 
 def test_a_lone_request_after_a_lone_batch_does_not_wait():
@@ -256,7 +336,16 @@ def single(a: float) -> float:
         (vectorised, {"preferred_batch_size": [4]}, "preferred_batch_size needs max_batch_size"),
         (vectorised, {"max_batch_size": 8, "preferred_batch_size": [4, 16]}, r"past .*8: \[16\]"),
         (vectorised, {"max_batch_size": 8, "preferred_batch_size": 4}, "list of whole numbers"),
-        (vectorised, {"max_batch_size": 8, "preferred_batch_size": [0]}, "list of whole numbers"),
+        (
+            vectorised,
+            {"max_batch_size": 8, "preferred_batch_size": range(0, 9, 4)},
+            r"not whole numbers >= 1: \[0\]",
+        ),
+        (
+            vectorised,
+            {"max_batch_size": 8, "preferred_batch_size": [4.0]},
+            r"numbers >= 1: \[4.0\]",
+        ),
         (
             vectorised,
             {"max_batch_size": 8, "preferred_batch_size": (n for n in [4])},
@@ -278,4 +367,8 @@ def test_a_batching_endpoint_keeps_its_options():
         vectorised, vectorized=True, max_batch_size=32, preferred_batch_size=range(4, 33, 4)
     )
     assert signature_of("h", preferring).preferred_batch_size == frozenset(range(4, 33, 4))
+    numpy_sizes = serve(vectorised, vectorized=True, max_batch_size=8, preferred_batch_size=None)
+    assert signature_of("i", numpy_sizes).preferred_batch_size == frozenset()
+    numpy_sizes = replace(numpy_sizes, preferred_batch_size=list(np.arange(4, 9, 4)))
+    assert signature_of("j", numpy_sizes).preferred_batch_size == frozenset({4, 8})
     assert signature_of("g", vectorised).max_batch_size is None
