@@ -22,8 +22,8 @@ SEED = 2048
 MAX_BATCH_SIZE = 32
 MAX_BATCH_DELAY_MS = 5
 # Ours only (LitServe has no such knob): calls cut back to a multiple of 4 items where the queue
-# makes one. numpy's float32 product takes the rows 4 at a time, and the rows past a multiple of 4
-# cost nearly as much as 4 more (docs/batching.md has the times).
+# makes one. numpy's OpenBLAS takes the rows of a float32 product 4 at a time on this host's CPU,
+# and the rows past a multiple of 4 cost nearly as much as 4 more (docs/batching.md has the times).
 PREFERRED_BATCH_SIZE = range(4, MAX_BATCH_SIZE + 1, 4)
 
 
