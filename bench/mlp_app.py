@@ -13,6 +13,9 @@ import mlp
 from modelserver.endpoints import serve
 from server import create_app
 
+# The bench's row of what the preferred sizes buy sets MLP_ANY_SIZE=1.
+PREFERRED = () if os.environ.get("MLP_ANY_SIZE") == "1" else mlp.PREFERRED_BATCH_SIZE
+
 ENDPOINTS = {
     "mlp": serve(
         mlp.mlp,
@@ -20,9 +23,7 @@ ENDPOINTS = {
         vectorized=True,
         max_batch_size=mlp.MAX_BATCH_SIZE,
         max_batch_delay_ms=mlp.MAX_BATCH_DELAY_MS,
-        preferred_batch_size=()
-        if os.environ.get("MLP_ANY_SIZE") == "1"
-        else mlp.PREFERRED_BATCH_SIZE,
+        preferred_batch_size=PREFERRED,
     ),
 }
 

@@ -277,13 +277,13 @@ def preferred_sizes(where: str, sizes: object) -> frozenset[int]:
             f"{where}: preferred_batch_size is a list of whole numbers >= 1, such as "
             f"range(4, 33, 4); got {reprlib.repr(sizes)}"
         )
-    wrong = [n for n in sizes if whole(n) is None or whole(n) < 1]
-    if wrong:
+    found = [whole(n) for n in sizes]
+    if wrong := [n for n, w in zip(sizes, found, strict=True) if w is None or w < 1]:
         raise TypeError(
             f"{where}: preferred_batch_size holds sizes that are not whole numbers >= 1: "
             f"{reprlib.repr(wrong)}"
         )
-    return frozenset(whole(n) for n in sizes)
+    return frozenset(found)
 
 
 def whole(n: object) -> int | None:

@@ -367,8 +367,8 @@ def test_a_batching_endpoint_keeps_its_options():
         vectorised, vectorized=True, max_batch_size=32, preferred_batch_size=range(4, 33, 4)
     )
     assert signature_of("h", preferring).preferred_batch_size == frozenset(range(4, 33, 4))
-    numpy_sizes = serve(vectorised, vectorized=True, max_batch_size=8, preferred_batch_size=None)
-    assert signature_of("i", numpy_sizes).preferred_batch_size == frozenset()
-    numpy_sizes = replace(numpy_sizes, preferred_batch_size=list(np.arange(4, 9, 4)))
+    none = serve(vectorised, vectorized=True, max_batch_size=8, preferred_batch_size=None)
+    assert signature_of("i", none).preferred_batch_size == frozenset()
+    numpy_sizes = replace(none, preferred_batch_size=list(np.arange(4, 9, 4)))
     assert signature_of("j", numpy_sizes).preferred_batch_size == frozenset({4, 8})
     assert signature_of("g", vectorised).max_batch_size is None

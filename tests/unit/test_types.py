@@ -188,8 +188,9 @@ def test_a_failure_midway_ends_the_stream_with_a_message_and_is_counted(typed_cl
     assert value.data == b'{"result": 0.0}\n{"message": "no reading past 1"}\n'
     before = typed_client.get("/breaks?n=0&how=value")
     assert_json_error(*answer_of(before), 400, "no reading past 0")
-    metrics = typed_client.get("/metrics").data.decode()
-    assert 'modelserver_stream_errors_total{endpoint="breaks"} 3.0' in metrics
+    metrics = typed_client.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'modelserver_stream_errors_total{endpoint="breaks"} 3.0' in metrics.data.decode()
 
 
 def test_a_failure_midway_is_logged_with_its_requests_id(typed_client, caplog):
