@@ -87,7 +87,7 @@ def create_app(config: dict | None = None) -> Flask:
         app.config.get("API_KEYS_FILE", keys.API_KEYS_FILE),
         frozenset(sig.name for sig in signatures),
     )
-    deadline.stop_requests_at_the_deadline()
+    deadline.stop_requests_at_the_deadline(app)
     memoryguard.guard()
     return app
 

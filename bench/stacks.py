@@ -266,10 +266,11 @@ BATCHING_STACKS = [
     StackSpec(
         "ours-mlp-batched",
         "ours, batching on",
-        f"the same with --threads {MLP_THREADS}: max_batch_size 32, max_batch_delay_ms 5, "
-        "preferred_batch_size range(4, 33, 4)",
+        f"the same with MODELSERVER_THREADS={MLP_THREADS}: max_batch_size 32, "
+        "max_batch_delay_ms 5, preferred_batch_size range(4, 33, 4)",
         lambda: Stack(
-            uwsgi_args=(*MLP_APP, "--threads", str(MLP_THREADS)),
+            uwsgi_args=MLP_APP,
+            env={"MODELSERVER_THREADS": str(MLP_THREADS)},
             ready_path="/readyz",
             exempt=LOAD_GENERATOR,
         ),
@@ -279,7 +280,8 @@ BATCHING_STACKS = [
         "ours, batching on, any size",
         "the same without preferred_batch_size: each call takes all the queue holds, up to 32",
         lambda: Stack(
-            uwsgi_args=(*MLP_APP, "--threads", str(MLP_THREADS), "--env", "MLP_ANY_SIZE=1"),
+            uwsgi_args=(*MLP_APP, "--env", "MLP_ANY_SIZE=1"),
+            env={"MODELSERVER_THREADS": str(MLP_THREADS)},
             ready_path="/readyz",
             exempt=LOAD_GENERATOR,
         ),

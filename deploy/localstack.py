@@ -186,6 +186,7 @@ class Stack:
         host: str = "127.0.0.1",
         site_file: Path = SITE_FILE,
         exempt: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
     ):
         self.port = port or free_port()
         self.host = host
@@ -195,6 +196,7 @@ class Stack:
         self.log_to_terminal = log_to_terminal
         self.ready_path = ready_path
         self.exempt = exempt
+        self.env = env or {}  # uWSGI's environment beyond this process's, e.g. MODELSERVER_THREADS
         self.dir = tempfile.mkdtemp(prefix="modelserver-")
         self.socket_path = os.path.join(self.dir, "uwsgi.sock")
         self.uwsgi: subprocess.Popen | None = None
@@ -229,7 +231,12 @@ class Stack:
         return [self.uwsgi_binary(), "--ini", str(PROJECT / "uwsgi.ini"), *self.uwsgi_args]
 
     def uwsgi_env(self) -> dict[str, str]:
-        return {**os.environ, "MODELSERVER_SOCKET": self.socket_path, **self.metrics_env()}
+        return {
+            **os.environ,
+            **self.env,
+            "MODELSERVER_SOCKET": self.socket_path,
+            **self.metrics_env(),
+        }
 
     def reload(self, timeout: float = 300) -> None:
         """New code and models live with no request refused (modelserver/handover.py: a second

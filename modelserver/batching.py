@@ -21,9 +21,8 @@ Failures stay with the request that caused them: when the batch's call raises, e
 the batch is called alone, and gets its own answer or its own JSON error (a ValueError, a
 client's bad value: a 400; any other exception, such as a KeyError for a word the model does not
 know: a 500). A function that fails on every batch is then called once more per request.
-A request that waits past the deadline (uWSGI's harakiri) is answered 504 by its own thread and
-the worker is recycled: in a worker with threads, uWSGI 2.0's harakiri is one timer per worker
-that any other finished request resets, so it cannot be relied on to stop a stuck call.
+A request that waits past the deadline (modelserver.deadline) is answered 504 by its own thread
+and the worker is recycled; a call past it is stopped by the deadline's watchdog.
 """
 
 import logging
@@ -42,10 +41,6 @@ try:
     import uwsgi
 except ImportError:  # not under uWSGI
     uwsgi = None
-
-# Without uWSGI (Flask's threaded development server, the test client) no harakiri stops a
-# request; a wait this long means something is stuck.
-DEFAULT_DEADLINE_SECONDS = 30.0
 
 
 class Pending:
@@ -307,10 +302,3 @@ def warn_without_threads(logger: logging.Logger, signatures: list) -> None:
             "(MODELSERVER_THREADS=32, docs/batching.md)",
             ", ".join(names),
         )
-
-
-def deadline_seconds() -> float:
-    """uWSGI's harakiri, the time a request may take before it is stopped."""
-    if uwsgi is None or not uwsgi.opt.get("harakiri"):
-        return DEFAULT_DEADLINE_SECONDS
-    return float(uwsgi.opt["harakiri"])

@@ -4,9 +4,10 @@ A sync uWSGI worker (the default) takes one request at a time, so an async funct
 concurrency there (with threads, each thread runs a loop of its own); it runs because model code
 is written that way (an async client of another service, an async library). The loop is made in
 the worker on its first use, after the fork: a loop made in the master would be shared by every
-worker, its selector's file descriptors with it. uWSGI's harakiri still stops a call that runs
-too long: its signal raises in the main thread, inside the loop, and the worker that answered 504
-is replaced.
+worker, its selector's file descriptors with it. The deadline still stops a call that runs too
+long: harakiri's signal raises in the main thread, inside the loop (with threads, the app's
+deadline raises when the loop next runs Python, and a loop asleep past its grace is killed with
+its worker), and the worker that answered 504 is replaced.
 """
 
 import asyncio

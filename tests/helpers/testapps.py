@@ -7,6 +7,7 @@ what nginx's timeout and uWSGI's harakiri do to a stuck request, and one naming 
 
 import json
 import os
+import re
 import signal
 import time
 
@@ -40,11 +41,19 @@ def options(environ, start_response):
 
 
 def slow_route() -> dict:
-    """Sleep ?seconds=N; with ?block=1, with the harakiri signal blocked, like code stuck in C."""
-    if request.args.get("block"):
-        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGSYS])
+    """Sleep ?seconds=N in steps of 10 ms, like a model's Python between calls into C; with
+    ?block=1 in one call with the harakiri signal blocked, like code stuck in C; with ?gil=1,
+    for ever in C holding the GIL (a regular expression that backtracks without end)."""
     seconds = float(request.args.get("seconds", "0"))
-    time.sleep(seconds)
+    if request.args.get("gil"):
+        re.fullmatch(r"(a|aa)+", "a" * 100 + "b")
+    elif request.args.get("block"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGSYS])
+        time.sleep(seconds)
+    else:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(min(0.01, max(0.0, end - time.monotonic())))
     return {"slept": seconds, "pid": os.getpid()}
 
 

@@ -28,7 +28,8 @@ JSON = {"Content-Type": "application/json"}
 @pytest.fixture(scope="module")
 def batching_stack():
     with Stack(
-        uwsgi_args=(*uwsgi_app("batching_app:app"), "--threads", str(THREADS)),
+        uwsgi_args=uwsgi_app("batching_app:app"),
+        env={"MODELSERVER_THREADS": str(THREADS)},
         exempt=("127.0.0.1",),
     ) as running:
         yield running
@@ -206,7 +207,8 @@ def workers(stack: Stack) -> set[int]:
 def test_kill_9_of_a_worker_under_load_fails_only_what_it_held(figure):
     # A stack of its own: the module's stack keeps its workers for the other tests.
     with Stack(
-        uwsgi_args=(*uwsgi_app("batching_app:app"), "--threads", str(THREADS)),
+        uwsgi_args=uwsgi_app("batching_app:app"),
+        env={"MODELSERVER_THREADS": str(THREADS)},
         exempt=("127.0.0.1",),
     ) as stack:
         outcomes = Counter()
@@ -257,8 +259,8 @@ def test_a_batch_past_the_deadline_answers_every_request(figure):
     # waiting for it by their own threads at the deadline (504), the one whose thread is in the
     # call (one per worker) when its worker is stopped (504 from the signal, or the answer if it
     # came first).
-    argv = (*uwsgi_app("batching_app:app"), "--threads", "8", "--harakiri", "2")
-    with Stack(uwsgi_args=argv, exempt=("127.0.0.1",)) as stack:
+    argv = (*uwsgi_app("batching_app:app"), "--env", "MODELSERVER_DEADLINE_SECONDS=2")
+    with Stack(uwsgi_args=argv, env={"MODELSERVER_THREADS": "8"}, exempt=("127.0.0.1",)) as stack:
         start = time.monotonic()
         answers = at_once([lambda: post(stack, "/slow", {"seconds": 5.0})] * 6, threads=6)
         took = time.monotonic() - start
@@ -281,7 +283,8 @@ def test_reloads_under_load_lose_nothing(figure):
     # What systemctl reload runs (the handover to a second uWSGI, modelserver/handover.py), then
     # uWSGI's own graceful reload through the master FIFO, both under batched load.
     with Stack(
-        uwsgi_args=(*uwsgi_app("batching_app:app"), "--threads", str(THREADS)),
+        uwsgi_args=uwsgi_app("batching_app:app"),
+        env={"MODELSERVER_THREADS": str(THREADS)},
         exempt=("127.0.0.1",),
     ) as stack:
         outcomes = Counter()

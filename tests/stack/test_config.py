@@ -100,3 +100,14 @@ def test_uwsgi_effective_options():
     assert "your server socket listen backlog is limited to 1024 connections" in log
     assert "*** Operational MODE: preforking ***" in log
     assert len(re.findall(r"spawned uWSGI worker \d", log)) == 2
+
+
+def test_uwsgi_with_threads_hands_the_deadline_to_the_app():
+    # MODELSERVER_THREADS, as the docs say to batch: uWSGI's harakiri off, its 30 s the app's.
+    with Stack(uwsgi_args=uwsgi_app("testapps:options"), env={"MODELSERVER_THREADS": "4"}) as stack:
+        status, _, body = stack.request("GET", "/options")
+    assert status == 200, body
+    options = json.loads(body)
+    assert (options["threads"], options["harakiri"]) == ("4", "0")
+    assert options["harakiri-graceful-timeout"] == "5"
+    assert options["environ"]["MODELSERVER_DEADLINE_SECONDS"] == "30"

@@ -22,10 +22,10 @@ def pid_of(stack: Stack, path: str) -> int:
 
 
 # Sync workers, and workers with threads (for batching), whose threads all wait for requests.
-@pytest.mark.parametrize("threads", [(), ("--threads", "4")], ids=["sync", "threads"])
+@pytest.mark.parametrize("threads", [{}, {"MODELSERVER_THREADS": "4"}], ids=["sync", "threads"])
 def test_a_worker_past_its_memory_limit_is_replaced_and_no_request_fails(monkeypatch, threads):
     monkeypatch.setenv("MODELSERVER_MAX_RSS_MB", str(LIMIT_MB))
-    with Stack(uwsgi_args=(*uwsgi_app("testapps:flask_app"), *threads)) as stack:
+    with Stack(uwsgi_args=uwsgi_app("testapps:flask_app"), env=threads) as stack:
         before = {pid_of(stack, "/pid") for _ in range(20)}
         grown = pid_of(stack, f"/grow?mb={2 * LIMIT_MB}")
         assert grown in before

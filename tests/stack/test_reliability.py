@@ -10,6 +10,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
+
 from deploy.localstack import Stack, alive, process_tree
 from helpers import HELPERS, SERVED_APP, assert_json_error, wait_for
 
@@ -103,9 +105,21 @@ def test_health_checks_answer_and_are_not_logged_by_nginx(stack):
 # --- timeouts -------------------------------------------------------------------------------
 
 
-def test_stuck_request_gets_json_504_and_its_worker_is_recycled(figure):
-    # The app with a slow test route, harakiri lowered from 30 s to 2 s.
-    with Stack(uwsgi_args=(*SERVED_APP, "--harakiri", "2")) as stack:
+# The deadline lowered from 30 s to 2 s: uWSGI's harakiri in sync workers; in workers with
+# threads the app's, which uwsgi.ini hands it with harakiri off.
+DEADLINE_2S = {
+    "sync": ((*SERVED_APP, "--harakiri", "2"), {}),
+    "threads": (
+        (*SERVED_APP, "--env", "MODELSERVER_DEADLINE_SECONDS=2"),
+        {"MODELSERVER_THREADS": "4"},
+    ),
+}
+
+
+@pytest.mark.parametrize("workers_kind", DEADLINE_2S)
+def test_stuck_request_gets_json_504_and_its_worker_is_recycled(figure, workers_kind):
+    argv, env = DEADLINE_2S[workers_kind]
+    with Stack(uwsgi_args=argv, env=env) as stack:
         before = workers(stack)
         answers = []
         stuck = threading.Thread(
@@ -123,18 +137,24 @@ def test_stuck_request_gets_json_504_and_its_worker_is_recycled(figure):
         message = assert_json_error(*answers[0], 504, "time limit")
         wait_for(lambda: len(workers(stack)) == 2 and workers(stack) != before, 5, interval=0.01)
         replaced = before - workers(stack)
-    figure("stuck request answered (harakiri 2 s)", f"{seconds:.2f} s: 504 {message!r}")
-    assert 1.5 <= seconds < 4  # uWSGI checks harakiri once a second
+    figure(
+        f"stuck request answered, {workers_kind} (deadline 2 s)",
+        f"{seconds:.2f} s: 504 {message!r}",
+    )
+    assert 1.5 <= seconds < 4  # the deadline is checked once a second
     assert len(replaced) == 1  # the stuck worker, recycled; the other one kept serving
 
 
-def test_request_stuck_in_c_is_killed_with_json_502_and_worker_respawned():
-    # Blocking the signal plays code that cannot be interrupted: uWSGI kills the worker. The
-    # timings are scaled down together: harakiri 30 -> 2 s, kill 5 -> 1 s later, and nginx's
-    # retry window 5 -> 1 s, which keeps a killed request from being run twice.
-    argv = (*SERVED_APP, "--harakiri", "2", "--harakiri-graceful-timeout", "1")
+@pytest.mark.parametrize("workers_kind", DEADLINE_2S)
+def test_request_stuck_in_c_is_killed_with_json_502_and_worker_respawned(workers_kind):
+    # One sleep with the signal blocked plays code that cannot be interrupted: the worker is
+    # killed (by uWSGI, or by the app's watchdog in a worker with threads). The timings are
+    # scaled down together: the deadline 30 -> 2 s, the kill 5 -> 1 s later, and nginx's retry
+    # window 5 -> 1 s, which keeps a killed request from being run twice.
+    argv, env = DEADLINE_2S[workers_kind]
+    argv = (*argv, "--harakiri-graceful-timeout", "1")
     changes = {"uwsgi_next_upstream_timeout 5s;": "uwsgi_next_upstream_timeout 1s;"}
-    with Stack(uwsgi_args=argv, site_changes=changes) as stack:
+    with Stack(uwsgi_args=argv, site_changes=changes, env=env) as stack:
         before = workers(stack)
         start = time.monotonic()
         response = stack.request("GET", "/slow?seconds=20&block=1", timeout=30)
