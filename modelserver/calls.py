@@ -13,7 +13,7 @@ from werkzeug.exceptions import (
 )
 
 from modelserver import batching, metrics
-from modelserver.deadline import deadline_seconds
+from modelserver.deadline import seconds_left
 from modelserver.endpoints import Signature
 
 
@@ -94,7 +94,7 @@ def call_batched(sig: Signature, prefix: tuple, rows: list[list], batch: bool) -
     batcher = batching.batcher_of(
         sig.name, sig.max_batch_size, sig.max_batch_delay_ms / 1000, sig.preferred_batch_size
     )
-    deadline = time.perf_counter() + deadline_seconds()
+    deadline = time.perf_counter() + seconds_left()
     pending = batcher.submit(
         rows, lambda batch_rows: call_rows(sig, prefix, batch_rows, True), deadline
     )

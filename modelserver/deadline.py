@@ -7,16 +7,16 @@ on while it reads a POST's body, so it stops requests that are not late and miss
 are (docs/batching.md). uwsgi.ini turns it off for threads and hands its value to the app."""
 
 import ctypes
+import faulthandler
 import logging
-import math
 import os
 import signal
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from werkzeug.exceptions import HTTPException
-from werkzeug.wsgi import ClosingIterator
 
 # uwsgi.ini's harakiri-graceful-signal: uWSGI sends it to a worker whose request ran past
 # harakiri, a few seconds before it kills the worker.
@@ -29,6 +29,8 @@ DEFAULT_DEADLINE_SECONDS = 30.0
 DEFAULT_GRACE_SECONDS = 5.0
 # How often the watchdog looks, as often as uWSGI's master looks at harakiri.
 TICK_SECONDS = 1.0
+# The watchdog of this worker, where the app times its requests (None: uWSGI's harakiri does).
+WATCHDOG: "Watchdog | None" = None
 LOG = logging.getLogger(__name__)
 
 
@@ -50,11 +52,22 @@ def deadline_seconds() -> float:
     return float(uwsgi.opt.get("harakiri") or DEFAULT_DEADLINE_SECONDS)
 
 
+def seconds_left() -> float:
+    """The time this request may still wait for something of its own (the batcher's wait),
+    ending a look before the watchdog would stop it: a stop raised inside such a wait could
+    leave what it waits on half-changed."""
+    began = WATCHDOG.running.get(threading.get_ident()) if WATCHDOG else None
+    if began is None:
+        return deadline_seconds()
+    return began + WATCHDOG.seconds - TICK_SECONDS - time.monotonic()
+
+
 def stop_requests_at_the_deadline(app) -> None:
     """Under uWSGI, stop each request at its deadline: in a sync worker harakiri's signal raises
     DeadlineExceeded inside it; where uwsgi.ini hands the deadline to the app, a Watchdog does.
     A worker with threads and uWSGI's harakiri on would stop requests that are not late, so the
     app refuses to start."""
+    global WATCHDOG
     try:
         import uwsgi
     except ImportError:
@@ -71,8 +84,8 @@ def stop_requests_at_the_deadline(app) -> None:
         )
     if os.environ.get(DEADLINE_VARIABLE):
         grace = float(uwsgi.opt.get("harakiri-graceful-timeout") or DEFAULT_GRACE_SECONDS)
-        watchdog = Watchdog(deadline_seconds(), grace, uwsgi.set_user_harakiri)
-        app.wsgi_app = watchdog.watched(app.wsgi_app)
+        WATCHDOG = Watchdog(deadline_seconds(), grace)
+        app.wsgi_app = WATCHDOG.watched(app.wsgi_app)
 
 
 def raise_deadline_exceeded(signum, frame):
@@ -90,6 +103,15 @@ def kill_this_worker() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def exit_unless_disarmed(seconds: float | None) -> None:
+    """End this worker in `seconds` (None: not at all) from a thread of C, which runs when no
+    Python can, and write every thread's traceback to the log first."""
+    if seconds is None:
+        faulthandler.cancel_dump_traceback_later()
+    else:
+        faulthandler.dump_traceback_later(seconds, exit=True)
+
+
 def raise_in(thread: int, error: type[BaseException] | None) -> None:
     """Raise error in another thread at its next Python instruction (None: cancel one that
     has not been raised yet). The C API's PyThreadState_SetAsyncExc, called holding the GIL."""
@@ -101,17 +123,16 @@ def raise_in(thread: int, error: type[BaseException] | None) -> None:
 class Watchdog:
     """The deadline of every request of a worker, each timed from its own start by a thread of
     the worker's. A request past it gets DeadlineExceeded raised in its own thread (answered
-    504, the worker then recycled, as in a sync worker). One still running `grace` seconds
+    504, the worker then recycled, as in a sync worker). One still in Python `grace` seconds
     later is stuck where Python cannot reach it (in C): the worker is killed, as harakiri does.
-    Code that never lets go of the GIL stops this thread too; for it, uWSGI's own user harakiri
-    (`backstop`) is kept armed a little past that kill: from each look, and from a request that
-    finds the worker idle. uWSGI disarms it as any request ends; a hang stops those too."""
+    Code that never lets go of the GIL stops this thread too; for it, a timer of C
+    (`backstop`) ends the worker a little past that kill unless each look moves it on."""
 
     def __init__(
         self,
         seconds: float,
         grace: float,
-        backstop: Callable[[int], None],
+        backstop: Callable[[float | None], None] = exit_unless_disarmed,
         recycle: Callable[[], None] = recycle_this_worker,
         kill: Callable[[], None] = kill_this_worker,
     ):
@@ -123,6 +144,7 @@ class Watchdog:
         self.lock = threading.Lock()
         self.running: dict[int, float] = {}  # thread -> when its request began (monotonic)
         self.stopped: dict[int, float] = {}  # thread -> when its request was told to stop
+        self.armed = False  # the backstop
         self.thread: threading.Thread | None = None  # started by the first request, after fork
 
     def watched(self, wsgi_app: Callable) -> Callable:
@@ -131,7 +153,7 @@ class Watchdog:
         def app(environ: dict, start_response: Callable):
             self.begin()
             try:
-                return ClosingIterator(wsgi_app(environ, start_response), self.end)
+                return Timed(wsgi_app(environ, start_response), self.end)
             except BaseException:
                 self.end()
                 raise
@@ -141,14 +163,14 @@ class Watchdog:
     def begin(self) -> None:
         thread = threading.get_ident()
         with self.lock:
-            idle = not self.running
             self.running[thread] = time.monotonic()
             self.stopped.pop(thread, None)  # left by an end that a stop cut short
             if self.thread is None:
                 self.thread = threading.Thread(target=self.watch, name="deadline", daemon=True)
                 self.thread.start()
-        if idle:  # armed now, in case this request stops Python before the next look
-            self.backstop(math.ceil(self.seconds + self.grace + 2 * TICK_SECONDS))
+            if not self.armed:  # armed now, in case this request stops Python before a look
+                self.armed = True
+                self.backstop(self.seconds + self.grace + 3 * TICK_SECONDS)
 
     def end(self) -> None:
         thread = threading.get_ident()
@@ -166,21 +188,22 @@ class Watchdog:
     def watch(self) -> None:
         while True:
             time.sleep(TICK_SECONDS)
-            self.check(time.monotonic())
+            try:
+                self.check(time.monotonic())
+            except Exception:  # a look that failed must not end the looking
+                LOG.exception("the deadline's watchdog failed to look")
 
     def check(self, now: float) -> None:
         """Stop the requests past their deadline; kill the worker if one stopped is stuck."""
+        in_python = sys._current_frames()
         with self.lock:
-            late = [
-                thread
-                for thread, began in self.running.items()
-                if thread not in self.stopped and now - began >= self.seconds
-            ]
-            for thread in late:
-                self.stopped[thread] = now
-                raise_in(thread, DeadlineExceeded)
-            stuck = any(now - told >= self.grace for told in self.stopped.values())
+            late = self.stop_late(now)
+            stuck = self.stuck(now, in_python)
             oldest = min(self.running.values(), default=None)
+            self.armed = oldest is not None
+            # Past the kill below, which makes it moot unless this thread cannot run.
+            margin = self.seconds + self.grace + 3 * TICK_SECONDS
+            self.backstop(None if oldest is None else oldest + margin - now)
         if late:
             LOG.error(
                 "%d request(s) ran past the deadline (%g s): stopped", len(late), self.seconds
@@ -189,6 +212,46 @@ class Watchdog:
         if stuck:
             LOG.error("a request stopped %g s ago is still running: worker killed", self.grace)
             self.kill()
-        # Past the kill above, which makes it moot unless this thread cannot run.
-        backstop = None if oldest is None else oldest + self.seconds + self.grace + 2 * TICK_SECONDS
-        self.backstop(0 if backstop is None else max(1, math.ceil(backstop - now)))
+
+    def stop_late(self, now: float) -> list[int]:
+        """Raise the stop in the threads of requests past their deadline, once each."""
+        late = [
+            thread
+            for thread, began in self.running.items()
+            if thread not in self.stopped and now - began >= self.seconds
+        ]
+        for thread in late:
+            self.stopped[thread] = now
+            raise_in(thread, DeadlineExceeded)
+        return late
+
+    def stuck(self, now: float, in_python: dict) -> bool:
+        """Whether a request told to stop `grace` ago still runs Python. One whose thread is out
+        of Python took its stop as its answer ended (where its end could not run): it is over."""
+        overdue = [thread for thread, told in self.stopped.items() if now - told >= self.grace]
+        for thread in overdue:
+            if thread not in in_python:
+                self.running.pop(thread, None)
+                self.stopped.pop(thread, None)
+        return any(thread in in_python for thread in overdue)
+
+
+class Timed:
+    """A WSGI answer whose close ends its request's timing, whatever its own close raises."""
+
+    __slots__ = ("body", "end")
+
+    def __init__(self, body: Iterable[bytes], end: Callable[[], None]):
+        self.body = body
+        self.end = end
+
+    def __iter__(self):
+        return iter(self.body)
+
+    def close(self) -> None:
+        try:
+            close = getattr(self.body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self.end()
