@@ -21,9 +21,12 @@ RUN ensure-packages python3-venv python3-dev gcc libc6-dev && rm -rf /var/lib/ap
 # (docs/container.md); empty, pip uses its own.
 ARG PIP_CERT=
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+# uWSGI first, with Python linked in (deploy/install-uwsgi.sh), as on a host.
 COPY requirements.txt /tmp/requirements.txt
+COPY deploy/install-uwsgi.sh /usr/local/bin/install-uwsgi
 RUN if [ -z "$PIP_CERT" ]; then unset PIP_CERT; fi \
     && python3 -m venv /opt/modelserver/venv \
+    && install-uwsgi /opt/modelserver/venv /tmp/requirements.txt \
     && /opt/modelserver/venv/bin/pip install --quiet --no-cache-dir -r /tmp/requirements.txt
 # Swagger UI's files for /docs, as deploy/install.sh fetches them.
 COPY deploy/docs-viewer.sh /tmp/docs-viewer.sh

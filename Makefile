@@ -84,11 +84,13 @@ test-packages:
 bench-packages:
 	@deploy/ensure-packages.sh $(SYSTEM_PACKAGES) wrk strace
 
-# Stamp files: pip runs again only when a requirements file changes. --no-cache-dir: a uWSGI
-# wheel cached from another Python 3.11 (a pyenv one, say) has the same tag but links that
-# Python's libpython; build it here, against this venv's interpreter.
-$(VENV)/.service: requirements.txt
+# Stamp files: pip runs again only when a requirements file changes. uWSGI first, built here
+# against this venv's interpreter with Python linked in (deploy/install-uwsgi.sh); the rest of
+# requirements.txt then finds it installed. --no-cache-dir: a uWSGI wheel cached from another
+# Python 3.11 (a pyenv one, say) has the same tag but links that Python's libpython.
+$(VENV)/.service: requirements.txt deploy/install-uwsgi.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	deploy/install-uwsgi.sh $(VENV) requirements.txt
 	$(VENV)/bin/pip install --quiet --no-cache-dir -r requirements.txt
 	touch $@
 

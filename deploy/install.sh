@@ -208,6 +208,12 @@ install_code() {
         /usr/bin/python3 -m venv "$VENV"
         say "created $VENV"
     fi
+    # uWSGI built with Python linked in, when the venv's is not yet the pinned one built so.
+    built=$("$SRC/deploy/install-uwsgi.sh" "$VENV" "$APP/requirements.txt")
+    if [ -n "$built" ]; then
+        code_changed=1
+        say "$built"
+    fi
     # The requirements the venv was last built from are kept in it; pip runs when they differ.
     # --no-cache-dir: a cached uWSGI wheel may have been built against another Python 3.11.
     if ! cmp -s "$APP/requirements.txt" "$VENV/installed-requirements.txt"; then
