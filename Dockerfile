@@ -44,10 +44,11 @@ RUN deploy/install.sh --print-app-files >/tmp/app-files \
     # The root filesystem may be read-only: the bytecode is compiled now, not at first import.
     && /opt/modelserver/venv/bin/python -m compileall -q /opt/modelserver/app /opt/modelserver/deploy
 
-# --- runtime: no compiler, just Python, nginx, the venv and the app.
+# --- runtime: no compiler, just Python, nginx, the venv and the app. (No libpython3.11: uWSGI
+# has Python linked in.)
 FROM $BASE
 COPY deploy/ensure-packages.sh /usr/local/bin/ensure-packages
-RUN ensure-packages python3 libpython3.11 libstdc++6 nginx \
+RUN ensure-packages python3 libstdc++6 nginx \
     && rm -rf /var/lib/apt/lists/* /usr/local/bin/ensure-packages \
     # A user of its own, by number (Kubernetes' runAsNonRoot checks a numeric user); no shell.
     && echo "modelserver:x:10001:10001:modelserver:/nonexistent:/usr/sbin/nologin" >>/etc/passwd \

@@ -11,7 +11,8 @@
 # code cannot go in one), exporting Python's symbols to the extension modules (-rdynamic, in
 # uWSGI's own flags). Prints what it built; prints nothing when the venv's uWSGI is already
 # this one. Without the static library (a Python built without it), uWSGI's own build, with
-# a warning.
+# a warning. Always from the source: a wheel in an index or a directory of wheels was built
+# some other way.
 set -eu
 venv=$1
 requirements=$2
@@ -35,6 +36,6 @@ libs=$("$venv/bin/python" -c 'import sysconfig as s
 flags = (s.get_config_var("MODLIBS") + " " + s.get_config_var("LIBS")).split()
 print(" ".join(dict.fromkeys(flags)))')
 UWSGI_PYTHON_NOLIB=1 LDFLAGS="-no-pie -Wl,--whole-archive $static -Wl,--no-whole-archive $libs" \
-    "$venv/bin/pip" install --quiet --no-cache-dir --force-reinstall --no-deps "$pin"
+    "$venv/bin/pip" install --quiet --no-cache-dir --force-reinstall --no-deps --no-binary uWSGI "$pin"
 built_static || { echo "uWSGI $version did not build with $static linked in" >&2; exit 1; }
 echo "built uWSGI $version with $static linked in"

@@ -15,8 +15,8 @@ MIRRORS=(
     "deb http://deb.debian.org/debian $SUITE-updates main"
     "deb http://deb.debian.org/debian-security $SUITE-security main"
 )
-# What the service runs on: Python, uWSGI's libpython, numpy's C++ runtime, nginx.
-RUNTIME=python3,libpython3.11,libstdc++6,nginx
+# What the service runs on: Python, numpy's C++ runtime, nginx (uWSGI has Python linked in).
+RUNTIME=python3,libstdc++6,nginx
 # What builds uWSGI and the venv, on top of that.
 BUILD=$RUNTIME,python3-venv,python3-dev,gcc,libc6-dev
 # --variant=essential: Debian's Essential packages and the ones named, no apt (nothing is

@@ -33,10 +33,14 @@ SNAPSHOT = (
 
 
 def wheelhouse() -> Path:
-    """Wheels of requirements.txt and of the docs viewer for the box, built once per version."""
+    """Wheels of requirements.txt and of the docs viewer for the box, built once per version,
+    and uWSGI's source, which deploy/install-uwsgi.sh builds from."""
     requirements = PROJECT / "requirements.txt"
     viewer = PROJECT / "deploy" / "docs-viewer.sh"
-    digest = hashlib.sha256(requirements.read_bytes() + viewer.read_bytes()).hexdigest()[:12]
+    uwsgi = PROJECT / "deploy" / "install-uwsgi.sh"
+    digest = hashlib.sha256(
+        requirements.read_bytes() + viewer.read_bytes() + uwsgi.read_bytes()
+    ).hexdigest()[:12]
     wheels = PROJECT / ".cache" / f"wheels-{digest}"
     if not wheels.exists():
         building = wheels.with_suffix(".partial")
@@ -60,6 +64,9 @@ def wheelhouse() -> Path:
         package = re.search(r"^PACKAGE=(\S+)", viewer.read_text(), re.MULTILINE)[1]
         pip_download = [str(PROJECT / ".venv" / "bin" / "pip"), "download", "--quiet", "--no-deps"]
         subprocess.run([*pip_download, "-d", str(building), package], check=True, timeout=300)
+        pin = re.search(r"^uWSGI==\S+", requirements.read_text(), re.MULTILINE)[0]
+        source = [*pip_download, "--no-binary", ":all:", "-d", str(building), pin]
+        subprocess.run(source, check=True, timeout=300)
         building.rename(wheels)
     return wheels
 
