@@ -85,9 +85,8 @@ bench-packages:
 	@deploy/ensure-packages.sh $(SYSTEM_PACKAGES) wrk strace
 
 # Stamp files: pip runs again only when a requirements file changes. uWSGI first, built here
-# against this venv's interpreter with Python linked in (deploy/install-uwsgi.sh); the rest of
-# requirements.txt then finds it installed. --no-cache-dir: a uWSGI wheel cached from another
-# Python 3.11 (a pyenv one, say) has the same tag but links that Python's libpython.
+# from its source against this venv's interpreter, with Python linked in
+# (deploy/install-uwsgi.sh); the rest of requirements.txt then finds it installed.
 $(VENV)/.service: requirements.txt deploy/install-uwsgi.sh
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	deploy/install-uwsgi.sh $(VENV) requirements.txt

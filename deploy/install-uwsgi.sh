@@ -19,7 +19,8 @@ requirements=$2
 pin=$(grep -E '^uWSGI==' "$requirements")
 version=${pin#uWSGI==}
 built_static() {
-    [ "$("$venv/bin/uwsgi" --version 2>/dev/null)" = "$version" ] && ! ldd "$venv/bin/uwsgi" | grep -q libpython
+    [ "$("$venv/bin/uwsgi" --version 2>/dev/null)" = "$version" ] \
+        && ! ldd "$venv/bin/uwsgi" | grep -q libpython
 }
 built_static && exit 0
 # The static library, and the libraries it needs (zlib, expat, libm for its built-in modules).

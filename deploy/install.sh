@@ -215,7 +215,6 @@ install_code() {
         say "$built"
     fi
     # The requirements the venv was last built from are kept in it; pip runs when they differ.
-    # --no-cache-dir: a cached uWSGI wheel may have been built against another Python 3.11.
     if ! cmp -s "$APP/requirements.txt" "$VENV/installed-requirements.txt"; then
         "$VENV/bin/pip" install --quiet --no-cache-dir -r "$APP/requirements.txt"
         cp "$APP/requirements.txt" "$VENV/installed-requirements.txt"
