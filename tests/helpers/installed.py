@@ -32,15 +32,18 @@ SNAPSHOT = (
 )
 
 
+# What else the directory holds, in its name's hash: a directory made before it held uWSGI's
+# source is not taken for one that does.
+WHEELHOUSE_HOLDS = b"uWSGI's source"
+
+
 def wheelhouse() -> Path:
     """Wheels of requirements.txt and of the docs viewer for the box, built once per version,
     and uWSGI's source, which deploy/install-uwsgi.sh builds from."""
     requirements = PROJECT / "requirements.txt"
     viewer = PROJECT / "deploy" / "docs-viewer.sh"
-    uwsgi = PROJECT / "deploy" / "install-uwsgi.sh"
-    digest = hashlib.sha256(
-        requirements.read_bytes() + viewer.read_bytes() + uwsgi.read_bytes()
-    ).hexdigest()[:12]
+    held = requirements.read_bytes() + viewer.read_bytes() + WHEELHOUSE_HOLDS
+    digest = hashlib.sha256(held).hexdigest()[:12]
     wheels = PROJECT / ".cache" / f"wheels-{digest}"
     if not wheels.exists():
         building = wheels.with_suffix(".partial")
